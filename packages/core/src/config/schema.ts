@@ -1,0 +1,93 @@
+import { z } from "zod";
+import { duration, size } from "./units.js";
+
+/** Parses `host:port`, `[v6]:port` or a bare port into its parts. */
+export function parseHostPort(text: string): { host: string; port: number } | undefined {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text.trim());
+  if (match) {
+    const port = Number(match[3]);
+    if (port > 65535) return undefined;
+    return { host: match[1] ?? match[2]!, port };
+  }
+  return undefined;
+}
+
+const hostPort = z.string().refine((value) => parseHostPort(value) !== undefined, {
+  message: "expected host:port, with IPv6 in brackets as [::1]:2525",
+});
+
+const listener = z.union([
+  hostPort.transform((address) => ({ address, implicitTls: false, requireAuth: false })),
+  z.strictObject({
+    address: hostPort,
+    /** TLS from the first byte (port 465) instead of STARTTLS. */
+    implicitTls: z.boolean().default(false),
+    /** AUTH is required before MAIL (a submission port). */
+    requireAuth: z.boolean().default(false),
+  }),
+]);
+
+const certificate = z.strictObject({ key: z.string(), cert: z.string() });
+
+export const limitsSchema = z
+  .strictObject({
+    maxMessageSize: size().default(25 * 1024 * 1024),
+    maxRecipients: z.number().int().min(1).default(100),
+    maxCommandLength: z.number().int().min(512).default(512),
+    maxAuthLineLength: z.number().int().min(512).default(12288),
+    maxDataLineLength: size().default(1024 * 1024),
+    maxConnections: z.number().int().min(1).default(1000),
+    maxConnectionsPerIp: z.number().int().min(1).default(50),
+    idleTimeout: duration().default(300_000),
+    dataTimeout: duration().default(600_000),
+    maxErrors: z.number().int().min(1).default(10),
+  })
+  .prefault({});
+
+export const serverSchema = z
+  .strictObject({
+    hostname: z.string().min(1).default("localhost"),
+    listen: z.array(listener).min(1).prefault(["127.0.0.1:2525"]),
+    banner: z.string().optional(),
+    dns: z
+      .strictObject({
+        nameservers: z.array(z.string()).default([]),
+        timeout: duration().default(5000),
+      })
+      .prefault({}),
+    limits: limitsSchema,
+    tls: certificate
+      .extend({ sni: z.record(z.string(), certificate).default({}) })
+      .optional(),
+    allowInsecureAuth: z.boolean().default(false),
+    lineEndings: z.enum(["strict", "normalize"]).default("strict"),
+    hookTimeout: duration().default(30_000),
+    shutdownTimeout: duration().default(30_000),
+    reverseDns: z
+      .strictObject({ enabled: z.boolean().default(false), timeout: duration().default(2000) })
+      .prefault({}),
+    /** Folder for messages while they are received; defaults to the system temp folder. */
+    spoolDir: z.string().optional(),
+    logLevel: z
+      .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+      .default("info"),
+    /** Accept the PROXY protocol header from these addresses (or all with true). */
+    proxyProtocol: z.union([z.boolean(), z.array(z.string())]).default(false),
+  })
+  .prefault({});
+
+export const pluginEntrySchema = z.strictObject({
+  use: z.string().min(1),
+  with: z.record(z.string(), z.unknown()).default({}),
+});
+
+export const configSchema = z.strictObject({
+  server: serverSchema,
+  plugins: z.array(pluginEntrySchema).default([]),
+});
+
+export type MailroomConfig = z.output<typeof configSchema>;
+export type ServerConfig = MailroomConfig["server"];
+export type Limits = ServerConfig["limits"];
+export type ListenerConfig = ServerConfig["listen"][number];
+export type PluginEntry = MailroomConfig["plugins"][number];

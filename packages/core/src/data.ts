@@ -1,0 +1,181 @@
+import { pipeline } from "node:stream/promises";
+import type { ServerConfig } from "./config/schema.js";
+import { Message, wrapHeaders } from "./message/message.js";
+import { receivedHeader } from "./message/received.js";
+import { SpoolWriter } from "./message/spool.js";
+import type { HookRunner } from "./plugins/runner.js";
+import { replyFor, type Reply } from "./replies.js";
+import type { Connection, Recipient, Transaction } from "./session-state.js";
+import type { Wire } from "./smtp/adapter.js";
+
+/** A message with more Received headers than this is taken to be looping. */
+export const MAX_RECEIVED_HEADERS = 100;
+
+interface ReceiveContext {
+  wire: Wire;
+  connection: Connection;
+  transaction: Transaction;
+  runner: HookRunner;
+  config: ServerConfig;
+  spoolDir: string;
+  utf8: boolean;
+}
+
+/**
+ * Receives DATA after the data hook allowed it: sends 354, spools the
+ * message, checks it, runs data_post and queue, and returns the final reply.
+ * The spool file is removed before this returns.
+ */
+export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
+  const { wire, transaction, config } = context;
+  const limits = config.limits;
+  const started = Date.now();
+
+  const spool = new SpoolWriter({
+    dir: context.spoolDir,
+    name: `${transaction.id}.eml`,
+    maxSize: limits.maxMessageSize,
+    maxLineLength: limits.maxDataLineLength,
+    lineEndings: config.lineEndings,
+  });
+
+  wire.reply({ code: 354, message: "End data with <CR><LF>.<CR><LF>" });
+  const input = wire.startData();
+
+  let reply: Reply;
+  try {
+    reply = await receiveAndStore(context, input, spool);
+  } catch (error) {
+    transaction.logger.error({ err: error }, "message not received");
+    reply = { code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" };
+  } finally {
+    await spool.remove().catch((error: unknown) => {
+      transaction.logger.warn({ err: error, path: spool.path }, "spool file not removed");
+    });
+  }
+
+  transaction.logger.info(
+    {
+      sender: transaction.sender?.address ?? "",
+      recipients: transaction.recipients.length,
+      size: transaction.message?.size,
+      code: reply.code,
+      enhanced: reply.enhanced,
+      ms: Date.now() - started,
+    },
+    "transaction",
+  );
+  if (reply.code === 250) reply = { ...reply, message: `${reply.message} as ${transaction.id}` };
+  return reply;
+}
+
+async function receiveAndStore(
+  context: ReceiveContext,
+  input: NodeJS.ReadableStream,
+  spool: SpoolWriter,
+): Promise<Reply> {
+  const { connection, transaction, config } = context;
+
+  const timer = setTimeout(() => {
+    (input as unknown as { destroy(error: Error): void }).destroy(
+      Object.assign(new Error("DATA timed out"), { code: "DATA_TIMEOUT" }),
+    );
+  }, config.limits.dataTimeout);
+  try {
+    await pipeline(input, spool);
+  } catch (error) {
+    if ((error as { code?: string }).code === "DATA_TIMEOUT") {
+      return { code: 421, enhanced: "4.4.2", message: "DATA timed out, closing connection", close: true };
+    }
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+
+  const result = await spool.result();
+  if (result.tooBig) {
+    return { code: 552, enhanced: "5.3.4", message: `Message size exceeds the limit of ${config.limits.maxMessageSize} octets` };
+  }
+  if (result.lineTooLong) {
+    return { code: 500, enhanced: "5.5.2", message: `Message line longer than ${config.limits.maxDataLineLength} octets` };
+  }
+  if (result.bareLineEnding && config.lineEndings === "strict") {
+    return { code: 554, enhanced: "5.6.0", message: "Message contains a bare CR or LF; lines must end with CRLF" };
+  }
+
+  const headers = wrapHeaders(result.headers);
+  if (headers.count("received") > MAX_RECEIVED_HEADERS) {
+    return { code: 554, enhanced: "5.4.6", message: "Too many Received headers: mail loop" };
+  }
+
+  const message = new Message(
+    result.path,
+    result.size,
+    headers,
+    receivedHeader({ connection, transaction, hostname: config.hostname, utf8: context.utf8 }),
+    transaction.sender,
+  );
+  transaction.message = message;
+
+  const post = await context.runner.run("data_post", { connection, transaction, message }, transaction.logger);
+  if (post.kind !== "cont") {
+    const postReply = replyFor("data_post", post.kind === "error" ? "ERROR" : post.answer);
+    if (postReply) return postReply;
+  }
+  return queue(context, message);
+}
+
+/** Groups the recipients by route; a recipient without a route gets "". */
+function byRoute(recipients: Recipient[]): Map<string, Recipient[]> {
+  const groups = new Map<string, Recipient[]>();
+  for (const recipient of recipients) {
+    const route = recipient.route ?? "";
+    const list = groups.get(route) ?? [];
+    list.push(recipient);
+    groups.set(route, list);
+  }
+  return groups;
+}
+
+/**
+ * Calls the queue handler of each route's owner with its recipients. The
+ * reply is 250 only when every owner answered OK, which for the stock
+ * plugins means the message is fsync'd.
+ */
+async function queue(context: ReceiveContext, message: Message): Promise<Reply> {
+  const { connection, transaction, runner } = context;
+  const stored: string[] = [];
+
+  for (const [route, recipients] of byRoute(transaction.recipients)) {
+    const owner = route ? runner.routeOwner(route) : undefined;
+    if (!owner) {
+      transaction.logger.error(
+        { route: route || null, recipients: recipients.map((recipient) => recipient.address.address) },
+        "no plugin stores this route",
+      );
+      return failure(transaction, stored, { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" });
+    }
+    const outcome = await runner.runPlugin(
+      owner,
+      "queue",
+      { connection, transaction, message, route, recipients },
+      transaction.logger,
+    );
+    if (outcome.kind === "answer" && outcome.answer.verdict === "OK") {
+      stored.push(route);
+      continue;
+    }
+    const reply = replyFor("queue", outcome.kind === "error" ? "ERROR" : outcome.kind === "answer" ? outcome.answer : undefined);
+    return failure(transaction, stored, reply!);
+  }
+
+  return replyFor("queue", { verdict: "OK" })!;
+}
+
+function failure(transaction: Transaction, stored: string[], reply: Reply): Reply {
+  if (stored.length > 0) {
+    // The client will retry the whole message, so these routes get it twice.
+    transaction.logger.warn({ stored, code: reply.code }, "message stored for some routes only");
+  }
+  return reply;
+}

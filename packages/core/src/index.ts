@@ -1,0 +1,24 @@
+// tsyringe needs the Reflect metadata API before it loads.
+import "reflect-metadata";
+
+export { z } from "zod";
+export { container, type DependencyContainer } from "tsyringe";
+export type { Logger } from "pino";
+
+export * from "./answers.js";
+export * from "./hooks.js";
+export * from "./plugins/plugin.js";
+export { HookRunner, type LoadedPlugin, type HookOutcome } from "./plugins/runner.js";
+export { loadPlugins, closePlugins } from "./plugins/loader.js";
+export { ensureTypeScriptLoader } from "./plugins/typescript.js";
+export { Connection, Transaction, type Recipient, type TlsState } from "./session-state.js";
+export { Message, type MessageHeaders } from "./message/message.js";
+export { rfc5322Date } from "./message/received.js";
+export * from "./smtp/address.js";
+export { replyFor, formatReply, type Reply } from "./replies.js";
+export * from "./services/tokens.js";
+export * from "./services/dns.js";
+export * from "./config/schema.js";
+export { ConfigError, loadConfig, parseConfig, formatIssues, type LoadedConfig } from "./config/load.js";
+export { parseSize, parseDuration, size, duration } from "./config/units.js";
+export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";

@@ -1,0 +1,57 @@
+import type { Connection, Transaction } from "../session-state.js";
+
+const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** Formats a date as RFC 5322 section 3.3 requires, in UTC. */
+export function rfc5322Date(date: Date): string {
+  const pad = (value: number) => String(value).padStart(2, "0");
+  return (
+    `${DAYS[date.getUTCDay()]}, ${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]} ${date.getUTCFullYear()} ` +
+    `${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000`
+  );
+}
+
+/** Keeps a client-supplied name from breaking the header's syntax. */
+function clean(text: string): string {
+  return text.replace(/[^\x21-\x7e]|[()\\]/g, "?");
+}
+
+/**
+ * Builds the engine's Received header (RFC 5321 section 4.4), folded, ending
+ * in CRLF. The protocol name follows RFC 3848 (ESMTP, ESMTPS, ESMTPSA) and
+ * RFC 6531 (UTF8SMTP...).
+ */
+export function receivedHeader(options: {
+  connection: Connection;
+  transaction: Transaction;
+  hostname: string;
+  utf8: boolean;
+  date?: Date;
+}): string {
+  const { connection, transaction } = options;
+  const ip = connection.remoteAddress.includes(":")
+    ? `IPv6:${connection.remoteAddress}`
+    : connection.remoteAddress;
+  const reverse = connection.remoteHostname ? `${clean(connection.remoteHostname)} ` : "";
+  const helo = clean(connection.heloName ?? "unknown");
+
+  let protocol = connection.heloVerb === "HELO" ? "SMTP" : "ESMTP";
+  if (protocol === "ESMTP") {
+    if (connection.tls.secure) protocol += "S";
+    if (connection.user) protocol += "A";
+  }
+  if (options.utf8) protocol = protocol.replace("SMTP", "UTF8SMTP");
+
+  const only = transaction.recipients.length === 1 ? transaction.recipients[0] : undefined;
+  const forClause = only ? `\r\n\tfor <${only.address.address}>` : "";
+  const tls = connection.tls.secure && connection.tls.protocol
+    ? ` (${connection.tls.protocol}${connection.tls.cipher ? ` ${connection.tls.cipher}` : ""})`
+    : "";
+
+  return (
+    `Received: from ${helo} (${reverse}[${ip}])\r\n` +
+    `\tby ${options.hostname} (Mailroom) with ${protocol}${tls} id ${transaction.id}` +
+    `${forClause}; ${rfc5322Date(options.date ?? new Date())}\r\n`
+  );
+}

@@ -1,0 +1,201 @@
+import { createWriteStream, type WriteStream } from "node:fs";
+import { rm } from "node:fs/promises";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { Splitter, type Headers, type SplitterNode } from "mailsplit";
+
+const CR = 0x0d;
+const LF = 0x0a;
+const CRLF = Buffer.from("\r\n");
+const CR_BYTE = Buffer.from([CR]);
+
+/** How the spool treats line endings other than CRLF inside a message. */
+export type LineEndingPolicy = "strict" | "normalize";
+
+export interface SpoolOptions {
+  dir: string;
+  name: string;
+  maxSize: number;
+  maxLineLength: number;
+  lineEndings: LineEndingPolicy;
+}
+
+/** What the spool found in a finished message. */
+export interface SpoolResult {
+  path: string;
+  /** Octets received, counted even after the size limit was passed. */
+  received: number;
+  /** Octets written to the spool file (after normalisation). */
+  size: number;
+  tooBig: boolean;
+  lineTooLong: boolean;
+  /** A bare CR or LF was seen (refused in strict mode, rewritten otherwise). */
+  bareLineEnding: boolean;
+  headers: Headers | undefined;
+}
+
+/**
+ * Receives the dot-unstuffed DATA bytes, checks size, line length and line
+ * endings, feeds the header block to mailsplit and writes the bytes to a spool
+ * file. Once a limit is passed it keeps counting but stops writing, so the
+ * reply can wait for the final dot without buffering anything.
+ */
+export class SpoolWriter extends Writable {
+  readonly path: string;
+  private readonly file: WriteStream;
+  private readonly options: SpoolOptions;
+  private received = 0;
+  private written = 0;
+  private lineLength = 0;
+  private pendingCR = false;
+  private tooBig = false;
+  private lineTooLong = false;
+  private bareLineEnding = false;
+  private splitter: Splitter | undefined = new Splitter({ ignoreEmbedded: true });
+  private headers: Headers | undefined;
+
+  constructor(options: SpoolOptions) {
+    super({ highWaterMark: 256 * 1024 });
+    this.options = options;
+    this.path = path.join(options.dir, options.name);
+    this.file = createWriteStream(this.path, { flags: "wx" });
+    this.file.on("error", (error) => this.destroy(error));
+
+    this.splitter!.on("data", (item: SplitterNode | { type: string }) => {
+      if (item.type === "node" && (item as SplitterNode).root) {
+        this.headers = (item as SplitterNode).headers;
+        this.stopHeaderParser();
+      }
+    });
+    this.splitter!.on("error", () => this.stopHeaderParser());
+  }
+
+  private stopHeaderParser(): void {
+    const splitter = this.splitter;
+    this.splitter = undefined;
+    splitter?.removeAllListeners("data");
+    splitter?.on("error", () => {});
+    splitter?.destroy();
+  }
+
+  /** Scans a chunk for line endings and long lines; returns the bytes to store. */
+  private inspect(input: Buffer): Buffer {
+    // A CR at the end of a chunk is held back until the next byte shows
+    // whether it starts a CRLF.
+    const chunk = this.pendingCR ? Buffer.concat([CR_BYTE, input]) : input;
+    this.pendingCR = false;
+    let end = chunk.length;
+    if (end > 0 && chunk[end - 1] === CR) {
+      this.pendingCR = true;
+      end -= 1;
+    }
+
+    const normalize = this.options.lineEndings === "normalize";
+    const parts: Buffer[] = [];
+    let copied = 0;
+
+    for (let i = 0; i < end; i++) {
+      const byte = chunk[i];
+      const bare =
+        (byte === LF && (i === 0 || chunk[i - 1] !== CR)) ||
+        (byte === CR && chunk[i + 1] !== LF);
+      if (bare) {
+        this.bareLineEnding = true;
+        this.lineLength = 0;
+        if (normalize) {
+          parts.push(chunk.subarray(copied, i), CRLF);
+          copied = i + 1;
+        }
+        continue;
+      }
+      if (byte === LF) {
+        this.lineLength = 0;
+      } else if (byte !== CR) {
+        this.lineLength += 1;
+        if (this.lineLength > this.options.maxLineLength) this.lineTooLong = true;
+      }
+    }
+
+    if (parts.length === 0) return chunk.subarray(0, end);
+    parts.push(chunk.subarray(copied, end));
+    return Buffer.concat(parts);
+  }
+
+  private get refusing(): boolean {
+    return (
+      this.tooBig ||
+      this.lineTooLong ||
+      (this.bareLineEnding && this.options.lineEndings === "strict")
+    );
+  }
+
+  override _write(
+    chunk: Buffer,
+    _encoding: BufferEncoding,
+    callback: (error?: Error | null) => void,
+  ): void {
+    this.received += chunk.length;
+    if (this.received > this.options.maxSize) this.tooBig = true;
+
+    const bytes = this.inspect(chunk);
+    this.splitter?.write(bytes);
+
+    if (this.refusing) {
+      callback();
+      return;
+    }
+    this.written += bytes.length;
+    if (this.file.write(bytes)) callback();
+    else this.file.once("drain", () => callback());
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (this.pendingCR) {
+      this.pendingCR = false;
+      this.bareLineEnding = true;
+      const tail = this.options.lineEndings === "normalize" ? CRLF : CR_BYTE;
+      if (!this.refusing) this.file.write(tail);
+    }
+    // A message without a blank line after its headers never completes the
+    // splitter's header block, so end it to get whatever headers there are.
+    const splitter = this.splitter;
+    this.file.end();
+    if (!splitter) return callback();
+    // The splitter either ends, or is destroyed once it has found the headers.
+    let called = false;
+    const done = () => {
+      if (called) return;
+      called = true;
+      this.stopHeaderParser();
+      callback();
+    };
+    splitter.once("end", done);
+    splitter.once("close", done);
+    splitter.end();
+  }
+
+  /** Waits for the spool file to be closed and returns what the scan found. */
+  async result(): Promise<SpoolResult> {
+    if (!this.file.closed) {
+      await new Promise<void>((resolve, reject) => {
+        this.file.once("close", resolve);
+        this.file.once("error", reject);
+      });
+    }
+    return {
+      path: this.path,
+      received: this.received,
+      size: this.written,
+      tooBig: this.tooBig,
+      lineTooLong: this.lineTooLong,
+      bareLineEnding: this.bareLineEnding,
+      headers: this.headers,
+    };
+  }
+
+  /** Deletes the spool file, ignoring one that is already gone. */
+  async remove(): Promise<void> {
+    this.file.destroy();
+    await rm(this.path, { force: true });
+  }
+}

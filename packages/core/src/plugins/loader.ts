@@ -1,0 +1,134 @@
+import { createRequire } from "node:module";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import type { Logger } from "pino";
+import type { DependencyContainer } from "tsyringe";
+import { ConfigError, formatIssues, type LoadedConfig } from "../config/load.js";
+import { HOOK_NAMES } from "../hooks.js";
+import { ensureTypeScriptLoader } from "./typescript.js";
+import { isPluginDefinition, type PluginDefinition, type PluginHooks } from "./plugin.js";
+import type { LoadedPlugin } from "./runner.js";
+
+function isPath(use: string): boolean {
+  return use.startsWith(".") || path.isAbsolute(use);
+}
+
+/** Imports the module named by `use`: a path relative to the config file or a package name. */
+async function importPlugin(use: string, configDir: string): Promise<unknown> {
+  if (isPath(use)) {
+    const file = path.resolve(configDir, use);
+    if (/\.[cm]?tsx?$/.test(file)) await ensureTypeScriptLoader();
+    return import(pathToFileURL(file).href);
+  }
+  try {
+    return await import(use);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    // Not found beside @mailroom/core: look next to the config file instead.
+    const resolved = createRequire(path.join(configDir, "noop.js")).resolve(use);
+    return import(pathToFileURL(resolved).href);
+  }
+}
+
+const KNOWN_KEYS = new Set<string>([...HOOK_NAMES, "close"]);
+
+/**
+ * Loads every plugin of the config in order: imports it, validates its
+ * options with its schema and runs its setup. Errors name the plugin, the
+ * file and line of its entry and the option path.
+ */
+export async function loadPlugins(
+  loaded: LoadedConfig,
+  container: DependencyContainer,
+  logger: Logger,
+): Promise<LoadedPlugin[]> {
+  const plugins: LoadedPlugin[] = [];
+  const entries = loaded.config.plugins;
+
+  for (const [index, entry] of entries.entries()) {
+    const where = `${loaded.file}:${loaded.lineOf(["plugins", index, "use"]) ?? "?"}`;
+    let module: unknown;
+    try {
+      module = await importPlugin(entry.use, loaded.dir);
+    } catch (error) {
+      throw new ConfigError(
+        `${where}: plugins[${index}].use: cannot load plugin "${entry.use}": ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+
+    const definition = (module as { default?: unknown }).default ?? module;
+    if (!isPluginDefinition(definition)) {
+      throw new ConfigError(
+        `${where}: plugins[${index}].use: "${entry.use}" does not export a plugin; expected \`export default definePlugin({ name, options, setup })\``,
+      );
+    }
+
+    const options = parseOptions(definition, entry.with, loaded, index);
+    const routes = new Set<string>();
+    const pluginLogger = logger.child({ plugin: definition.name });
+    let hooks: PluginHooks;
+    try {
+      hooks = await definition.setup({
+        options,
+        logger: pluginLogger,
+        container,
+        config: loaded.config,
+        configDir: loaded.dir,
+        registerRoute: (route) => routes.add(route),
+      });
+    } catch (error) {
+      await closePlugins(plugins, logger);
+      throw new ConfigError(
+        `${where}: plugin ${definition.name} failed to start: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+
+    for (const key of Object.keys(hooks ?? {})) {
+      if (!KNOWN_KEYS.has(key)) {
+        await closePlugins(plugins, logger);
+        throw new ConfigError(
+          `${where}: plugin ${definition.name} returned a handler for unknown hook "${key}"; hooks are ${HOOK_NAMES.join(", ")}`,
+        );
+      }
+    }
+    plugins.push({ name: definition.name, hooks: hooks ?? {}, routes, logger: pluginLogger });
+  }
+  return plugins;
+}
+
+function parseOptions(
+  definition: PluginDefinition,
+  options: Record<string, unknown>,
+  loaded: LoadedConfig,
+  index: number,
+): unknown {
+  if (!definition.options) {
+    if (Object.keys(options).length > 0) {
+      throw new ConfigError(
+        `${loaded.file}:${loaded.lineOf(["plugins", index, "with"]) ?? "?"}: plugins[${index}].with: plugin ${definition.name} takes no options`,
+      );
+    }
+    return {};
+  }
+  const result = definition.options.safeParse(options);
+  if (result.success) return result.data;
+  const details = formatIssues(result.error, {
+    file: loaded.file,
+    lineOf: loaded.lineOf,
+    prefix: ["plugins", index, "with"],
+  });
+  throw new ConfigError(`invalid options for plugin ${definition.name}:\n${details}`, { cause: result.error });
+}
+
+/** Runs each plugin's close(), logging failures instead of throwing. */
+export async function closePlugins(plugins: readonly LoadedPlugin[], logger: Logger): Promise<void> {
+  for (const plugin of [...plugins].reverse()) {
+    try {
+      await plugin.hooks.close?.();
+    } catch (error) {
+      logger.error({ err: error, plugin: plugin.name }, "plugin close failed");
+    }
+  }
+}

@@ -1,0 +1,69 @@
+import type { DependencyContainer } from "tsyringe";
+import type { Logger } from "pino";
+import type { z } from "zod";
+import type { HookHandlers } from "../hooks.js";
+import type { MailroomConfig } from "../config/schema.js";
+
+/** What `setup` receives. */
+export interface PluginContext<Options> {
+  /** The plugin's options, parsed and defaulted by its schema. */
+  options: Options;
+  /** A pino child logger bound to `{ plugin: name }`. */
+  logger: Logger;
+  /**
+   * The server's DI container. Resolve shared services by their `TOKENS`;
+   * register your own with `container.register(token, { useValue })`.
+   */
+  container: DependencyContainer;
+  /** The whole validated config. */
+  config: MailroomConfig;
+  /** Folder of the config file, for resolving relative paths in options. */
+  configDir: string;
+  /**
+   * Declares that this plugin stores recipients accepted with `ok({ route })`.
+   * At queue the engine calls this plugin's queue handler with those recipients.
+   */
+  registerRoute(route: string): void;
+}
+
+/** What `setup` returns: hook handlers plus an optional close(). */
+export interface PluginHooks extends HookHandlers {
+  /** Releases the plugin's resources; runs after its last connection ended. */
+  close?: () => void | Promise<void>;
+}
+
+/** A plugin as its module exports it: `export default definePlugin({...})`. */
+export interface PluginDefinition<Schema extends z.ZodType = z.ZodType> {
+  readonly name: string;
+  /** zod schema of the `with:` block; omitted means no options. */
+  readonly options?: Schema;
+  setup(
+    context: PluginContext<z.output<Schema>>,
+  ): PluginHooks | Promise<PluginHooks>;
+  readonly [PLUGIN_MARK]?: true;
+}
+
+const PLUGIN_MARK = Symbol.for("mailroom.Plugin");
+
+/** Declares a plugin; the function only checks its shape and marks it. */
+export function definePlugin<Schema extends z.ZodType>(
+  definition: PluginDefinition<Schema>,
+): PluginDefinition<Schema> {
+  if (typeof definition?.name !== "string" || definition.name === "") {
+    throw new TypeError("definePlugin: name must be a non-empty string");
+  }
+  if (typeof definition.setup !== "function") {
+    throw new TypeError(`definePlugin(${definition.name}): setup must be a function`);
+  }
+  return Object.freeze({ ...definition, [PLUGIN_MARK]: true as const });
+}
+
+/** Checks that a module's default export looks like a plugin definition. */
+export function isPluginDefinition(value: unknown): value is PluginDefinition {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as PluginDefinition).name === "string" &&
+    typeof (value as PluginDefinition).setup === "function"
+  );
+}

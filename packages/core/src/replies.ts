@@ -1,0 +1,165 @@
+import type { Answer, Verdict } from "./answers.js";
+import type { SessionHookName } from "./hooks.js";
+
+/** An SMTP reply to send. `enhanced` is omitted only where RFC 2034 says so. */
+export interface Reply {
+  code: number;
+  enhanced?: string;
+  message: string;
+  /** Close the connection after sending the reply. */
+  close?: boolean;
+}
+
+type Outcome = Verdict | "CONT" | "ERROR";
+type ReplyTable = Partial<Record<Outcome, Reply | null>>;
+
+const SOFT_CLOSE: Reply = { code: 421, enhanced: "4.3.0", message: "Service temporarily unavailable", close: true };
+const LOCAL_ERROR: Reply = { code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" };
+
+/**
+ * Replies for each hook and outcome when the answer sets no code of its own.
+ * `null` means the hook sends no reply of its own (the engine continues).
+ * ERROR is a handler that threw or passed the hook deadline.
+ */
+const TABLE: Record<SessionHookName, ReplyTable> = {
+  connect: {
+    CONT: null,
+    OK: null,
+    DENY: { code: 554, enhanced: "5.7.1", message: "Connection refused", close: true },
+    DENYDISCONNECT: { code: 554, enhanced: "5.7.1", message: "Connection refused", close: true },
+    DENYSOFT: { code: 421, enhanced: "4.7.0", message: "Try again later", close: true },
+    DENYSOFTDISCONNECT: { code: 421, enhanced: "4.7.0", message: "Try again later", close: true },
+    ERROR: SOFT_CLOSE,
+  },
+  helo: {
+    DENY: { code: 550, message: "HELO rejected" },
+    DENYSOFT: { code: 450, message: "HELO rejected, try again later" },
+    ERROR: { code: 451, message: "Temporary local problem, try again later" },
+  },
+  ehlo: {
+    DENY: { code: 550, message: "EHLO rejected" },
+    DENYSOFT: { code: 450, message: "EHLO rejected, try again later" },
+    ERROR: { code: 451, message: "Temporary local problem, try again later" },
+  },
+  auth: {
+    CONT: { code: 535, enhanced: "5.7.8", message: "Authentication credentials invalid" },
+    OK: { code: 235, enhanced: "2.7.0", message: "Authentication successful" },
+    DENY: { code: 535, enhanced: "5.7.8", message: "Authentication credentials invalid" },
+    DENYSOFT: { code: 454, enhanced: "4.7.0", message: "Temporary authentication failure" },
+    ERROR: { code: 454, enhanced: "4.7.0", message: "Temporary authentication failure" },
+  },
+  vrfy: {
+    CONT: { code: 252, enhanced: "2.1.5", message: "Cannot verify the user, but will accept the message" },
+    OK: { code: 250, enhanced: "2.1.5", message: "Mailbox exists" },
+    DENY: { code: 550, enhanced: "5.1.1", message: "Mailbox not found" },
+    DENYSOFT: { code: 450, enhanced: "4.3.0", message: "Cannot verify now, try again later" },
+  },
+  expn: {
+    CONT: { code: 502, enhanced: "5.5.1", message: "EXPN not available" },
+    OK: { code: 250, enhanced: "2.1.5", message: "OK" },
+    DENY: { code: 550, enhanced: "5.7.1", message: "EXPN refused" },
+    DENYSOFT: { code: 450, enhanced: "4.3.0", message: "Cannot expand now, try again later" },
+  },
+  mail: {
+    CONT: { code: 250, enhanced: "2.1.0", message: "Sender OK" },
+    OK: { code: 250, enhanced: "2.1.0", message: "Sender OK" },
+    DENY: { code: 550, enhanced: "5.7.1", message: "Sender rejected" },
+    DENYSOFT: { code: 450, enhanced: "4.7.1", message: "Sender temporarily rejected, try again later" },
+  },
+  rcpt: {
+    CONT: { code: 550, enhanced: "5.7.1", message: "Recipient not accepted" },
+    OK: { code: 250, enhanced: "2.1.5", message: "Recipient OK" },
+    DENY: { code: 550, enhanced: "5.7.1", message: "Recipient rejected" },
+    DENYSOFT: { code: 450, enhanced: "4.7.1", message: "Recipient temporarily rejected, try again later" },
+  },
+  data: {
+    CONT: null,
+    OK: null,
+    DENY: { code: 554, enhanced: "5.7.1", message: "Message rejected" },
+    DENYSOFT: { code: 451, enhanced: "4.7.1", message: "Message temporarily rejected, try again later" },
+  },
+  data_post: {
+    CONT: null,
+    OK: null,
+    DENY: { code: 554, enhanced: "5.7.1", message: "Message rejected" },
+    DENYSOFT: { code: 451, enhanced: "4.7.1", message: "Message temporarily rejected, try again later" },
+  },
+  queue: {
+    CONT: { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" },
+    OK: { code: 250, enhanced: "2.0.0", message: "Message accepted" },
+    DENY: { code: 554, enhanced: "5.3.0", message: "Message not accepted for delivery" },
+    DENYSOFT: { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" },
+  },
+  unknown_command: {
+    CONT: { code: 500, enhanced: "5.5.1", message: "Command not recognized" },
+    OK: { code: 250, enhanced: "2.0.0", message: "OK" },
+    DENY: { code: 500, enhanced: "5.5.1", message: "Command not recognized" },
+    DENYSOFT: { code: 450, enhanced: "4.5.0", message: "Command not available now" },
+  },
+  reset: { ERROR: null },
+  disconnect: { ERROR: null },
+};
+
+function isDisconnect(verdict: Outcome): boolean {
+  return verdict === "DENYDISCONNECT" || verdict === "DENYSOFTDISCONNECT";
+}
+
+/** Returns the table entry for a hook and outcome, with the *DISCONNECT variants folded in. */
+function defaultReply(hook: SessionHookName, outcome: Outcome): Reply | null | undefined {
+  const table = TABLE[hook];
+  if (outcome in table) return table[outcome];
+  if (outcome === "DENYDISCONNECT") return table.DENY;
+  if (outcome === "DENYSOFTDISCONNECT") return table.DENYSOFT;
+  if (outcome === "ERROR") return LOCAL_ERROR;
+  return undefined;
+}
+
+/**
+ * Turns a hook's outcome into the reply to send, applying the answer's own
+ * code, enhanced code and text. Returns null when the hook sends no reply of
+ * its own and the engine goes on (for example OK at connect or data).
+ */
+export function replyFor(
+  hook: SessionHookName,
+  answer: Answer | undefined | "ERROR",
+): Reply | null {
+  const outcome: Outcome = answer === "ERROR" ? "ERROR" : answer?.verdict ?? "CONT";
+  const base = defaultReply(hook, outcome);
+  if (base === undefined || base === null) return null;
+  const options: Partial<Answer> = typeof answer === "object" ? answer : {};
+  const code = options.code ?? base.code;
+  const withoutEnhanced = hook === "helo" || hook === "ehlo";
+  const enhanced = withoutEnhanced
+    ? undefined
+    : options.enhanced ?? matchingEnhanced(code, base) ?? genericEnhanced(code);
+  const reply: Reply = {
+    code,
+    message: options.message ?? base.message,
+  };
+  if (enhanced) reply.enhanced = enhanced;
+  if (base.close || isDisconnect(outcome) || code === 421) reply.close = true;
+  return reply;
+}
+
+/** Uses the default enhanced code only when its class matches the reply code. */
+function matchingEnhanced(code: number, base: Reply | null | undefined): string | undefined {
+  if (!base?.enhanced) return undefined;
+  return base.enhanced[0] === String(code)[0] ? base.enhanced : undefined;
+}
+
+function genericEnhanced(code: number): string {
+  return `${Math.floor(code / 100)}.0.0`;
+}
+
+/** Formats a reply as wire lines: each line carries the code and the enhanced code. */
+export function formatReply(reply: { code: number; enhanced?: string; message: string | string[] }): string {
+  const lines = Array.isArray(reply.message) ? reply.message : reply.message.split(/\r?\n/);
+  const enhanced = reply.enhanced ? `${reply.enhanced} ` : "";
+  return lines
+    .map((line, index) => {
+      const separator = index < lines.length - 1 ? "-" : " ";
+      const text = line.replace(/[\x00-\x1f\x7f]/g, " ");
+      return `${reply.code}${separator}${enhanced}${text}`.trimEnd();
+    })
+    .join("\r\n");
+}

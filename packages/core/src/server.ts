@@ -1,0 +1,296 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { pino, type Logger } from "pino";
+import type { SMTPServer } from "smtp-server";
+import { container as rootContainer, type DependencyContainer } from "tsyringe";
+import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
+import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
+import { closePlugins, loadPlugins } from "./plugins/loader.js";
+import { HookRunner, type LoadedPlugin } from "./plugins/runner.js";
+import type { Reply } from "./replies.js";
+import { Dns2Resolver, parseNameServer } from "./services/dns.js";
+import { systemClock, TOKENS } from "./services/tokens.js";
+import { Session } from "./session.js";
+import { createListener } from "./smtp/adapter.js";
+
+/** One generation of plugins; replaced on reload while old sessions finish on it. */
+interface PluginSet {
+  plugins: LoadedPlugin[];
+  runner: HookRunner;
+  loaded: LoadedConfig;
+  sessions: number;
+  retired: boolean;
+}
+
+export interface ServerOptions {
+  /** A pino logger; by default one is made at the config's log level. */
+  logger?: Logger;
+  /** Replaces `server.listen` (the CLI's --listen). */
+  listen?: string[];
+  /** A parent container, for tests that provide their own services. */
+  container?: DependencyContainer;
+}
+
+/** The address a listener is bound to. */
+export interface BoundAddress {
+  host: string;
+  port: number;
+  implicitTls: boolean;
+}
+
+function readTls(config: MailroomConfig) {
+  const tls = config.server.tls;
+  if (!tls) return undefined;
+  const sni = new Map<string, { key: Buffer; cert: Buffer }>();
+  for (const [name, entry] of Object.entries(tls.sni)) {
+    sni.set(name.toLowerCase(), { key: readFileSync(entry.key), cert: readFileSync(entry.cert) });
+  }
+  return { key: readFileSync(tls.key), cert: readFileSync(tls.cert), sni };
+}
+
+/**
+ * A Mailroom server: the listeners, the DI container and the current plugin
+ * set. Build one with `MailroomServer.fromFile()` or `fromText()`, then
+ * `listen()`.
+ */
+export class MailroomServer {
+  readonly logger: Logger;
+  readonly container: DependencyContainer;
+  private current: PluginSet;
+  private readonly listeners: { server: SMTPServer; config: ListenerConfig; bound?: BoundAddress }[] = [];
+  private readonly perIp = new Map<string, number>();
+  private readonly sessions = new Set<Session>();
+  private readonly liveSets = new Set<PluginSet>();
+  private connections = 0;
+  private readonly spoolDir: string;
+  private readonly ownsSpoolDir: boolean;
+  private tls: ReturnType<typeof readTls>;
+  private closing = false;
+
+  private constructor(
+    set: PluginSet,
+    container: DependencyContainer,
+    logger: Logger,
+    private readonly listenOverride: string[] | undefined,
+  ) {
+    this.current = set;
+    this.liveSets.add(set);
+    this.container = container;
+    this.logger = logger;
+    this.tls = readTls(set.loaded.config);
+    const configured = set.loaded.config.server.spoolDir;
+    this.spoolDir = configured ?? mkdtempSync(path.join(os.tmpdir(), "mailroom-spool-"));
+    this.ownsSpoolDir = !configured;
+  }
+
+  /** Loads the config file, registers the services and starts every plugin. */
+  static async fromFile(file: string, options: ServerOptions = {}): Promise<MailroomServer> {
+    return MailroomServer.create(await loadConfig(file), options);
+  }
+
+  /** Same as fromFile for config text; relative paths resolve against `dir`. */
+  static async fromText(text: string, dir: string, options: ServerOptions = {}): Promise<MailroomServer> {
+    return MailroomServer.create(parseConfig(text, path.join(dir, "<inline>.yaml"), dir), options);
+  }
+
+  static async create(loaded: LoadedConfig, options: ServerOptions = {}): Promise<MailroomServer> {
+    const logger = options.logger ?? pino({ level: loaded.config.server.logLevel });
+    const container = (options.container ?? rootContainer).createChildContainer();
+    registerServices(container, loaded, logger);
+    const set = await MailroomServer.startPlugins(loaded, container, logger);
+    return new MailroomServer(set, container, logger, options.listen);
+  }
+
+  private static async startPlugins(
+    loaded: LoadedConfig,
+    container: DependencyContainer,
+    logger: Logger,
+  ): Promise<PluginSet> {
+    const plugins = await loadPlugins(loaded, container, logger);
+    return {
+      plugins,
+      runner: new HookRunner(plugins, loaded.config.server.hookTimeout),
+      loaded,
+      sessions: 0,
+      retired: false,
+    };
+  }
+
+  get config(): MailroomConfig {
+    return this.current.loaded.config;
+  }
+
+  /** Returns the plugins of the current set, in order. */
+  get plugins(): readonly LoadedPlugin[] {
+    return this.current.plugins;
+  }
+
+  private admit(remoteAddress: string): Reply | null {
+    const limits = this.config.server.limits;
+    if (this.closing) {
+      return { code: 421, enhanced: "4.3.2", message: "Server shutting down", close: true };
+    }
+    const fromIp = this.perIp.get(remoteAddress) ?? 0;
+    if (this.connections >= limits.maxConnections) {
+      return { code: 421, enhanced: "4.7.0", message: "Too many connections, try again later", close: true };
+    }
+    if (fromIp >= limits.maxConnectionsPerIp) {
+      return { code: 421, enhanced: "4.7.0", message: "Too many connections from your address", close: true };
+    }
+    this.connections += 1;
+    this.perIp.set(remoteAddress, fromIp + 1);
+    return null;
+  }
+
+  private release(remoteAddress: string): void {
+    this.connections -= 1;
+    const fromIp = (this.perIp.get(remoteAddress) ?? 1) - 1;
+    if (fromIp <= 0) this.perIp.delete(remoteAddress);
+    else this.perIp.set(remoteAddress, fromIp);
+  }
+
+  private createListener(config: ListenerConfig): SMTPServer {
+    const server = this.config.server;
+    return createListener({
+      hostname: server.hostname,
+      implicitTls: config.implicitTls,
+      ...(this.tls ? { tls: this.tls } : {}),
+      proxyProtocol: server.proxyProtocol,
+      idleTimeout: server.limits.idleTimeout,
+      maxLineLength: Math.max(server.limits.maxAuthLineLength, server.limits.maxCommandLength),
+      maxDiscard: 64 * 1024,
+      onError: (error) => this.logger.warn({ err: error }, "connection error"),
+      createSession: (wire, info) => {
+        const set = this.current;
+        set.sessions += 1;
+        let admitted = false;
+        const session = new Session(wire, info, {
+          config: set.loaded.config.server,
+          listener: config,
+          runner: set.runner,
+          logger: this.logger,
+          tlsAvailable: this.tls !== undefined,
+          spoolDir: this.spoolDir,
+          admit: (remote) => {
+            const refusal = this.admit(remote);
+            admitted = refusal === null;
+            return refusal;
+          },
+          release: (remote) => {
+            if (admitted) this.release(remote);
+            this.sessions.delete(session);
+            set.sessions -= 1;
+            if (set.retired && set.sessions === 0) void this.retire(set);
+          },
+        });
+        this.sessions.add(session);
+        return session;
+      },
+    });
+  }
+
+  /** Starts every listener; resolves with the bound addresses (port 0 gets a real port). */
+  async listen(): Promise<BoundAddress[]> {
+    const configs: ListenerConfig[] = this.listenOverride
+      ? this.listenOverride.map((address) => ({ address, implicitTls: false, requireAuth: false }))
+      : this.config.server.listen;
+
+    for (const config of configs) {
+      const target = parseHostPort(config.address);
+      if (!target) throw new Error(`invalid listen address ${config.address}; expected host:port`);
+      if (config.implicitTls && !this.tls) {
+        throw new Error(`listen ${config.address} has implicitTls but server.tls is not configured`);
+      }
+      const server = this.createListener(config);
+      const bound = await new Promise<BoundAddress>((resolve, reject) => {
+        server.server.once("error", reject);
+        server.listen({ host: target.host, port: target.port }, () => {
+          server.server.off("error", reject);
+          const address = server.server.address() as AddressInfo;
+          resolve({ host: address.address, port: address.port, implicitTls: config.implicitTls });
+        });
+      });
+      this.listeners.push({ server, config, bound });
+      this.logger.info({ host: bound.host, port: bound.port, implicitTls: bound.implicitTls }, "listening");
+    }
+    return this.addresses();
+  }
+
+  addresses(): BoundAddress[] {
+    return this.listeners.flatMap((listener) => (listener.bound ? [listener.bound] : []));
+  }
+
+  /**
+   * Re-reads the config file and swaps in a new plugin set. Sessions already
+   * open finish on the old set, whose plugins are closed when the last one ends.
+   * An invalid config throws and leaves the running set in place.
+   */
+  async reload(): Promise<void> {
+    const file = this.current.loaded.file;
+    const loaded = await loadConfig(file);
+    const tls = readTls(loaded.config);
+    const next = await MailroomServer.startPlugins(loaded, this.container, this.logger);
+    const previous = this.current;
+    this.current = next;
+    this.liveSets.add(next);
+    this.tls = tls;
+    if (tls) {
+      for (const listener of this.listeners) {
+        listener.server.updateSecureContext({ key: tls.key, cert: tls.cert });
+      }
+    }
+    previous.retired = true;
+    if (previous.sessions === 0) await this.retire(previous);
+    this.logger.info({ file, plugins: next.plugins.map((plugin) => plugin.name) }, "config reloaded");
+  }
+
+  private async retire(set: PluginSet): Promise<void> {
+    if (!this.liveSets.delete(set)) return;
+    await closePlugins(set.plugins, this.logger);
+  }
+
+  /**
+   * Stops accepting connections, waits up to `server.shutdownTimeout` for open
+   * sessions to finish, then closes the rest and the plugins.
+   */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    const timeout = this.config.server.shutdownTimeout;
+    for (const session of this.sessions) session.shutdown();
+    await Promise.all(
+      this.listeners.map(
+        (listener) =>
+          new Promise<void>((resolve) => {
+            listener.server.options.closeTimeout = timeout;
+            listener.server.close(() => resolve());
+          }),
+      ),
+    );
+    for (const set of [...this.liveSets]) await this.retire(set);
+    if (this.ownsSpoolDir) rmSync(this.spoolDir, { recursive: true, force: true });
+    this.logger.info("server stopped");
+  }
+}
+
+function registerServices(container: DependencyContainer, loaded: LoadedConfig, logger: Logger): void {
+  const server = loaded.config.server;
+  container.register(TOKENS.Logger, { useValue: logger });
+  container.register(TOKENS.Config, { useValue: loaded.config });
+  if (!container.isRegistered(TOKENS.Clock, true)) {
+    container.register(TOKENS.Clock, { useValue: systemClock });
+  }
+  if (!container.isRegistered(TOKENS.DnsResolver, true)) {
+    let resolver: Dns2Resolver | undefined;
+    // Built on first use, so a server that never resolves a name needs no resolv.conf.
+    container.register(TOKENS.DnsResolver, {
+      useFactory: () =>
+        (resolver ??= new Dns2Resolver({
+          nameservers: server.dns.nameservers.map(parseNameServer),
+          timeout: server.dns.timeout,
+        })),
+    });
+  }
+}

@@ -1,0 +1,486 @@
+import type { Logger } from "pino";
+import type { Answer } from "./answers.js";
+import type { ListenerConfig, ServerConfig } from "./config/schema.js";
+import type { HookArgs, SessionHookName } from "./hooks.js";
+import type { HookOutcome, HookRunner } from "./plugins/runner.js";
+import { formatReply, replyFor, type Reply } from "./replies.js";
+import { receiveMessage } from "./data.js";
+import { Connection, Transaction } from "./session-state.js";
+import type { AuthResult, CommandLine, ConnectionInfo, SessionDriver, Wire } from "./smtp/adapter.js";
+import {
+  parseParameters,
+  parsePath,
+  splitPathArgument,
+  type Parameters,
+} from "./smtp/address.js";
+
+/** The server-wide facts a session needs. */
+export interface SessionEnvironment {
+  config: ServerConfig;
+  listener: ListenerConfig;
+  /** The plugin set this session uses from its first to its last hook call. */
+  runner: HookRunner;
+  logger: Logger;
+  /** True when a TLS certificate is configured, so STARTTLS is offered. */
+  tlsAvailable: boolean;
+  spoolDir: string;
+  /** Checks the connection limits; returns a refusal or null. */
+  admit(remoteAddress: string): Reply | null;
+  /** Called once when the session ends. */
+  release(remoteAddress: string): void;
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+const SYNTAX = {
+  helo: "Syntax: HELO hostname",
+  ehlo: "Syntax: EHLO hostname",
+  mail: "Syntax: MAIL FROM:<address> [parameters]",
+  rcpt: "Syntax: RCPT TO:<address> [parameters]",
+};
+
+/** A HELO argument: a domain name or an address literal, printable and without spaces. */
+const HELO_NAME = /^(?:\[[\x21-\x5a\x5e-\x7e]+\]|[\x21-\x7e]+)$/;
+
+/**
+ * Drives one SMTP session: parses each command line, enforces the command
+ * order, fires the hooks and turns their answers into replies.
+ */
+export class Session implements SessionDriver {
+  readonly connection: Connection;
+  private errors = 0;
+  private utf8 = false;
+  private closedOnce = false;
+  private busy = false;
+  private shuttingDown = false;
+
+  constructor(
+    private readonly wire: Wire,
+    info: ConnectionInfo,
+    private readonly env: SessionEnvironment,
+  ) {
+    this.connection = new Connection({ ...info, logger: env.logger });
+  }
+
+  private get limits() {
+    return this.env.config.limits;
+  }
+
+  private send(reply: Reply | { code: number; enhanced?: string; message: string | string[]; close?: boolean }): void {
+    this.wire.reply(reply);
+    if (this.connection.logger.isLevelEnabled("trace")) {
+      this.connection.logger.trace({ reply: formatReply(reply) }, "reply");
+    }
+  }
+
+  /** Fires a hook and returns the reply its outcome calls for (null: go on). */
+  private async hook<H extends SessionHookName>(
+    hook: H,
+    args: HookArgs[H],
+    logger: Logger = this.connection.logger,
+  ): Promise<{ reply: Reply | null; answer: Answer | undefined; outcome: HookOutcome }> {
+    const outcome = await this.env.runner.run(hook, args, logger);
+    if (outcome.kind === "error") return { reply: replyFor(hook, "ERROR"), answer: undefined, outcome };
+    const answer = outcome.kind === "answer" ? outcome.answer : undefined;
+    return { reply: replyFor(hook, answer), answer, outcome };
+  }
+
+  async ready(): Promise<Reply | null> {
+    const refusal = this.env.admit(this.connection.remoteAddress);
+    if (refusal) {
+      this.connection.logger.info({ remote: this.connection.remoteAddress, code: refusal.code }, "connection refused by limit");
+      return refusal;
+    }
+    this.connection.logger.info(
+      { remote: this.connection.remoteAddress, port: this.connection.remotePort, tls: this.connection.tls.secure },
+      "connection opened",
+    );
+    const { reply } = await this.hook("connect", { connection: this.connection });
+    return reply;
+  }
+
+  /** Counts a protocol error; past the limit the connection is closed with 421. */
+  private protocolError(reply: Reply): void {
+    this.errors += 1;
+    if (this.errors >= this.limits.maxErrors) {
+      this.send({ ...reply, close: false });
+      this.send({ code: 421, enhanced: "4.7.0", message: "Too many errors, closing connection", close: true });
+      return;
+    }
+    this.send(reply);
+  }
+
+  /**
+   * Ends the session for a server shutdown: at once when it is idle, or
+   * after the reply to the command in progress (a DATA transfer included).
+   */
+  shutdown(): void {
+    this.shuttingDown = true;
+    if (!this.busy && !this.connection.transaction) this.sayGoodbye();
+  }
+
+  private sayGoodbye(): void {
+    this.send({ code: 421, enhanced: "4.3.2", message: "Server shutting down", close: true });
+  }
+
+  async handleLine(line: CommandLine): Promise<void> {
+    this.busy = true;
+    try {
+      await this.dispatch(line);
+    } finally {
+      this.busy = false;
+      if (this.shuttingDown && !this.closedOnce) this.sayGoodbye();
+    }
+  }
+
+  private async dispatch(line: CommandLine): Promise<void> {
+    if (line.overflow) {
+      return this.protocolError({ code: 500, enhanced: "5.5.2", message: "Line too long" });
+    }
+    if (line.bareLf) {
+      return this.protocolError({ code: 500, enhanced: "5.5.2", message: "Line must end with CRLF" });
+    }
+
+    let text: string;
+    try {
+      text = decoder.decode(line.bytes);
+    } catch {
+      return this.protocolError({ code: 500, enhanced: "5.5.2", message: "Invalid UTF-8 in command" });
+    }
+    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(text)) {
+      return this.protocolError({ code: 500, enhanced: "5.5.2", message: "Control character in command" });
+    }
+
+    const space = text.indexOf(" ");
+    const verb = (space === -1 ? text : text.slice(0, space)).toUpperCase();
+    const argument = space === -1 ? "" : text.slice(space + 1);
+    const isAuth = verb === "AUTH";
+    if (!isAuth && Buffer.byteLength(text) > this.limits.maxCommandLength) {
+      return this.protocolError({ code: 500, enhanced: "5.5.2", message: "Line too long" });
+    }
+
+    switch (verb) {
+      case "HELO":
+      case "EHLO":
+        return this.helo(verb, argument);
+      case "MAIL":
+        return this.mail(argument);
+      case "RCPT":
+        return this.rcpt(argument);
+      case "DATA":
+        return this.data(argument);
+      case "RSET":
+        return this.rset(argument);
+      case "NOOP":
+        return this.send({ code: 250, enhanced: "2.0.0", message: "OK" });
+      case "QUIT":
+        return this.send({ code: 221, enhanced: "2.0.0", message: "Bye", close: true });
+      case "HELP":
+        return this.send({
+          code: 214,
+          enhanced: "2.0.0",
+          message: "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP STARTTLS AUTH",
+        });
+      case "VRFY":
+      case "EXPN":
+        return this.verify(verb, argument.trim());
+      case "STARTTLS":
+        return this.startTls(argument);
+      case "AUTH":
+        return this.auth(argument);
+      default:
+        return this.unknown(verb, argument);
+    }
+  }
+
+  private async helo(verb: "HELO" | "EHLO", argument: string): Promise<void> {
+    const name = argument.trim();
+    if (!name || name.includes(" ") || !HELO_NAME.test(name)) {
+      return this.protocolError({ code: 501, message: verb === "HELO" ? SYNTAX.helo : SYNTAX.ehlo });
+    }
+    const hook = verb === "HELO" ? "helo" : "ehlo";
+    const { reply } = await this.hook(hook, { connection: this.connection, name });
+    if (reply) return this.send(reply);
+
+    await this.endTransaction();
+    this.connection.heloName = name;
+    this.connection.heloVerb = verb;
+    const greeting = `${this.env.config.hostname} Hello ${name}`;
+    if (verb === "HELO") return this.send({ code: 250, message: greeting });
+    this.send({ code: 250, message: [greeting, ...this.extensions()] });
+  }
+
+  private authOffered(): boolean {
+    return (
+      this.env.runner.handles("auth") &&
+      (this.wire.secure || this.env.config.allowInsecureAuth)
+    );
+  }
+
+  private extensions(): string[] {
+    const list = [
+      "PIPELINING",
+      `SIZE ${this.limits.maxMessageSize}`,
+      "8BITMIME",
+      "SMTPUTF8",
+      "ENHANCEDSTATUSCODES",
+    ];
+    if (this.env.tlsAvailable && !this.wire.secure) list.push("STARTTLS");
+    if (this.authOffered() && !this.connection.user) list.push("AUTH PLAIN LOGIN");
+    list.push("HELP");
+    return list;
+  }
+
+  private parseMailParameters(text: string): { params: Parameters } | { reply: Reply } {
+    const parsed = parseParameters(text);
+    if (!parsed.ok) return { reply: { code: 501, enhanced: "5.5.4", message: parsed.reason } };
+    const params = parsed.params;
+    for (const [key, value] of Object.entries(params)) {
+      if (key === "SIZE") {
+        if (value === true || !/^\d{1,20}$/.test(value)) {
+          return { reply: { code: 501, enhanced: "5.5.4", message: "Invalid SIZE value" } };
+        }
+        if (Number(value) > this.limits.maxMessageSize) {
+          return { reply: { code: 552, enhanced: "5.3.4", message: `Message size exceeds the limit of ${this.limits.maxMessageSize} octets` } };
+        }
+      } else if (key === "BODY") {
+        if (value === true || !/^(7BIT|8BITMIME)$/i.test(value)) {
+          return { reply: { code: 501, enhanced: "5.5.4", message: "BODY must be 7BIT or 8BITMIME" } };
+        }
+      } else if (key === "SMTPUTF8") {
+        if (value !== true) return { reply: { code: 501, enhanced: "5.5.4", message: "SMTPUTF8 takes no value" } };
+      } else {
+        return { reply: { code: 555, enhanced: "5.5.4", message: `Unsupported parameter ${key}` } };
+      }
+    }
+    return { params };
+  }
+
+  private async mail(argument: string): Promise<void> {
+    if (!this.connection.heloName) {
+      return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Send HELO or EHLO first" });
+    }
+    if (this.env.listener.requireAuth && !this.connection.user) {
+      return this.send({ code: 530, enhanced: "5.7.0", message: "Authentication required" });
+    }
+    if (this.connection.transaction) {
+      return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Nested MAIL command" });
+    }
+    const match = /^FROM:/i.exec(argument);
+    const split = match ? splitPathArgument(argument.slice(5)) : null;
+    if (!split) return this.protocolError({ code: 501, enhanced: "5.5.4", message: SYNTAX.mail });
+
+    const parameters = this.parseMailParameters(split.rest);
+    if ("reply" in parameters) return this.protocolError(parameters.reply);
+    const utf8 = parameters.params.SMTPUTF8 === true;
+
+    const address = parsePath(split.path, { sender: true, utf8 });
+    if (address && "error" in address) {
+      return this.protocolError({ code: 501, enhanced: "5.1.7", message: `Invalid sender address: ${address.error}` });
+    }
+
+    const transaction = new Transaction(this.connection, address, parameters.params);
+    const { reply } = await this.hook(
+      "mail",
+      { connection: this.connection, transaction, address, params: parameters.params },
+      transaction.logger,
+    );
+    if (reply && reply.code >= 400) return this.send(reply);
+
+    this.utf8 = utf8;
+    this.connection.transaction = transaction;
+    this.send(reply ?? { code: 250, enhanced: "2.1.0", message: "Sender OK" });
+  }
+
+  private async rcpt(argument: string): Promise<void> {
+    const transaction = this.connection.transaction;
+    if (!transaction) {
+      return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Send MAIL first" });
+    }
+    const match = /^TO:/i.exec(argument);
+    const split = match ? splitPathArgument(argument.slice(3)) : null;
+    if (!split) return this.protocolError({ code: 501, enhanced: "5.5.4", message: SYNTAX.rcpt });
+
+    const parsed = parseParameters(split.rest);
+    if (!parsed.ok) return this.protocolError({ code: 501, enhanced: "5.5.4", message: parsed.reason });
+    const unsupported = Object.keys(parsed.params)[0];
+    if (unsupported) {
+      return this.protocolError({ code: 555, enhanced: "5.5.4", message: `Unsupported parameter ${unsupported}` });
+    }
+
+    const address = parsePath(split.path, { sender: false, utf8: this.utf8 });
+    if (!address || "error" in address) {
+      const reason = address ? address.error : "empty recipient";
+      return this.protocolError({ code: 501, enhanced: "5.1.3", message: `Invalid recipient address: ${reason}` });
+    }
+    if (transaction.recipients.length >= this.limits.maxRecipients) {
+      return this.send({ code: 452, enhanced: "4.5.3", message: "Too many recipients" });
+    }
+
+    const { reply, answer, outcome } = await this.hook(
+      "rcpt",
+      { connection: this.connection, transaction, address, params: parsed.params },
+      transaction.logger,
+    );
+    const final = reply ?? { code: 550, enhanced: "5.7.1", message: "Recipient not accepted" };
+    if (answer?.verdict === "OK" && outcome.kind === "answer") {
+      const route = answer.route ?? this.defaultRoute(outcome.plugin);
+      transaction.recipients.push({ address, params: parsed.params, route, acceptedBy: outcome.plugin });
+    } else if (final.enhanced === "5.1.1") {
+      this.connection.failedLookups += 1;
+    }
+    this.send(final);
+  }
+
+  private defaultRoute(pluginName: string): string | undefined {
+    const plugin = this.env.runner.plugins.find((candidate) => candidate.name === pluginName);
+    return plugin ? [...plugin.routes][0] : undefined;
+  }
+
+  private async data(argument: string): Promise<void> {
+    const transaction = this.connection.transaction;
+    if (argument.trim() !== "") {
+      return this.protocolError({ code: 501, enhanced: "5.5.4", message: "DATA takes no arguments" });
+    }
+    if (!transaction) {
+      return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Send MAIL first" });
+    }
+    if (transaction.recipients.length === 0) {
+      return this.send({ code: 554, enhanced: "5.5.1", message: "No valid recipients" });
+    }
+    const { reply } = await this.hook("data", { connection: this.connection, transaction }, transaction.logger);
+    if (reply) return this.send(reply);
+
+    const final = await receiveMessage({
+      wire: this.wire,
+      connection: this.connection,
+      transaction,
+      runner: this.env.runner,
+      config: this.env.config,
+      spoolDir: this.env.spoolDir,
+      utf8: this.utf8,
+    });
+    this.send(final);
+    this.connection.transactionCount += 1;
+    await this.endTransaction();
+    this.wire.endData();
+  }
+
+  private async rset(argument: string): Promise<void> {
+    if (argument.trim() !== "") {
+      return this.protocolError({ code: 501, enhanced: "5.5.4", message: "RSET takes no arguments" });
+    }
+    await this.endTransaction();
+    this.send({ code: 250, enhanced: "2.0.0", message: "OK" });
+  }
+
+  private async verify(verb: "VRFY" | "EXPN", argument: string): Promise<void> {
+    if (argument === "") {
+      return this.protocolError({ code: 501, enhanced: "5.5.4", message: `Syntax: ${verb} address` });
+    }
+    const hook = verb === "VRFY" ? "vrfy" : "expn";
+    const { reply } = await this.hook(hook, { connection: this.connection, argument });
+    const final = reply ?? replyFor(hook, undefined)!;
+    if (final.code === 550 && final.enhanced === "5.1.1") this.connection.failedLookups += 1;
+    this.send(final);
+  }
+
+  private async startTls(argument: string): Promise<void> {
+    if (!this.env.tlsAvailable) {
+      return this.protocolError({ code: 502, enhanced: "5.5.1", message: "STARTTLS not available" });
+    }
+    if (argument.trim() !== "") {
+      return this.protocolError({ code: 501, enhanced: "5.5.4", message: "STARTTLS takes no arguments" });
+    }
+    if (this.wire.secure) {
+      return this.protocolError({ code: 503, enhanced: "5.5.1", message: "TLS already active" });
+    }
+    await this.endTransaction();
+    this.wire.startTls();
+  }
+
+  tlsEstablished(info: { cipher?: string; protocol?: string; servername?: string }): void {
+    // RFC 3207 section 4.2: forget everything learned before the handshake.
+    const connection = this.connection;
+    connection.tls = { secure: true, ...info };
+    connection.heloName = undefined;
+    connection.heloVerb = undefined;
+    connection.user = undefined;
+    connection.transaction = undefined;
+    connection.logger.info({ cipher: info.cipher, protocol: info.protocol }, "tls established");
+  }
+
+  private async auth(argument: string): Promise<void> {
+    const [mechanism = "", ...rest] = argument.trim().split(/ +/);
+    const method = mechanism.toUpperCase();
+    if (!this.connection.heloName) {
+      return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Send EHLO first" });
+    }
+    if (!this.env.runner.handles("auth")) {
+      return this.protocolError({ code: 502, enhanced: "5.5.1", message: "AUTH not available" });
+    }
+    if (!this.authOffered()) {
+      return this.send({ code: 538, enhanced: "5.7.11", message: "Encryption required for AUTH" });
+    }
+    if (this.connection.user) {
+      return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Already authenticated" });
+    }
+    if (this.connection.transaction) {
+      return this.protocolError({ code: 503, enhanced: "5.5.1", message: "AUTH not allowed during a mail transaction" });
+    }
+    if (method !== "PLAIN" && method !== "LOGIN") {
+      return this.protocolError({ code: 504, enhanced: "5.5.4", message: "Unsupported authentication mechanism" });
+    }
+    await this.wire.runSasl(method, rest);
+  }
+
+  async authenticate(method: string, username: string, password: string): Promise<AuthResult> {
+    const { reply, answer } = await this.hook("auth", { connection: this.connection, method, username, password });
+    if (answer?.verdict === "OK") {
+      this.connection.user = answer.user ?? username;
+      this.connection.logger.info({ user: this.connection.user, method }, "authenticated");
+      return { user: this.connection.user };
+    }
+    this.connection.logger.info({ user: username, method }, "authentication failed");
+    return { code: reply?.code ?? 535, message: reply?.message ?? "Authentication credentials invalid" };
+  }
+
+  private async unknown(verb: string, argument: string): Promise<void> {
+    const { reply } = await this.hook("unknown_command", { connection: this.connection, verb, argument });
+    const final = reply ?? replyFor("unknown_command", undefined)!;
+    if (final.code >= 500) return this.protocolError(final);
+    this.send(final);
+  }
+
+  /** Ends the open transaction, if any, and fires reset. */
+  private async endTransaction(): Promise<void> {
+    const transaction = this.connection.transaction;
+    if (!transaction) return;
+    this.connection.transaction = undefined;
+    this.utf8 = false;
+    await this.env.runner.runAll("reset", { connection: this.connection, transaction }, transaction.logger);
+  }
+
+  closed(): void {
+    if (this.closedOnce) return;
+    this.closedOnce = true;
+    const connection = this.connection;
+    void this.endTransaction()
+      .then(() => this.env.runner.runAll("disconnect", { connection }, connection.logger))
+      .finally(() => {
+        this.env.release(connection.remoteAddress);
+        connection.logger.info(
+          {
+            remote: connection.remoteAddress,
+            helo: connection.heloName,
+            user: connection.user,
+            tls: connection.tls.secure,
+            transactions: connection.transactionCount,
+            errors: this.errors,
+            ms: Date.now() - connection.startedAt,
+          },
+          "connection closed",
+        );
+      });
+  }
+}

@@ -1,0 +1,426 @@
+/**
+ * The only module that touches smtp-server's internals. smtp-server keeps the
+ * socket, TLS (implicit and STARTTLS), the PROXY header, the SASL exchanges
+ * and dot-unstuffing of DATA. This module replaces its command reader and
+ * dispatcher: lines end only at CRLF, over-long lines get a reply instead of
+ * a dropped connection, and every command goes to a SessionDriver.
+ *
+ * It relies on these smtp-server 3.21 members, all checked by adapter.test.ts:
+ * SMTPConnection#_setListeners, #_createParser, #_onCommand, #_onClose,
+ * #_nextHandler, #_upgrading, #_handlerPending, #_parser, #_ready,
+ * #_resetSession, #send, #close, #upgrade; SMTPStream#_feedDataStream,
+ * #_dataMode, #startDataMode, #continue, #isClosed; the SASL table's
+ * SASL_PLAIN and SASL_LOGIN; SMTPServer#connect and options.onAuth/onSecure.
+ */
+import type { Readable } from "node:stream";
+import { SMTPServer, type SMTPServerOptions } from "smtp-server";
+import SASL from "smtp-server/lib/sasl.js";
+import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
+import { SMTPStream } from "smtp-server/lib/smtp-stream.js";
+
+/** One command line as read from the socket, without its line ending. */
+export interface CommandLine {
+  bytes: Buffer;
+  /** The line ended in a bare LF instead of CRLF. */
+  bareLf: boolean;
+  /** The line was longer than the reader keeps; `bytes` is empty then. */
+  overflow: boolean;
+}
+
+/** A reply as wire text: code, optional enhanced code, and one or more lines. */
+export interface WireReply {
+  code: number;
+  enhanced?: string;
+  message: string | string[];
+  close?: boolean;
+}
+
+export interface AuthResult {
+  user?: string;
+  code?: number;
+  message?: string;
+}
+
+/** What the adapter calls on the engine for one connection. */
+export interface SessionDriver {
+  /** Decides whether to greet; returns a refusal reply or null for the banner. */
+  ready(): Promise<WireReply | null>;
+  /** Handles one command line; the next line is read after the promise settles. */
+  handleLine(line: CommandLine): Promise<void>;
+  /** Verifies SASL credentials gathered by smtp-server. */
+  authenticate(method: string, username: string, password: string): Promise<AuthResult>;
+  /** Called when a STARTTLS handshake finished. */
+  tlsEstablished(info: { cipher?: string; protocol?: string; servername?: string }): void;
+  /** Called once when the socket closed. */
+  closed(): void;
+}
+
+/** What the engine may do with one connection's socket. */
+export interface Wire {
+  readonly id: string;
+  reply(reply: WireReply): void;
+  /** Ends the connection after the replies already written. */
+  close(): void;
+  /** Switches the reader to DATA mode and returns the dot-unstuffed message stream. */
+  startData(): Readable;
+  /** Resumes command reading after the reply to DATA was sent. */
+  endData(): void;
+  /** Sends 220 and starts the TLS handshake; plaintext that follows is discarded. */
+  startTls(): void;
+  /** Runs a SASL exchange (PLAIN or LOGIN) with the given initial arguments. */
+  runSasl(method: "PLAIN" | "LOGIN", args: string[]): Promise<void>;
+  /** The connection is encrypted (implicit TLS or after STARTTLS). */
+  readonly secure: boolean;
+}
+
+export interface ConnectionInfo {
+  remoteAddress: string;
+  remotePort: number;
+  localAddress: string;
+  localPort: number;
+  secure: boolean;
+}
+
+export interface ListenerOptions {
+  hostname: string;
+  implicitTls: boolean;
+  tls?: { key: Buffer; cert: Buffer; sni: Map<string, { key: Buffer; cert: Buffer }> };
+  proxyProtocol: boolean | string[];
+  idleTimeout: number;
+  /** Longest command line kept in memory (the AUTH limit). */
+  maxLineLength: number;
+  /** Past this many octets without a line end the connection is closed. */
+  maxDiscard: number;
+  createSession(wire: Wire, info: ConnectionInfo): SessionDriver;
+  onError(error: Error): void;
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+/**
+ * Reads command lines that end in LF, marks the ones without CR, and bounds
+ * the buffer. In DATA mode it hands bytes to smtp-server's own DATA parser,
+ * which ends the message only at CRLF.CRLF.
+ */
+class CommandReader extends SMTPStream {
+  private buffer: Buffer = Buffer.alloc(0);
+  private discarding = 0;
+  onLine: (line: CommandLine, done: () => void) => void = (_line, done) => done();
+  onOverflowClose: () => void = () => {};
+
+  constructor(
+    private readonly maxLineLength: number,
+    private readonly maxDiscard: number,
+  ) {
+    super({});
+  }
+
+  override _write(chunk: Buffer, _encoding: unknown, next: (error?: Error | null) => void): void {
+    if (this.isClosed) return next();
+    if (this._dataMode) {
+      (this as unknown as FeedData)._feedDataStream(chunk, next);
+      return;
+    }
+    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    this.readLines(next);
+  }
+
+  private readLines(next: (error?: Error | null) => void): void {
+    while (true) {
+      if (this.isClosed) {
+        this.buffer = Buffer.alloc(0);
+        return next();
+      }
+      if (this._dataMode) {
+        const rest = this.buffer;
+        this.buffer = Buffer.alloc(0);
+        if (rest.length === 0) return next();
+        (this as unknown as FeedData)._feedDataStream(rest, next);
+        return;
+      }
+
+      const end = this.buffer.indexOf(LF);
+      if (end === -1) {
+        if (this.buffer.length > this.maxLineLength) {
+          this.discarding += this.buffer.length;
+          this.buffer = Buffer.alloc(0);
+          if (this.discarding > this.maxDiscard) {
+            this.isClosed = true;
+            this.onOverflowClose();
+          }
+        }
+        return next();
+      }
+
+      let line = this.buffer.subarray(0, end);
+      this.buffer = this.buffer.subarray(end + 1);
+      const endsInCR = line.length > 0 && line[line.length - 1] === CR;
+      if (endsInCR) line = line.subarray(0, line.length - 1);
+      const overflow = this.discarding > 0 || line.length > this.maxLineLength;
+      const bareLf = !endsInCR && !overflow;
+      this.discarding = 0;
+
+      let sync = true;
+      let resumedSync = false;
+      this.onLine({ bytes: overflow ? Buffer.alloc(0) : line, bareLf, overflow }, () => {
+        if (sync) resumedSync = true;
+        else setImmediate(() => this.readLines(next));
+      });
+      sync = false;
+      // A handler that finished synchronously continues the loop here.
+      if (!resumedSync) return;
+    }
+  }
+
+  override _flushData(): void {
+    // A partial line at end of input is never a command.
+  }
+}
+
+interface FeedData {
+  _feedDataStream(chunk: Buffer, done: (error?: Error | null) => void): void;
+}
+
+/** smtp-server's connection with the command path replaced. */
+class AdaptedConnection extends SMTPConnection {
+  driver!: SessionDriver;
+  wire!: Wire;
+  options!: ListenerOptions;
+  /** Resumes reading after the current line; DATA calls it early, after 354. */
+  releaseLine: () => void = () => {};
+
+  override init(): void {
+    // No early-talker delay: the greeting goes out as soon as the connect hook allows.
+    (this as unknown as Internals)._setListeners(() => void this.greet());
+  }
+
+  private async greet(): Promise<void> {
+    const self = this as unknown as Internals;
+    let refusal: WireReply | null;
+    try {
+      refusal = await this.driver.ready();
+    } catch (error) {
+      this.options.onError(error as Error);
+      refusal = { code: 421, enhanced: "4.3.0", message: "Service temporarily unavailable", close: true };
+    }
+    if (self._closing || self._closed) return;
+    self._resetSession();
+    if (refusal) {
+      this.wire.reply({ ...refusal, close: true });
+      return;
+    }
+    self._ready = true;
+    const banner = `${this.options.hostname} ESMTP`;
+    this.send(220, banner, false);
+  }
+
+  override _createParser(): SMTPStream {
+    const reader = new CommandReader(
+      // The options are not set yet while the base constructor runs.
+      this.options?.maxLineLength ?? 12288,
+      this.options?.maxDiscard ?? 65536,
+    );
+    reader.onLine = (line, done) => this.onLine(line, done);
+    reader.onOverflowClose = () => {
+      this.wire.reply({ code: 500, enhanced: "5.5.2", message: "Line too long", close: true });
+    };
+    reader.on("error", (error: Error) => {
+      this.options?.onError(error);
+      this.close();
+    });
+    return reader;
+  }
+
+  private onLine(line: CommandLine, done: () => void): void {
+    const self = this as unknown as Internals;
+    // Plaintext that arrived behind STARTTLS is dropped without a reply.
+    if (self._upgrading || self._closing) return done();
+
+    if (self._nextHandler) {
+      const handler = self._nextHandler;
+      self._nextHandler = false;
+      self._handlerPending = true;
+      const text = line.overflow ? Buffer.alloc(0) : line.bytes;
+      handler.call(this, text, () => {
+        self._handlerPending = false;
+        done();
+      });
+      return;
+    }
+
+    self._handlerPending = true;
+    let released = false;
+    this.releaseLine = () => {
+      if (released) return;
+      released = true;
+      this.whenWritable(done);
+    };
+    this.driver
+      .handleLine(line)
+      .catch((error: Error) => {
+        this.options.onError(error);
+        this.wire.reply({ code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" });
+      })
+      .finally(() => {
+        self._handlerPending = false;
+        this.releaseLine();
+      });
+  }
+
+  /** Waits for the socket to drain, so a client that never reads cannot grow our buffers. */
+  private whenWritable(next: () => void): void {
+    const socket = (this as unknown as Internals)._socket;
+    if (socket.writableNeedDrain && !socket.destroyed) socket.once("drain", next);
+    else next();
+  }
+
+  override _onCommand(): void {
+    // Replaced by onLine; smtp-server's dispatcher must never run.
+    throw new Error("smtp-server's command dispatcher was called; the adapter no longer matches this smtp-server version");
+  }
+
+  override _onClose(): void {
+    const self = this as unknown as Internals;
+    const wasClosed = self._closed;
+    super._onClose();
+    if (!wasClosed) this.driver.closed();
+  }
+}
+
+interface Internals {
+  _setListeners(callback: () => void): void;
+  _resetSession(): void;
+  _ready: boolean;
+  _closing: boolean;
+  _closed: boolean;
+  _upgrading: boolean;
+  _handlerPending: boolean;
+  _nextHandler: ((this: SMTPConnection, line: Buffer, callback: () => void) => void) | false;
+  _parser: CommandReader | false;
+  _socket: import("node:net").Socket;
+  upgrade(callback: () => void, secureCallback?: () => void): void;
+  session: { id: string; user?: unknown };
+  tlsOptions?: { name?: string; version?: string };
+  secure: boolean;
+}
+
+function makeWire(connection: AdaptedConnection): Wire {
+  const self = connection as unknown as Internals;
+  return {
+    id: connection.id,
+    get secure() {
+      return self.secure;
+    },
+    reply(reply) {
+      const lines = Array.isArray(reply.message) ? reply.message : [reply.message];
+      const prefix = reply.enhanced ? `${reply.enhanced} ` : "";
+      const text = lines.map((line) => `${prefix}${line}`);
+      // smtp-server's send() closes after 421 by itself.
+      connection.send(reply.code, text.length === 1 ? text[0] : text, false);
+      if (reply.close && reply.code !== 421) connection.close();
+    },
+    close() {
+      connection.close();
+    },
+    startData() {
+      const parser = self._parser;
+      if (!parser) throw new Error("connection closed before DATA");
+      const stream = parser.startDataMode(Infinity) as unknown as Readable;
+      // The reader must go on reading for the message to arrive.
+      connection.releaseLine();
+      return stream;
+    },
+    endData() {
+      const parser = self._parser;
+      if (parser) parser.continue();
+    },
+    startTls() {
+      connection.send(220, "2.0.0 Ready to start TLS", false);
+      self.upgrade(() => {});
+    },
+    runSasl(method, args) {
+      const mechanism = (SASL as unknown as Record<string, (this: SMTPConnection, a: string[], cb: () => void) => void>)[
+        `SASL_${method}`
+      ];
+      if (!mechanism) throw new Error(`smtp-server has no SASL_${method}`);
+      return new Promise((resolve) => mechanism.call(connection, args, resolve));
+    },
+  };
+}
+
+/** Creates a listener whose connections are driven by the engine. */
+export function createListener(options: ListenerOptions): SMTPServer {
+  const connections = new Map<string, AdaptedConnection>();
+  const tls = options.tls;
+
+  const serverOptions: SMTPServerOptions = {
+    name: options.hostname,
+    secure: options.implicitTls,
+    logger: false,
+    disableReverseLookup: true,
+    useProxy: options.proxyProtocol,
+    socketTimeout: options.idleTimeout,
+    authMethods: ["PLAIN", "LOGIN"],
+    onSecure(socket, session, callback) {
+      const connection = connections.get(session.id);
+      const tlsSocket = socket as import("node:tls").TLSSocket;
+      connection?.driver.tlsEstablished({
+        cipher: tlsSocket.getCipher?.()?.name,
+        protocol: tlsSocket.getProtocol?.() ?? undefined,
+        servername: (tlsSocket as { servername?: string }).servername || undefined,
+      });
+      callback();
+    },
+    onAuth(auth, session, callback) {
+      const connection = connections.get(session.id);
+      if (!connection) return callback(new Error("connection closed"));
+      connection.driver
+        .authenticate(auth.method, auth.username ?? "", auth.password ?? "")
+        .then((result) => {
+          if (result.user) return callback(null, { user: result.user });
+          const error = Object.assign(new Error(result.message ?? "Authentication credentials invalid"), {
+            responseCode: result.code ?? 535,
+          });
+          callback(error);
+        })
+        .catch((error: Error) => callback(error));
+    },
+  };
+  if (tls) {
+    serverOptions.key = tls.key;
+    serverOptions.cert = tls.cert;
+    if (tls.sni.size) {
+      serverOptions.sniOptions = Object.fromEntries(tls.sni) as SMTPServerOptions["sniOptions"];
+    }
+  }
+
+  const server = new SMTPServer(serverOptions);
+  server.on("error", (error: Error) => options.onError(error));
+
+  server.connect = function connect(socket, socketOptions) {
+    const connection = new AdaptedConnection(server, socket, socketOptions ?? undefined);
+    connection.options = options;
+    const self = connection as unknown as Internals;
+    // The base constructor built its reader before `options` existed.
+    self._parser = connection._createParser() as CommandReader;
+    connection.wire = makeWire(connection);
+    connection.driver = options.createSession(connection.wire, {
+      remoteAddress: connection.remoteAddress,
+      remotePort: connection.remotePort,
+      localAddress: connection.localAddress,
+      localPort: connection.localPort,
+      secure: connection.secure,
+    });
+    connections.set(connection.id, connection);
+    server.connections.add(connection);
+    connection.on("error", (error: Error) => options.onError(error));
+    const close = connection.driver.closed.bind(connection.driver);
+    connection.driver.closed = () => {
+      connections.delete(connection.id);
+      close();
+    };
+    connection.init();
+  };
+  return server;
+}

@@ -1,0 +1,2 @@
+export { SmtpTestClient, type SmtpReply } from "./client.js";
+export { startTestServer, type TestServer, type TestServerOptions } from "./server.js";
