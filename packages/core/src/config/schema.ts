@@ -16,8 +16,9 @@ const hostPort = z.string().refine((value) => parseHostPort(value) !== undefined
   message: "expected host:port, with IPv6 in brackets as [::1]:2525",
 });
 
-const listener = z.union([
-  hostPort.transform((address) => ({ address, implicitTls: false, requireAuth: false })),
+/** A listen entry: `host:port`, or an object for TLS and submission ports. */
+const listener = z.preprocess(
+  (value) => (typeof value === "string" ? { address: value } : value),
   z.strictObject({
     address: hostPort,
     /** TLS from the first byte (port 465) instead of STARTTLS. */
@@ -25,7 +26,7 @@ const listener = z.union([
     /** AUTH is required before MAIL (a submission port). */
     requireAuth: z.boolean().default(false),
   }),
-]);
+);
 
 const certificate = z.strictObject({ key: z.string(), cert: z.string() });
 

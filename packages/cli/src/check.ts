@@ -1,0 +1,34 @@
+import { ConfigError, HOOK_NAMES, loadConfig, MailroomServer } from "@mailroom/core";
+import { pino } from "pino";
+import { EXIT } from "./cli.js";
+
+/**
+ * Validates a config file and starts its plugins once, without listening,
+ * to print them in order with the hooks each handles. Resolves with the
+ * exit code.
+ */
+export async function checkCommand(options: { config: string }): Promise<number> {
+  try {
+    const loaded = await loadConfig(options.config);
+    const server = await MailroomServer.create(loaded, { logger: pino({ level: "silent" }) });
+    const lines = [
+      `${loaded.file}: valid`,
+      `listen: ${loaded.config.server.listen.map((entry) => entry.address).join(", ")}`,
+      "plugins:",
+    ];
+    for (const [index, plugin] of server.plugins.entries()) {
+      const hooks = HOOK_NAMES.filter((hook) => typeof plugin.hooks[hook] === "function");
+      const routes = [...plugin.routes];
+      const routeText = routes.length ? `; routes: ${routes.join(", ")}` : "";
+      lines.push(`  ${index + 1}. ${plugin.name}: ${hooks.join(", ") || "(no hooks)"}${routeText}`);
+    }
+    if (server.plugins.length === 0) lines.push("  (none)");
+    await server.close();
+    process.stdout.write(`${lines.join("\n")}\n`);
+    return EXIT.ok;
+  } catch (error) {
+    const message = error instanceof ConfigError ? error.message : `check failed: ${(error as Error).message}`;
+    process.stderr.write(`mailroom: ${message}\n`);
+    return EXIT.failure;
+  }
+}

@@ -1,0 +1,67 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { checkCommand } from "./check.js";
+import { startCommand } from "./start.js";
+
+/** Exit codes of the mailroom command. */
+export const EXIT = {
+  ok: 0,
+  /** Invalid config or a failure while running. */
+  failure: 1,
+  /** Unknown command, option or argument. */
+  usage: 2,
+} as const;
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+function collect(value: string, previous: string[] = []): string[] {
+  if (!/^(?:\[[^\]]+\]|[^:[\]]+):\d{1,5}$/.test(value)) {
+    throw new InvalidArgumentError(`expected HOST:PORT, with IPv6 in brackets as [::1]:2525; received ${value}`);
+  }
+  return [...previous, value];
+}
+
+/** Builds the command tree; `run` receives each command's exit code. */
+export function buildProgram(run: (work: Promise<number>) => void): Command {
+  const program = new Command("mailroom")
+    .description("Run and manage a Mailroom mail server")
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command("start")
+    .description("start the server and run until SIGTERM or SIGINT")
+    .requiredOption("-c, --config <file>", "config file (YAML)")
+    .option("-l, --listen <host:port>", "listen here instead of server.listen; repeat for several", collect)
+    .addOption(new Option("--log-level <level>", "log level, replacing server.logLevel").choices(LOG_LEVELS))
+    .action((options: { config: string; listen?: string[]; logLevel?: string }) => {
+      run(startCommand(options));
+    });
+
+  program
+    .command("check")
+    .description("validate the config, load the plugins and list the hooks each handles")
+    .requiredOption("-c, --config <file>", "config file (YAML)")
+    .action((options: { config: string }) => {
+      run(checkCommand(options));
+    });
+
+  return program;
+}
+
+/** Runs the command line and resolves with the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let work: Promise<number> | undefined;
+  const program = buildProgram((promise) => {
+    work = promise;
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      const isHelp = error.code === "commander.helpDisplayed" || error.code === "commander.version";
+      return isHelp || error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    throw error;
+  }
+  return work ?? EXIT.ok;
+}

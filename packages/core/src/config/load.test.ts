@@ -1,0 +1,63 @@
+import { describe, expect, test } from "vitest";
+import { ConfigError, parseConfig } from "./load.js";
+import { parseDuration, parseSize } from "./units.js";
+
+describe("parseConfig", () => {
+  test("defaults fill an empty file", () => {
+    const { config } = parseConfig("", "/etc/mailroom.yaml", "/etc");
+    expect(config.server.listen).toEqual([{ address: "127.0.0.1:2525", implicitTls: false, requireAuth: false }]);
+    expect(config.server.limits.maxRecipients).toBe(100);
+    expect(config.server.hookTimeout).toBe(30_000);
+    expect(config.plugins).toEqual([]);
+  });
+
+  test("sizes and durations accept units", () => {
+    const { config } = parseConfig("server:\n  limits: { maxMessageSize: 2MB, idleTimeout: 5m }\n  hookTimeout: 30s\n");
+    expect(config.server.limits.maxMessageSize).toBe(2 * 1024 * 1024);
+    expect(config.server.limits.idleTimeout).toBe(300_000);
+  });
+
+  test("error names file, line and option path", () => {
+    const text = "server:\n  hostname: mx.test\n  limits:\n    maxRecipients: lots\n";
+    expect(() => parseConfig(text, "/etc/mailroom.yaml")).toThrow(ConfigError);
+    expect(() => parseConfig(text, "/etc/mailroom.yaml")).toThrow(/^\/etc\/mailroom\.yaml:4: server\.limits\.maxRecipients: /);
+  });
+
+  test("unknown option is an error", () => {
+    expect(() => parseConfig("server:\n  hostnam: x\n", "f.yaml")).toThrow(/f\.yaml:2: server: Unrecognized key.*hostnam/);
+  });
+
+  test("invalid listen address is an error", () => {
+    expect(() => parseConfig('server:\n  listen: ["localhost"]\n', "f.yaml")).toThrow(/server\.listen\[0\]\.address: expected host:port/);
+  });
+
+  test("broken YAML names the line", () => {
+    expect(() => parseConfig("server:\n  hostname: [\n", "f.yaml")).toThrow(/^f\.yaml:\d+: invalid YAML/);
+  });
+
+  test("relative TLS paths resolve against the config folder", () => {
+    const { config } = parseConfig("server:\n  tls: { key: ./k.pem, cert: c.pem }\n", "/srv/m.yaml", "/srv");
+    expect(config.server.tls?.key).toBe("/srv/k.pem");
+    expect(config.server.tls?.cert).toBe("/srv/c.pem");
+  });
+});
+
+describe("units", () => {
+  test.each([
+    ["25MB", 25 * 1024 * 1024],
+    ["512KB", 512 * 1024],
+    ["100", 100],
+    [2000, 2000],
+    ["1.5KB", 1536],
+  ])("size %s", (input, bytes) => expect(parseSize(input)).toBe(bytes));
+
+  test.each([["30s", 30_000], ["5m", 300_000], ["5d", 432_000_000], ["250ms", 250], [10, 10]])(
+    "duration %s",
+    (input, ms) => expect(parseDuration(input)).toBe(ms),
+  );
+
+  test.each(["ten", "5 parsecs", "-1", ""])("invalid value %s", (input) => {
+    expect(parseSize(input)).toBeUndefined();
+    expect(parseDuration(input)).toBeUndefined();
+  });
+});

@@ -1,0 +1,87 @@
+import { describe, expect, test } from "vitest";
+import { deny, denyDisconnect, denySoft, denySoftDisconnect, ok } from "./answers.js";
+import type { SessionHookName } from "./hooks.js";
+import { formatReply, replyFor } from "./replies.js";
+
+type Row = [SessionHookName, ReturnType<typeof ok> | undefined | "ERROR", string | null, boolean?];
+
+// hook, answer, expected "code enhanced", closes the connection
+const TABLE: Row[] = [
+  ["connect", undefined, null],
+  ["connect", ok(), null],
+  ["connect", deny(), "554 5.7.1", true],
+  ["connect", denySoft(), "421 4.7.0", true],
+  ["connect", "ERROR", "421 4.3.0", true],
+  ["helo", deny(), "550"],
+  ["ehlo", denySoft(), "450"],
+  ["helo", "ERROR", "451"],
+  ["auth", undefined, "535 5.7.8"],
+  ["auth", ok(), "235 2.7.0"],
+  ["auth", "ERROR", "454 4.7.0"],
+  ["vrfy", undefined, "252 2.1.5"],
+  ["vrfy", ok(), "250 2.1.5"],
+  ["vrfy", deny(), "550 5.1.1"],
+  ["expn", undefined, "502 5.5.1"],
+  ["mail", undefined, "250 2.1.0"],
+  ["mail", deny(), "550 5.7.1"],
+  ["mail", denySoft(), "450 4.7.1"],
+  ["mail", "ERROR", "451 4.3.0"],
+  ["rcpt", undefined, "550 5.7.1"],
+  ["rcpt", ok(), "250 2.1.5"],
+  ["rcpt", deny(), "550 5.7.1"],
+  ["rcpt", denySoft(), "450 4.7.1"],
+  ["rcpt", denyDisconnect(), "550 5.7.1", true],
+  ["rcpt", denySoftDisconnect(), "450 4.7.1", true],
+  ["rcpt", "ERROR", "451 4.3.0"],
+  ["data", undefined, null],
+  ["data", deny(), "554 5.7.1"],
+  ["data", denySoft(), "451 4.7.1"],
+  ["data_post", deny(), "554 5.7.1"],
+  ["data_post", "ERROR", "451 4.3.0"],
+  ["queue", undefined, "451 4.3.0"],
+  ["queue", ok(), "250 2.0.0"],
+  ["queue", denySoft(), "451 4.3.0"],
+  ["queue", "ERROR", "451 4.3.0"],
+  ["unknown_command", undefined, "500 5.5.1"],
+  ["reset", "ERROR", null],
+  ["disconnect", "ERROR", null],
+];
+
+describe("replyFor", () => {
+  test.each(TABLE)("%s with %o", (hook, answer, expected, closes = false) => {
+    const reply = replyFor(hook, answer);
+    if (expected === null) {
+      expect(reply).toBeNull();
+      return;
+    }
+    const text = reply!.enhanced ? `${reply!.code} ${reply!.enhanced}` : `${reply!.code}`;
+    expect(text).toBe(expected);
+    expect(reply!.close ?? false).toBe(closes);
+  });
+
+  test("answer code and text replace the defaults", () => {
+    const reply = replyFor("rcpt", deny({ code: 550, enhanced: "5.1.1", message: "No such user" }));
+    expect(reply).toEqual({ code: 550, enhanced: "5.1.1", message: "No such user" });
+  });
+
+  test("default enhanced code is dropped when its class differs", () => {
+    const reply = replyFor("rcpt", deny({ code: 421 }));
+    expect(reply?.enhanced).toBe("4.0.0");
+    expect(reply?.close).toBe(true);
+  });
+
+  test("helo replies carry no enhanced code", () => {
+    expect(replyFor("ehlo", deny({ enhanced: "5.7.1" }))?.enhanced).toBeUndefined();
+  });
+});
+
+describe("formatReply", () => {
+  test("multi-line reply repeats code and enhanced code", () => {
+    const text = formatReply({ code: 250, enhanced: "2.0.0", message: ["one", "two"] });
+    expect(text).toBe("250-2.0.0 one\r\n250 2.0.0 two");
+  });
+
+  test("control characters are replaced", () => {
+    expect(formatReply({ code: 550, message: "a\u0000b" })).toBe("550 a b");
+  });
+});
