@@ -142,7 +142,10 @@ function byRoute(recipients: Recipient[]): Map<string, Recipient[]> {
  * reply is 250 only when every owner answered OK, which for the stock
  * plugins means the message is fsync'd.
  */
-async function queue(context: ReceiveContext, message: Message): Promise<Reply> {
+export async function queue(
+  context: Pick<ReceiveContext, "connection" | "transaction" | "runner">,
+  message: Message,
+): Promise<Reply> {
   const { connection, transaction, runner } = context;
   const stored: string[] = [];
 

@@ -21,4 +21,5 @@ export * from "./services/dns.js";
 export * from "./config/schema.js";
 export { ConfigError, loadConfig, parseConfig, formatIssues, type LoadedConfig } from "./config/load.js";
 export { parseSize, parseDuration, size, duration } from "./config/units.js";
+export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";

@@ -14,6 +14,8 @@ import { Dns2Resolver, parseNameServer } from "./services/dns.js";
 import { systemClock, TOKENS } from "./services/tokens.js";
 import { Session } from "./session.js";
 import { createListener } from "./smtp/adapter.js";
+import { createInjector } from "./inject.js";
+import type { HookService } from "./services/tokens.js";
 
 /** One generation of plugins; replaced on reload while old sessions finish on it. */
 interface PluginSet {
@@ -83,6 +85,20 @@ export class MailroomServer {
     const configured = set.loaded.config.server.spoolDir;
     this.spoolDir = configured ?? mkdtempSync(path.join(os.tmpdir(), "mailroom-spool-"));
     this.ownsSpoolDir = !configured;
+    // Services that need the live plugin set; plugins resolve them when they use them.
+    const hooks: HookService = {
+      run: (hook, args, hookLogger) => this.current.runner.run(hook, args, hookLogger),
+      runAll: (hook, args, hookLogger) => this.current.runner.runAll(hook, args, hookLogger),
+    };
+    container.register(TOKENS.Hooks, { useValue: hooks });
+    container.register(TOKENS.Injector, {
+      useValue: createInjector({
+        runner: () => this.current.runner,
+        config: () => this.current.loaded.config.server,
+        spoolDir: this.spoolDir,
+        logger,
+      }),
+    });
   }
 
   /** Loads the config file, registers the services and starts every plugin. */

@@ -71,6 +71,18 @@ export function readResolvConf(file = "/etc/resolv.conf"): NameServer[] {
     .map((words) => ({ host: words[1]!.replace(/%.*$/, ""), port: 53 }));
 }
 
+function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(Object.assign(new Error(`DNS query timed out after ${ms}ms`), { code: "ETIMEDOUT" }));
+    }, ms);
+    timer.unref?.();
+  });
+  promise.catch(() => undefined);
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
 const RCODE = DNS.Packet.RCODE;
 const TYPE = DNS.Packet.TYPE;
 
@@ -126,7 +138,9 @@ export class Dns2Resolver implements DnsResolver {
       });
       let reply: DNS.Packet;
       try {
-        reply = await client(name, type);
+        // The deadline also covers dns2's retry over TCP after a truncated
+        // UDP reply, which has no timeout of its own.
+        reply = await withDeadline(client(name, type), this.timeout);
       } catch (error) {
         lastError = error;
         continue;

@@ -1,3 +1,7 @@
+import type { Logger } from "pino";
+import type { HookArgs, HookName } from "../hooks.js";
+import type { HookOutcome } from "../plugins/runner.js";
+
 /**
  * Container tokens of the services that the engine and plugins share. They are
  * global symbols, so a plugin that bundles its own copy of @mailroom/core
@@ -11,7 +15,49 @@ export const TOKENS = {
   UserDirectory: Symbol.for("mailroom.UserDirectory"),
   OutboundQueue: Symbol.for("mailroom.OutboundQueue"),
   Hooks: Symbol.for("mailroom.Hooks"),
+  Injector: Symbol.for("mailroom.Injector"),
 } as const;
+
+/**
+ * Runs a hook through the server's current plugin set (TOKENS.Hooks). Plugins
+ * that fire hooks of their own, such as the outbound ones, resolve it when
+ * they fire, so a reload's new plugins answer.
+ */
+export interface HookService {
+  run<H extends HookName>(hook: H, args: HookArgs[H], logger: Logger): Promise<HookOutcome>;
+  /** Runs the hook in every plugin; answers are ignored and failures only logged. */
+  runAll<H extends HookName>(hook: H, args: HookArgs[H], logger: Logger): Promise<void>;
+}
+
+/** A message made by the server itself, such as a bounce. */
+export interface InjectedMessage {
+  /** Envelope sender; "" for the null reverse-path. */
+  sender: string;
+  recipients: string[];
+  /** The whole message, headers and body, with CRLF line ends. */
+  content: Buffer | string;
+}
+
+/** What became of an injected message. */
+export interface InjectResult {
+  /** True when every accepted recipient was stored (the 250 an SMTP client would get). */
+  stored: boolean;
+  /** The final reply: the queue reply, or the first rcpt refusal when no recipient was accepted. */
+  code: number;
+  enhanced?: string;
+  message: string;
+  accepted: string[];
+  refused: { recipient: string; code: number; enhanced?: string; message: string }[];
+}
+
+/**
+ * Hands a message to the engine as if a trusted local client had sent it
+ * (TOKENS.Injector): rcpt picks each recipient's route, then data_post and
+ * queue run as for SMTP. Bounces reach local and remote senders this way.
+ */
+export interface MessageInjector {
+  inject(message: InjectedMessage, logger?: Logger): Promise<InjectResult>;
+}
 
 /** A source of the current time, replaceable in tests. */
 export interface Clock {
