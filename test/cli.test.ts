@@ -1,0 +1,167 @@
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { SmtpTestClient } from "@mailroom/testing";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+
+const BIN = fileURLToPath(new URL("../packages/cli/bin/mailroom.js", import.meta.url));
+
+// A local plugin in a folder outside the repository: it must find
+// @mailroom/core and zod through the running server.
+const PLUGIN = `
+import { definePlugin, deny, z } from "@mailroom/core";
+
+export default definePlugin({
+  name: "greeter",
+  options: z.object({ reject: z.string() }),
+  setup({ options }) {
+    return {
+      mail: ({ address }) =>
+        address?.address === options.reject ? deny({ code: 550, enhanced: "5.7.1", message: "Listed" }) : undefined,
+    };
+  },
+});
+`;
+
+function config(reject: string): string {
+  return `server:
+  hostname: mx.cli.test
+  listen: ["127.0.0.1:0"]
+  shutdownTimeout: 5s
+plugins:
+  - use: ./greeter.ts
+    with: { reject: "${reject}" }
+`;
+}
+
+let dir: string;
+let child: ChildProcess | undefined;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-cli-"));
+  await writeFile(path.join(dir, "greeter.ts"), PLUGIN);
+});
+
+afterEach(async () => {
+  child?.kill("SIGKILL");
+  child = undefined;
+  await rm(dir, { recursive: true, force: true });
+});
+
+function run(args: string[]) {
+  return spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 20_000 });
+}
+
+/** Starts `mailroom start` and resolves with the port from its "listening" log line. */
+function start(file: string): Promise<{ port: number; logs: () => string }> {
+  child = spawn(process.execPath, [BIN, "start", "--config", file], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stderr!.on("data", (chunk) => (output += chunk));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 15_000);
+    child!.stdout!.on("data", (chunk: Buffer) => {
+      output += chunk;
+      const line = output.split("\n").find((text) => text.includes('"msg":"listening"'));
+      if (line) {
+        clearTimeout(timer);
+        resolve({ port: JSON.parse(line).port, logs: () => output });
+      }
+    });
+    child!.once("exit", (code) => reject(new Error(`server exited with ${code}:\n${output}`)));
+  });
+}
+
+function exited(process: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => process.once("exit", (code) => resolve(code)));
+}
+
+describe("mailroom check", () => {
+  test("valid config lists plugins and hooks", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x@y.test"));
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("1. greeter: mail");
+  });
+
+  test("invalid option names file, line and path", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x@y.test").replace("shutdownTimeout: 5s", "shutdownTimeout: soon"));
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`${file}:4: server.shutdownTimeout: expected a duration`);
+  });
+
+  test("invalid plugin option names the plugin", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x").replace('reject: "x"', "reject: 5"));
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/invalid options for plugin greeter:\n.*mailroom\.yaml:7: plugins\[0\]\.with\.reject: /);
+  });
+
+  test("unknown option is a usage error", () => {
+    const result = run(["check", "--bogus"]);
+    expect(result.status).toBe(2);
+  });
+
+  test("missing config file exits with 1", () => {
+    const result = run(["check", "--config", path.join(dir, "none.yaml")]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/cannot read the config file/);
+  });
+});
+
+describe("mailroom start", () => {
+  test("serves, reloads on SIGHUP and exits 0 on SIGTERM", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("first@sender.test"));
+    const { port, logs } = await start(file);
+
+    const before = await SmtpTestClient.connect(port);
+    expect(before.greeting.raw).toMatch(/^220 mx\.cli\.test ESMTP/);
+    await before.command("EHLO client.test");
+    expect((await before.command("MAIL FROM:<first@sender.test>")).code).toBe(550);
+    before.close();
+
+    await writeFile(file, config("second@sender.test"));
+    child!.kill("SIGHUP");
+    await expect.poll(() => logs(), { timeout: 10_000 }).toContain('"msg":"config reloaded"');
+
+    const after = await SmtpTestClient.connect(port);
+    await after.command("EHLO client.test");
+    expect((await after.command("MAIL FROM:<first@sender.test>")).code).toBe(250);
+    await after.command("RSET");
+    expect((await after.command("MAIL FROM:<second@sender.test>")).code).toBe(550);
+    after.close();
+
+    const exit = exited(child!);
+    child!.kill("SIGTERM");
+    expect(await exit).toBe(0);
+  });
+
+  test("invalid config on SIGHUP keeps the old one", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("first@sender.test"));
+    const { port, logs } = await start(file);
+
+    await writeFile(file, "server: [");
+    child!.kill("SIGHUP");
+    await expect.poll(() => logs(), { timeout: 10_000 }).toContain("config reload failed");
+
+    const client = await SmtpTestClient.connect(port);
+    await client.command("EHLO client.test");
+    expect((await client.command("MAIL FROM:<first@sender.test>")).code).toBe(550);
+    client.close();
+  });
+
+  test("invalid config exits with 1", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, "server:\n  listen: 25\n");
+    const result = run(["start", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`${file}:2: server.listen`);
+  });
+});
