@@ -1,0 +1,89 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { MailroomServer } from "@mailroom/core";
+import { SmtpTestClient } from "@mailroom/testing";
+import { pino } from "pino";
+import { afterEach, beforeEach, expect, test } from "vitest";
+
+// Answers MAIL with its own generation number and records close() in a file.
+const PLUGIN = `
+import { appendFileSync } from "node:fs";
+import { definePlugin, ok, z } from "@mailroom/core";
+
+export default definePlugin({
+  name: "generation",
+  options: z.object({ generation: z.number() }),
+  setup({ options, configDir }) {
+    return {
+      mail: () => ok({ message: "generation " + options.generation }),
+      close: () => appendFileSync(configDir + "/closed.log", options.generation + "\\n"),
+    };
+  },
+});
+`;
+
+const config = (generation: number) => `server:
+  listen: ["127.0.0.1:0"]
+plugins:
+  - use: ./generation.ts
+    with: { generation: ${generation} }
+`;
+
+let dir: string;
+let server: MailroomServer | undefined;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-reload-"));
+  await writeFile(path.join(dir, "generation.ts"), PLUGIN);
+});
+
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function closedGenerations(): Promise<string[]> {
+  const text = await readFile(path.join(dir, "closed.log"), "utf8").catch(() => "");
+  return text.split("\n").filter(Boolean);
+}
+
+test("reload keeps open sessions on the old plugins", async () => {
+  const file = path.join(dir, "mailroom.yaml");
+  await writeFile(file, config(1));
+  server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
+  const [address] = await server.listen();
+
+  const old = await SmtpTestClient.connect(address!.port);
+  await old.command("EHLO old.test");
+
+  await writeFile(file, config(2));
+  await server.reload();
+
+  const fresh = await SmtpTestClient.connect(address!.port);
+  await fresh.command("EHLO fresh.test");
+  expect((await fresh.command("MAIL FROM:<a@b.test>")).lines[0]).toBe("2.1.0 generation 2");
+  expect((await old.command("MAIL FROM:<a@b.test>")).lines[0]).toBe("2.1.0 generation 1");
+  expect(await closedGenerations()).toEqual([]);
+
+  await old.command("QUIT");
+  await old.closed();
+  await expect.poll(closedGenerations, { timeout: 5000 }).toEqual(["1"]);
+  fresh.close();
+});
+
+test("invalid config on reload keeps the running plugins", async () => {
+  const file = path.join(dir, "mailroom.yaml");
+  await writeFile(file, config(1));
+  server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
+  const [address] = await server.listen();
+
+  await writeFile(file, config(1).replace("generation: 1", 'generation: "one"'));
+  await expect(server.reload()).rejects.toThrow(/plugins\[0\]\.with\.generation/);
+
+  const client = await SmtpTestClient.connect(address!.port);
+  await client.command("EHLO client.test");
+  expect((await client.command("MAIL FROM:<a@b.test>")).lines[0]).toBe("2.1.0 generation 1");
+  client.close();
+});
