@@ -12,8 +12,9 @@ export { HookRunner, type LoadedPlugin, type HookOutcome } from "./plugins/runne
 export { loadPlugins, closePlugins } from "./plugins/loader.js";
 export { ensureTypeScriptLoader } from "./plugins/typescript.js";
 export { Connection, Transaction, type Recipient, type TlsState } from "./session-state.js";
-export { Message, type MessageHeaders } from "./message/message.js";
-export { rfc5322Date } from "./message/received.js";
+export { Message, wrapHeaders, type MessageHeaders } from "./message/message.js";
+export { rfc5322Date, receivedHeader } from "./message/received.js";
+export { SpoolWriter, type SpoolResult } from "./message/spool.js";
 export * from "./smtp/address.js";
 export { replyFor, formatReply, type Reply } from "./replies.js";
 export * from "./services/tokens.js";

@@ -36,8 +36,16 @@ export class SmtpTestClient {
     this.attach(socket);
   }
 
-  /** Connects and waits for the greeting. */
-  static async connect(port: number, host = "127.0.0.1", options: { implicitTls?: boolean } = {}): Promise<SmtpTestClient> {
+  /**
+   * Connects and waits for the greeting. `proxyHeader` is written first, for
+   * a server with `server.proxyProtocol` (for example
+   * `PROXY TCP4 198.51.100.7 127.0.0.1 5555 25\r\n`).
+   */
+  static async connect(
+    port: number,
+    host = "127.0.0.1",
+    options: { implicitTls?: boolean; proxyHeader?: string } = {},
+  ): Promise<SmtpTestClient> {
     const socket = options.implicitTls
       ? tls.connect({ port, host, rejectUnauthorized: false })
       : net.connect({ port, host });
@@ -46,6 +54,7 @@ export class SmtpTestClient {
       socket.once("error", reject);
     });
     const client = new SmtpTestClient(socket);
+    if (options.proxyHeader !== undefined) socket.write(options.proxyHeader);
     client.greeting = await client.read();
     return client;
   }

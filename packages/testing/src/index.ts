@@ -1,2 +1,13 @@
 export { SmtpTestClient, type SmtpReply } from "./client.js";
 export { startTestServer, type TestServer, type TestServerOptions } from "./server.js";
+export {
+  address,
+  PluginHarness,
+  TestSession,
+  testPlugin,
+  testPlugins,
+  type ConnectionInit,
+  type HarnessOptions,
+  type HookCall,
+} from "./harness.js";
+export { StaticDnsResolver, TestClock, type StaticZone } from "./fakes.js";

@@ -24,7 +24,7 @@ export interface TestServer {
   /** The folder that relative config paths resolve against. */
   dir: string;
   /** Opens a raw client connection and reads the greeting. */
-  connect(options?: { implicitTls?: boolean; port?: number }): Promise<SmtpTestClient>;
+  connect(options?: { implicitTls?: boolean; port?: number; proxyHeader?: string }): Promise<SmtpTestClient>;
   /** Stops the server and deletes the folder it created. */
   stop(): Promise<void>;
 }

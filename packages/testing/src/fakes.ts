@@ -1,0 +1,79 @@
+import type { Clock, DnsLookup, DnsResolver, MxRecord } from "@mailroom/core";
+import { DnsTemporaryError } from "@mailroom/core";
+
+/**
+ * A Clock that moves only when the test says so. `sleep()` resolves when
+ * `advance()` passes its deadline.
+ */
+export class TestClock implements Clock {
+  private sleepers: { until: number; resolve: () => void }[] = [];
+
+  constructor(private current = Date.UTC(2026, 0, 1)) {}
+
+  now(): number {
+    return this.current;
+  }
+
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const sleeper = { until: this.current + ms, resolve };
+      this.sleepers.push(sleeper);
+      signal?.addEventListener("abort", () => {
+        this.sleepers = this.sleepers.filter((entry) => entry !== sleeper);
+        resolve();
+      });
+    });
+  }
+
+  /** Moves time forward and wakes the sleepers whose deadline passed. */
+  advance(ms: number): void {
+    this.current += ms;
+    const due = this.sleepers.filter((sleeper) => sleeper.until <= this.current);
+    this.sleepers = this.sleepers.filter((sleeper) => sleeper.until > this.current);
+    for (const sleeper of due) sleeper.resolve();
+  }
+}
+
+/** A record set for StaticDnsResolver: a list of records, or a failure. */
+type Entry<T> = T[] | "nxdomain" | "servfail" | "timeout";
+
+export interface StaticZone {
+  mx?: Record<string, Entry<MxRecord>>;
+  a?: Record<string, Entry<string>>;
+  aaaa?: Record<string, Entry<string>>;
+  ptr?: Record<string, Entry<string>>;
+}
+
+/**
+ * A DnsResolver that answers from a table, for unit tests of plugins. Names
+ * missing from the table are NXDOMAIN. End-to-end tests use a real DNS
+ * server on loopback instead.
+ */
+export class StaticDnsResolver implements DnsResolver {
+  constructor(private readonly zone: StaticZone) {}
+
+  private lookup<T>(table: Record<string, Entry<T>> | undefined, name: string): Promise<DnsLookup<T>> {
+    const entry = table?.[name.toLowerCase().replace(/\.$/, "")];
+    if (entry === undefined || entry === "nxdomain") return Promise.resolve({ status: "nxdomain" });
+    if (entry === "servfail" || entry === "timeout") {
+      return Promise.reject(new DnsTemporaryError(`${name}: ${entry}`, entry));
+    }
+    return Promise.resolve(entry.length ? { status: "found", records: entry } : { status: "nodata" });
+  }
+
+  resolveMx(domain: string) {
+    return this.lookup(this.zone.mx, domain);
+  }
+
+  resolve4(name: string) {
+    return this.lookup(this.zone.a, name);
+  }
+
+  resolve6(name: string) {
+    return this.lookup(this.zone.aaaa, name);
+  }
+
+  resolvePtr(address: string) {
+    return this.lookup(this.zone.ptr, address);
+  }
+}
