@@ -1,5 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import path from "node:path";
 import { checkCommand } from "./check.js";
+import { scaffoldPlugin } from "./scaffold.js";
 import { startCommand } from "./start.js";
 
 /** Exit codes of the mailroom command. */
@@ -43,6 +45,28 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
     .requiredOption("-c, --config <file>", "config file (YAML)")
     .action((options: { config: string }) => {
       run(checkCommand(options));
+    });
+
+  program
+    .command("new")
+    .description("create a new project part")
+    .command("plugin <name>")
+    .description("create a plugin package in DIR/NAME, or with --local a single file and its test")
+    .option("-d, --dir <dir>", "folder to create it in", "plugins")
+    .option("--local", "write one TypeScript file and its test instead of a package")
+    .action((name: string, options: { dir: string; local?: boolean }) => {
+      run(
+        scaffoldPlugin({ name, dir: path.resolve(options.dir), local: options.local ?? false }).then(
+          (files) => {
+            process.stdout.write(`created:\n${files.map((file) => `  ${file}`).join("\n")}\n`);
+            return EXIT.ok;
+          },
+          (error: Error) => {
+            process.stderr.write(`mailroom: ${error.message}\n`);
+            return EXIT.failure;
+          },
+        ),
+      );
     });
 
   return program;
