@@ -7,13 +7,14 @@ import type { SMTPServer } from "smtp-server";
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
+import { ServerMetrics, serveMetrics } from "./metrics.js";
 import { closePlugins, loadPlugins } from "./plugins/loader.js";
 import { HookRunner, type LoadedPlugin } from "./plugins/runner.js";
 import type { Reply } from "./replies.js";
 import { Dns2Resolver, parseNameServer } from "./services/dns.js";
 import { systemClock, TOKENS } from "./services/tokens.js";
 import { Session } from "./session.js";
-import { createListener } from "./smtp/adapter.js";
+import { createListener, type Wire } from "./smtp/adapter.js";
 import { createInjector } from "./inject.js";
 import type { HookService } from "./services/tokens.js";
 
@@ -70,12 +71,14 @@ export class MailroomServer {
   private readonly ownsSpoolDir: boolean;
   private tls: ReturnType<typeof readTls>;
   private closing = false;
+  private metricsServer: import("node:http").Server | undefined;
 
   private constructor(
     set: PluginSet,
     container: DependencyContainer,
     logger: Logger,
     private readonly listenOverride: string[] | undefined,
+    readonly metrics: ServerMetrics,
   ) {
     this.current = set;
     this.liveSets.add(set);
@@ -115,19 +118,22 @@ export class MailroomServer {
     const logger = options.logger ?? pino({ level: loaded.config.server.logLevel });
     const container = (options.container ?? rootContainer).createChildContainer();
     registerServices(container, loaded, logger);
-    const set = await MailroomServer.startPlugins(loaded, container, logger);
-    return new MailroomServer(set, container, logger, options.listen);
+    const metrics = new ServerMetrics(container);
+    const set = await MailroomServer.startPlugins(loaded, container, logger, metrics);
+    return new MailroomServer(set, container, logger, options.listen, metrics);
   }
 
   private static async startPlugins(
     loaded: LoadedConfig,
     container: DependencyContainer,
     logger: Logger,
+    metrics: ServerMetrics,
   ): Promise<PluginSet> {
     const plugins = await loadPlugins(loaded, container, logger);
+    const observe = metrics.hook.bind(metrics);
     return {
       plugins,
-      runner: new HookRunner(plugins, loaded.config.server.hookTimeout),
+      runner: new HookRunner(plugins, loaded.config.server.hookTimeout, observe),
       loaded,
       sessions: 0,
       retired: false,
@@ -178,7 +184,8 @@ export class MailroomServer {
       maxLineLength: Math.max(server.limits.maxAuthLineLength, server.limits.maxCommandLength),
       maxDiscard: 64 * 1024,
       onError: (error) => this.logger.warn({ err: error }, "connection error"),
-      createSession: (wire, info) => {
+      createSession: (socketWire, info) => {
+        const wire = this.countReplies(socketWire);
         const set = this.current;
         set.sessions += 1;
         let admitted = false;
@@ -192,10 +199,14 @@ export class MailroomServer {
           admit: (remote) => {
             const refusal = this.admit(remote);
             admitted = refusal === null;
+            this.metrics.connectionOpened(admitted);
             return refusal;
           },
           release: (remote) => {
-            if (admitted) this.release(remote);
+            if (admitted) {
+              this.release(remote);
+              this.metrics.connectionClosed();
+            }
             this.sessions.delete(session);
             set.sessions -= 1;
             if (set.retired && set.sessions === 0) void this.retire(set);
@@ -205,6 +216,19 @@ export class MailroomServer {
         return session;
       },
     });
+  }
+
+  /** Wraps a connection's wire to count replies, and transactions by the reply after DATA. */
+  private countReplies(socketWire: Wire): Wire {
+    let inData = false;
+    const wire: Wire = Object.create(socketWire);
+    wire.reply = (reply) => {
+      this.metrics.reply(reply.code);
+      if (inData) this.metrics.transaction(reply.code);
+      inData = reply.code === 354;
+      socketWire.reply(reply);
+    };
+    return wire;
   }
 
   /** Starts every listener; resolves with the bound addresses (port 0 gets a real port). */
@@ -231,8 +255,18 @@ export class MailroomServer {
       this.listeners.push({ server, config, bound });
       this.logger.info({ host: bound.host, port: bound.port, implicitTls: bound.implicitTls }, "listening");
     }
+    const metrics = this.config.server.metrics;
+    if (metrics) {
+      const target = parseHostPort(metrics.listen)!;
+      const served = await serveMetrics(this.metrics, target, this.logger);
+      this.metricsServer = served.server;
+      this.metricsAddress = { host: served.address.address, port: served.address.port };
+    }
     return this.addresses();
   }
+
+  /** Address of the metrics endpoint, when `server.metrics` is set and listening. */
+  metricsAddress: { host: string; port: number } | undefined;
 
   addresses(): BoundAddress[] {
     return this.listeners.flatMap((listener) => (listener.bound ? [listener.bound] : []));
@@ -247,14 +281,19 @@ export class MailroomServer {
     const file = this.current.loaded.file;
     const loaded = await loadConfig(file);
     const tls = readTls(loaded.config);
-    const next = await MailroomServer.startPlugins(loaded, this.container, this.logger);
+    const next = await MailroomServer.startPlugins(loaded, this.container, this.logger, this.metrics);
     const previous = this.current;
     this.current = next;
     this.liveSets.add(next);
     this.tls = tls;
     if (tls) {
       for (const listener of this.listeners) {
-        listener.server.updateSecureContext({ key: tls.key, cert: tls.cert });
+        // The SNI map is replaced whole, so a name removed from the config is gone too.
+        listener.server.updateSecureContext({
+          key: tls.key,
+          cert: tls.cert,
+          sniOptions: Object.fromEntries(tls.sni),
+        });
       }
     }
     previous.retired = true;
@@ -286,6 +325,10 @@ export class MailroomServer {
       ),
     );
     for (const set of [...this.liveSets]) await this.retire(set);
+    if (this.metricsServer) {
+      this.metricsServer.closeAllConnections();
+      await new Promise<void>((resolve) => this.metricsServer!.close(() => resolve()));
+    }
     if (this.ownsSpoolDir) rmSync(this.spoolDir, { recursive: true, force: true });
     this.logger.info("server stopped");
   }

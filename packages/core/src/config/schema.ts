@@ -72,6 +72,8 @@ export const serverSchema = z
     logLevel: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info"),
+    /** Serves Prometheus metrics at http://<listen>/metrics when set. */
+    metrics: z.strictObject({ listen: hostPort }).optional(),
     /** Accept the PROXY protocol header from these addresses (or all with true). */
     proxyProtocol: z.union([z.boolean(), z.array(z.string())]).default(false),
   })

@@ -34,6 +34,8 @@ export class HookRunner {
   constructor(
     readonly plugins: readonly LoadedPlugin[],
     private readonly timeout: number,
+    /** Receives the duration of every handler call, for metrics. */
+    private readonly observe?: (plugin: string, hook: HookName, seconds: number) => void,
   ) {}
 
   /** Returns true when some plugin handles the hook. */
@@ -86,13 +88,15 @@ export class HookRunner {
       clearTimeout(timer);
     }
 
+    const elapsed = performance.now() - started;
+    this.observe?.(plugin.name, hook, elapsed / 1000);
     if (logger.isLevelEnabled("debug")) {
       logger.debug(
         {
           plugin: plugin.name,
           hook,
           answer: outcome.kind === "answer" ? outcome.answer.verdict : outcome.kind.toUpperCase(),
-          ms: Math.round((performance.now() - started) * 100) / 100,
+          ms: Math.round(elapsed * 100) / 100,
         },
         "hook",
       );

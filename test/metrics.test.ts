@@ -1,0 +1,66 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { startTestServer, type TestServer } from "@mailroom/testing";
+import { afterEach, beforeEach, expect, test } from "vitest";
+
+const PLUGIN = `
+import { definePlugin, deny, ok } from "@mailroom/core";
+export default definePlugin({
+  name: "sink",
+  setup(context) {
+    context.registerRoute("sink");
+    return {
+      rcpt: ({ address }) => (address.local === "nobody" ? deny({ code: 550, enhanced: "5.1.1" }) : ok({ route: "sink" })),
+      queue: () => ok(),
+    };
+  },
+});
+`;
+
+let dir: string;
+let server: TestServer;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-metrics-"));
+  await writeFile(path.join(dir, "sink.ts"), PLUGIN);
+  server = await startTestServer(
+    { server: { metrics: { listen: "127.0.0.1:0" } }, plugins: [{ use: "./sink.ts" }] },
+    { dir },
+  );
+});
+
+afterEach(async () => {
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function scrape(): Promise<string> {
+  const { host, port } = server.server.metricsAddress!;
+  const response = await fetch(`http://${host}:${port}/metrics`);
+  expect(response.status).toBe(200);
+  return response.text();
+}
+
+test("metrics count connections, replies, transactions and hooks", async () => {
+  const client = await server.connect();
+  await client.send({ from: "a@sender.test", to: ["bob@local.test"], message: "Subject: x\r\n\r\nbody\r\n" });
+  expect((await client.command("RCPT TO:<nobody@local.test>")).code).toBe(503);
+  await client.command("MAIL FROM:<a@sender.test>");
+  expect((await client.command("RCPT TO:<nobody@local.test>")).code).toBe(550);
+
+  const text = await scrape();
+  expect(text).toMatch(/^mailroom_connections_total\{result="admitted"\} 1$/m);
+  expect(text).toMatch(/^mailroom_connections_active 1$/m);
+  expect(text).toMatch(/^mailroom_transactions_total\{outcome="accepted"\} 1$/m);
+  expect(text).toMatch(/^mailroom_replies_total\{class="5xx"\} 2$/m);
+  expect(text).toMatch(/^mailroom_hook_duration_seconds_count\{plugin="sink",hook="rcpt"\} 2$/m);
+  expect(text).toMatch(/^mailroom_queue_messages 0$/m);
+  client.close();
+});
+
+test("metrics endpoint answers 404 elsewhere", async () => {
+  const { host, port } = server.server.metricsAddress!;
+  const response = await fetch(`http://${host}:${port}/other`);
+  expect(response.status).toBe(404);
+});
