@@ -1,0 +1,97 @@
+import { randomBytes } from "node:crypto";
+import { rfc5322Date } from "@mailroom/core";
+import type { FailedRecipient } from "./store.js";
+
+export interface BounceInput {
+  /** The original envelope sender, who receives the report. */
+  sender: string;
+  hostname: string;
+  arrivalDate: Date;
+  now: Date;
+  failed: FailedRecipient[];
+  /** The original header block, ending in CRLF. */
+  headers: string;
+}
+
+/** An address as a DSN address type: rfc822, or utf-8 when it is not ASCII (RFC 6533). */
+function addressField(address: string): string {
+  return /^[\x20-\x7e]*$/.test(address) ? `rfc822; ${address}` : `utf-8; ${address}`;
+}
+
+/** Keeps a remote reply on one line of printable text. */
+function oneLine(text: string): string {
+  return text.replace(/\r?\n/g, " ").replace(/[^\x20-\x7e\u00a0-\uffff]/g, "?").trim();
+}
+
+function diagnostic(item: FailedRecipient): string {
+  const text = oneLine(item.response);
+  if (/^\d{3}[ -]/.test(text)) return text;
+  return `${item.code || 554} ${item.enhanced} ${text}`;
+}
+
+/**
+ * Builds an RFC 3464 delivery status notification (multipart/report): a
+ * readable explanation, message/delivery-status with one block per failed
+ * recipient, and the original message's headers.
+ */
+export function buildBounce(input: BounceInput): string {
+  const boundary = `=_mailroom_${randomBytes(12).toString("hex")}`;
+  const lines: string[] = [];
+  const push = (...text: string[]) => lines.push(...text);
+
+  push(
+    `From: Mail Delivery System <MAILER-DAEMON@${input.hostname}>`,
+    `To: <${input.sender}>`,
+    "Subject: Undelivered Mail Returned to Sender",
+    `Date: ${rfc5322Date(input.now)}`,
+    `Message-ID: <${Date.now().toString(36)}.${randomBytes(6).toString("hex")}@${input.hostname}>`,
+    "Auto-Submitted: auto-replied",
+    "MIME-Version: 1.0",
+    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
+    "",
+    "This is a MIME-encapsulated delivery status report.",
+    "",
+    `--${boundary}`,
+    "Content-Type: text/plain; charset=utf-8",
+    "Content-Transfer-Encoding: 8bit",
+    "Content-Description: Notification",
+    "",
+    `This is the mail system at ${input.hostname}.`,
+    "",
+    "Your message could not be delivered to one or more recipients.",
+    "The addresses and the reasons are below.",
+    "",
+  );
+  for (const item of input.failed) {
+    push(`<${item.recipient}>: ${diagnostic(item)}`);
+  }
+  push(
+    "",
+    `--${boundary}`,
+    "Content-Type: message/delivery-status",
+    "Content-Description: Delivery report",
+    "",
+    `Reporting-MTA: dns; ${input.hostname}`,
+    `Arrival-Date: ${rfc5322Date(input.arrivalDate)}`,
+  );
+  for (const item of input.failed) {
+    push(
+      "",
+      `Final-Recipient: ${addressField(item.recipient)}`,
+      "Action: failed",
+      `Status: ${item.enhanced}`,
+      ...(item.remoteMta ? [`Remote-MTA: dns; ${item.remoteMta}`] : []),
+      `Diagnostic-Code: smtp; ${diagnostic(item)}`,
+    );
+  }
+  push(
+    "",
+    `--${boundary}`,
+    "Content-Type: text/rfc822-headers",
+    "Content-Description: Undelivered message headers",
+    "",
+  );
+  const headers = input.headers.replace(/\r?\n$/, "").split(/\r?\n/);
+  push(...headers, "", `--${boundary}--`, "");
+  return lines.join("\r\n");
+}

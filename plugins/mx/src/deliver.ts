@@ -1,0 +1,265 @@
+import { createReadStream } from "node:fs";
+import net from "node:net";
+import SMTPConnection, { type SMTPConnectionSendInfo } from "nodemailer/lib/smtp-connection";
+import type { RecipientResult } from "@mailroom/core";
+import type { Hop } from "./routing.js";
+
+/** One queued message to send over a connection. */
+export interface Job {
+  id: string;
+  sender: string;
+  recipients: string[];
+  bodyPath: string;
+}
+
+export interface ClientSettings {
+  heloName: string;
+  timeouts: { connect: number; greeting: number; socket: number };
+}
+
+type SmtpError = Error & {
+  code?: string;
+  responseCode?: number;
+  response?: string;
+  command?: string;
+  recipient?: string;
+  rejectedErrors?: SmtpError[];
+};
+
+const ENHANCED = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/;
+
+/** Reads the enhanced status code of a reply, or derives a generic one from its class. */
+export function enhancedOf(code: number, response: string): string {
+  const match = ENHANCED.exec(response);
+  if (match) return match[1]!;
+  if (code >= 500) return "5.0.0";
+  if (code >= 400) return "4.0.0";
+  return "2.0.0";
+}
+
+function result(recipient: string, code: number, response: string, remoteMta: string): RecipientResult {
+  return { recipient, code, enhanced: enhancedOf(code, response), response: response.trim(), remoteMta };
+}
+
+/** A connection-level problem: the next address or host is tried. */
+export class ConnectionFailure extends Error {
+  constructor(
+    message: string,
+    readonly code = 0,
+    readonly response = "",
+  ) {
+    super(message);
+  }
+}
+
+function connectOnce(hop: Hop, address: string, settings: ClientSettings, plaintext: boolean): Promise<SMTPConnection> {
+  const connection = new SMTPConnection({
+    host: address,
+    port: hop.port,
+    name: settings.heloName,
+    ...(net.isIP(hop.name) ? {} : { servername: hop.name }),
+    ignoreTLS: plaintext || hop.tls === "none",
+    requireTLS: hop.tls === "required",
+    opportunisticTLS: hop.tls === "opportunistic",
+    connectionTimeout: settings.timeouts.connect,
+    greetingTimeout: settings.timeouts.greeting,
+    socketTimeout: settings.timeouts.socket,
+    tls: {
+      rejectUnauthorized: hop.verify,
+      ...(net.isIP(hop.name) ? {} : { servername: hop.name }),
+    },
+    logger: false,
+  });
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    connection.on("error", (error: SmtpError) => {
+      if (settled) return;
+      settled = true;
+      connection.close();
+      reject(error);
+    });
+    connection.connect(() => {
+      settled = true;
+      resolve(connection);
+    });
+  });
+}
+
+/**
+ * Opens a connection to one address: EHLO, STARTTLS as the hop asks, then
+ * AUTH when configured. An opportunistic STARTTLS whose handshake fails is
+ * retried in plaintext on a new connection.
+ */
+export async function openConnection(hop: Hop, address: string, settings: ClientSettings): Promise<SMTPConnection> {
+  let connection: SMTPConnection;
+  try {
+    connection = await connectOnce(hop, address, settings, false);
+  } catch (error) {
+    const smtp = error as SmtpError;
+    if (smtp.code === "ETLS" && hop.tls === "opportunistic") {
+      try {
+        connection = await connectOnce(hop, address, settings, true);
+      } catch (retryError) {
+        throw asFailure(retryError as SmtpError);
+      }
+    } else {
+      throw asFailure(smtp);
+    }
+  }
+  if (hop.auth) {
+    const auth = hop.auth;
+    await new Promise<void>((resolve, reject) => {
+      connection.login({ user: auth.user, pass: auth.pass }, (error) => {
+        if (error) {
+          connection.close();
+          reject(asFailure(error as SmtpError));
+        } else resolve();
+      });
+    });
+  }
+  return connection;
+}
+
+function asFailure(error: SmtpError): ConnectionFailure {
+  return new ConnectionFailure(error.message, error.responseCode ?? 0, error.response ?? "");
+}
+
+/**
+ * Sends one message over an open connection and returns a result per
+ * recipient. Throws ConnectionFailure when the connection broke before a
+ * reply, so the caller can try another address.
+ */
+export function sendOne(connection: SMTPConnection, job: Job, remoteMta: string): Promise<RecipientResult[]> {
+  return new Promise((resolve, reject) => {
+    const body = createReadStream(job.bodyPath);
+    connection.send(
+      { from: job.sender === "" ? false : job.sender, to: job.recipients },
+      body,
+      (error: SmtpError | null, info?: SMTPConnectionSendInfo) => {
+        body.destroy();
+        if (!error && info) {
+          const rejected = new Map<string, SmtpError>();
+          for (const item of (info.rejectedErrors ?? []) as SmtpError[]) {
+            if (item.recipient) rejected.set(item.recipient, item);
+          }
+          resolve(
+            job.recipients.map((recipient) => {
+              const refusal = rejected.get(recipient);
+              if (refusal) return result(recipient, refusal.responseCode ?? 550, refusal.response ?? refusal.message, remoteMta);
+              const code = Number(/^(\d{3})/.exec(info.response)?.[1] ?? 250);
+              return result(recipient, code, info.response, remoteMta);
+            }),
+          );
+          return;
+        }
+        const failure = error!;
+        if (!failure.responseCode) {
+          reject(new ConnectionFailure(failure.message));
+          return;
+        }
+        const perRecipient = new Map<string, SmtpError>();
+        for (const item of failure.rejectedErrors ?? []) {
+          if (item.recipient) perRecipient.set(item.recipient, item);
+        }
+        resolve(
+          job.recipients.map((recipient) => {
+            const own = perRecipient.get(recipient) ?? failure;
+            return result(recipient, own.responseCode ?? failure.responseCode!, own.response ?? own.message, remoteMta);
+          }),
+        );
+      },
+    );
+  });
+}
+
+/** Sends RSET; false when the connection is no longer usable. */
+export function resetConnection(connection: SMTPConnection): Promise<boolean> {
+  return new Promise((resolve) => connection.reset((error) => resolve(!error)));
+}
+
+/** Ends the session with QUIT and closes the socket. */
+export function closeConnection(connection: SMTPConnection): void {
+  try {
+    connection.quit();
+  } catch {
+    connection.close();
+  }
+}
+
+/**
+ * Delivers the jobs over the hops in order: each address of a hop in turn
+ * until one connection carries every job. `beforeSend` (the deliver hook)
+ * may answer for a job instead. Jobs no address took get a 4.4.1 result.
+ */
+export async function deliverAll(
+  hops: Hop[],
+  jobs: Job[],
+  settings: ClientSettings,
+  beforeSend: (job: Job, hop: Hop, address: string) => Promise<RecipientResult[] | undefined>,
+): Promise<Map<string, RecipientResult[]>> {
+  const results = new Map<string, RecipientResult[]>();
+  let remaining = [...jobs];
+  let lastFailure: ConnectionFailure | undefined;
+  let lastHost = "";
+
+  for (const hop of hops) {
+    for (const address of hop.addresses) {
+      if (remaining.length === 0) break;
+      lastHost = `${hop.name} [${address}]`;
+      let connection: SMTPConnection;
+      try {
+        connection = await openConnection(hop, address, settings);
+      } catch (error) {
+        lastFailure = error instanceof ConnectionFailure ? error : new ConnectionFailure(String(error));
+        continue;
+      }
+      const left: Job[] = [];
+      let broken = false;
+      for (const [index, job] of remaining.entries()) {
+        if (broken) {
+          left.push(job);
+          continue;
+        }
+        const answered = await beforeSend(job, hop, address);
+        if (answered) {
+          results.set(job.id, answered);
+          continue;
+        }
+        try {
+          const jobResults = await sendOne(connection, job, hop.name);
+          results.set(job.id, jobResults);
+          const allFailed = jobResults.every((item) => item.code >= 400);
+          if (allFailed && index < remaining.length - 1 && !(await resetConnection(connection))) {
+            broken = true;
+          }
+        } catch (error) {
+          lastFailure = error instanceof ConnectionFailure ? error : new ConnectionFailure(String(error));
+          broken = true;
+          left.push(job);
+        }
+      }
+      if (broken) connection.close();
+      else closeConnection(connection);
+      remaining = left;
+    }
+  }
+
+  for (const job of remaining) {
+    const code = lastFailure?.code ?? 0;
+    const response = lastFailure
+      ? `${lastHost}: ${lastFailure.response || lastFailure.message}`
+      : "no host to connect to";
+    results.set(
+      job.id,
+      job.recipients.map((recipient) => ({
+        recipient,
+        // A refusal at connection level (greeting, EHLO) from the last host decides; else defer.
+        code: code >= 500 ? code : code >= 400 ? code : 0,
+        enhanced: code >= 400 ? enhancedOf(code, lastFailure?.response ?? "") : "4.4.1",
+        response,
+        ...(lastHost ? { remoteMta: lastHost.split(" ")[0]! } : {}),
+      })),
+    );
+  }
+  return results;
+}

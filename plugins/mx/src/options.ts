@@ -1,0 +1,76 @@
+import { duration, z } from "@mailroom/core";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+
+/** Default retry delays: a few minutes first, then growing, the last one repeats. */
+export const DEFAULT_RETRY = [5 * MINUTE, 10 * MINUTE, 20 * MINUTE, 40 * MINUTE, HOUR, 2 * HOUR, 4 * HOUR];
+
+const tlsMode = z.enum(["none", "opportunistic", "required"]);
+
+/** A static next hop: a route for one domain or the smarthost. */
+export const targetSchema = z.strictObject({
+  /** Host name or IP address; a name is resolved through the DnsResolver (A/AAAA). */
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(25),
+  tls: tlsMode.default("opportunistic"),
+  auth: z.strictObject({ user: z.string().min(1), pass: z.string() }).optional(),
+  /** Allow loopback and this host's own addresses for this route (the loop guard skips it). */
+  allowLocal: z.boolean().default(false),
+});
+
+export const optionsSchema = z.strictObject({
+  /** Folder of the queue records, relative to the config file. */
+  queueDir: z.string().min(1).default("./queue"),
+  /** Delays between attempts; the last one repeats. */
+  retry: z.array(duration()).min(1).default(DEFAULT_RETRY),
+  /** Give up and bounce a message that could not be delivered for this long. */
+  maxQueueLifetime: duration().default(5 * 24 * HOUR),
+  concurrency: z
+    .strictObject({
+      /** Connections open at once, over all destinations. */
+      total: z.number().int().min(1).default(20),
+      /** Connections open at once to one destination domain. */
+      perDomain: z.number().int().min(1).default(2),
+    })
+    .prefault({}),
+  /** Messages sent over one connection before it is closed. */
+  maxMessagesPerConnection: z.number().int().min(1).default(50),
+  /** Static next hops per destination domain (lower case); they override DNS. */
+  routes: z.record(z.string(), targetSchema).default({}),
+  /** Next hop for every domain without a route of its own. */
+  smarthost: targetSchema.optional(),
+  /** Name sent with EHLO; defaults to server.hostname. */
+  heloName: z.string().min(1).optional(),
+  /** Port of the remote mail exchangers (25; tests use another). */
+  port: z.number().int().min(1).max(65535).default(25),
+  tls: z
+    .strictObject({
+      /** Domains that get verified TLS or nothing: no plaintext, delivery is deferred instead. */
+      requireFor: z.array(z.string()).default([]),
+    })
+    .prefault({}),
+  /** Allow destinations on loopback or this host's addresses (tests on 127.0.0.1). */
+  allowLocalDestinations: z.boolean().default(false),
+  /** false: only accept into the queue, another process delivers. */
+  deliver: z.boolean().default(true),
+  /** How often the queue folder is scanned for records other processes wrote. */
+  pollInterval: duration().default(60_000),
+  timeouts: z
+    .strictObject({
+      connect: duration().default(30_000),
+      greeting: duration().default(60_000),
+      socket: duration().default(300_000),
+    })
+    .prefault({}),
+});
+
+export type MxOptions = z.output<typeof optionsSchema>;
+export type Target = z.output<typeof targetSchema>;
+export type TlsMode = z.output<typeof tlsMode>;
+
+/** Returns the delay before the attempt after `attempts` failed ones. */
+export function retryDelay(retry: readonly number[], attempts: number): number {
+  const index = Math.min(Math.max(attempts - 1, 0), retry.length - 1);
+  return retry[index]!;
+}

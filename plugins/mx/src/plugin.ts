@@ -1,0 +1,88 @@
+import path from "node:path";
+import {
+  definePlugin,
+  denySoft,
+  ok,
+  systemClock,
+  TOKENS,
+  type Clock,
+  type DnsResolver,
+  type HookService,
+  type MessageInjector,
+} from "@mailroom/core";
+import { optionsSchema } from "./options.js";
+import { DiskOutboundQueue } from "./queue.js";
+import { Scheduler } from "./scheduler.js";
+import { QueueStore } from "./store.js";
+
+/** The route that relayed recipients are accepted with: `ok({ route: "outbound" })`. */
+export const OUTBOUND_ROUTE = "outbound";
+
+function optional<T>(resolve: () => T): () => T | undefined {
+  return () => {
+    try {
+      return resolve();
+    } catch {
+      return undefined;
+    }
+  };
+}
+
+export default definePlugin({
+  name: "mx",
+  options: optionsSchema,
+  async setup(context) {
+    const { options, logger, container } = context;
+    const clock = container.isRegistered(TOKENS.Clock, true)
+      ? container.resolve<Clock>(TOKENS.Clock)
+      : systemClock;
+    const store = new QueueStore(path.resolve(context.configDir, options.queueDir), logger);
+    await store.init();
+
+    const scheduler = new Scheduler({
+      store,
+      options,
+      hostname: context.config.server.hostname,
+      clock,
+      logger,
+      dns: () => container.resolve<DnsResolver>(TOKENS.DnsResolver),
+      hooks: optional(() => container.resolve<HookService>(TOKENS.Hooks)),
+      injector: optional(() => container.resolve<MessageInjector>(TOKENS.Injector)),
+    });
+    const queue = new DiskOutboundQueue(store, clock, () => scheduler.kick());
+    container.register(TOKENS.OutboundQueue, { useValue: queue });
+    context.registerRoute(OUTBOUND_ROUTE);
+    if (options.deliver) scheduler.start();
+
+    return {
+      async queue({ message, recipients, transaction }) {
+        const domains = new Map<string, string[]>();
+        for (const recipient of recipients) {
+          const domain = recipient.address.domain.toLowerCase();
+          const list = domains.get(domain) ?? [];
+          if (!list.includes(recipient.address.address)) list.push(recipient.address.address);
+          domains.set(domain, list);
+        }
+        try {
+          const records = await store.add(message.storedCopy({ returnPath: false }), {
+            sender: transaction.sender?.address ?? "",
+            domains,
+            now: clock.now(),
+          });
+          transaction.logger.info({ queued: records.map((record) => record.id) }, "queued for outbound delivery");
+        } catch (error) {
+          transaction.logger.error({ err: error }, "outbound queue write failed");
+          if ((error as { code?: string }).code === "ENOSPC") {
+            return denySoft({ code: 452, enhanced: "4.3.1", message: "Insufficient system storage" });
+          }
+          return denySoft({ code: 451, enhanced: "4.3.0", message: "Message not queued, try again later" });
+        }
+        scheduler.kick();
+        return ok();
+      },
+      async close() {
+        await scheduler.stop();
+      },
+    };
+  },
+});

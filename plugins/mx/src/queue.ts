@@ -1,0 +1,70 @@
+import type { Clock, OutboundQueue, QueuedMessage } from "@mailroom/core";
+import type { QueueRecord, QueueStore } from "./store.js";
+
+function summary(record: QueueRecord, delivering = false): QueuedMessage & { delivering: boolean; failed: number } {
+  return {
+    id: record.id,
+    sender: record.sender,
+    domain: record.domain,
+    recipients: [...record.pending, ...record.failed.map((item) => item.recipient)],
+    attempts: record.attempts,
+    createdAt: record.createdAt,
+    nextAttemptAt: record.nextAttemptAt,
+    ...(record.lastError ? { lastError: record.lastError } : {}),
+    delivering,
+    failed: record.failed.length,
+  };
+}
+
+/** A queue entry as listed: the record summary plus whether a process is delivering it. */
+export type QueueEntry = ReturnType<typeof summary>;
+
+/**
+ * The OutboundQueue service over the on-disk store. Every change claims the
+ * record first, so it never races a delivery in this or another process.
+ */
+export class DiskOutboundQueue implements OutboundQueue {
+  constructor(
+    private readonly store: QueueStore,
+    private readonly clock: Clock,
+    private readonly onChange: () => void = () => undefined,
+  ) {}
+
+  async list(): Promise<QueueEntry[]> {
+    const active = (await this.store.list()).map((record) => summary(record));
+    const claimed = (await this.store.listClaimed()).flatMap((entry) =>
+      entry.record ? [summary(entry.record, true)] : [],
+    );
+    return [...active, ...claimed].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id));
+  }
+
+  async get(id: string): Promise<QueueEntry | undefined> {
+    return (await this.list()).find((entry) => entry.id === id);
+  }
+
+  /** Full state of a record, with failed recipients; undefined when it does not exist. */
+  async details(id: string): Promise<(QueueRecord & { delivering: boolean }) | undefined> {
+    const active = (await this.store.list()).find((record) => record.id === id);
+    if (active) return { ...active, delivering: false };
+    const claimed = (await this.store.listClaimed()).find((entry) => entry.id === id)?.record;
+    return claimed ? { ...claimed, delivering: true } : undefined;
+  }
+
+  async retry(id: string): Promise<boolean> {
+    const record = await this.store.claim(id);
+    if (!record) return false;
+    record.nextAttemptAt = this.clock.now();
+    delete record.bounceAttemptAt;
+    await this.store.release(record);
+    this.onChange();
+    return true;
+  }
+
+  async remove(id: string): Promise<boolean> {
+    const record = await this.store.claim(id);
+    if (!record) return false;
+    await this.store.finish(record.id);
+    this.onChange();
+    return true;
+  }
+}

@@ -1,0 +1,376 @@
+import type {
+  Clock,
+  DnsResolver,
+  HookService,
+  Logger,
+  MessageInjector,
+  OutboundContext,
+  RecipientResult,
+} from "@mailroom/core";
+import { buildBounce } from "./bounce.js";
+import { deliverAll, type Job } from "./deliver.js";
+import { retryDelay, type MxOptions } from "./options.js";
+import { route } from "./routing.js";
+import type { FailedRecipient, QueueRecord, QueueStore } from "./store.js";
+
+export interface SchedulerEnv {
+  store: QueueStore;
+  options: MxOptions;
+  hostname: string;
+  clock: Clock;
+  logger: Logger;
+  dns: () => DnsResolver;
+  hooks: () => HookService | undefined;
+  injector: () => MessageInjector | undefined;
+}
+
+function contextOf(record: QueueRecord): OutboundContext {
+  return {
+    id: record.id,
+    sender: record.sender,
+    domain: record.domain,
+    recipients: [...record.pending],
+    attempts: record.attempts,
+  };
+}
+
+/**
+ * Runs the queue: picks due records, claims them, delivers them grouped by
+ * destination domain within the concurrency limits, reschedules what was
+ * deferred and sends one bounce per message for what failed.
+ */
+export class Scheduler {
+  private readonly running = new Map<string, number>();
+  private total = 0;
+  private stopped = false;
+  private wake = new AbortController();
+  private loop: Promise<void> | undefined;
+  private readonly jobs = new Set<Promise<void>>();
+  private bouncing = false;
+
+  constructor(private readonly env: SchedulerEnv) {}
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Makes the loop look at the queue now (new record, finished job, CLI retry). */
+  kick(): void {
+    this.wake.abort();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.kick();
+    await this.loop;
+    await Promise.all([...this.jobs]);
+  }
+
+  /** Resolves when no delivery or bounce is running; for tests and shutdown. */
+  async idle(): Promise<void> {
+    while (this.jobs.size > 0) await Promise.all([...this.jobs]);
+  }
+
+  private async run(): Promise<void> {
+    const { clock, logger, options } = this.env;
+    while (!this.stopped) {
+      let wait = options.pollInterval;
+      try {
+        wait = Math.min(wait, await this.tick());
+      } catch (error) {
+        logger.error({ err: error }, "queue scan failed");
+      }
+      if (this.stopped) break;
+      const signal = this.wake.signal;
+      if (!signal.aborted) await clock.sleep(Math.max(wait, 0), signal);
+      if (this.wake.signal.aborted) this.wake = new AbortController();
+    }
+  }
+
+  /** Starts what is due; returns the time until the next record is due. */
+  private async tick(): Promise<number> {
+    const { store, options, clock } = this.env;
+    const now = clock.now();
+    const records = await store.list();
+    let next = Infinity;
+
+    const due = new Map<string, QueueRecord[]>();
+    for (const record of records) {
+      if (record.pending.length === 0) continue;
+      if (record.nextAttemptAt > now) {
+        next = Math.min(next, record.nextAttemptAt - now);
+        continue;
+      }
+      const list = due.get(record.domain) ?? [];
+      list.push(record);
+      due.set(record.domain, list);
+    }
+
+    for (const [domain, list] of due) {
+      list.sort((a, b) => a.nextAttemptAt - b.nextAttemptAt);
+      while (
+        list.length > 0 &&
+        this.total < options.concurrency.total &&
+        (this.running.get(domain) ?? 0) < options.concurrency.perDomain
+      ) {
+        const claimed: QueueRecord[] = [];
+        while (list.length > 0 && claimed.length < options.maxMessagesPerConnection) {
+          const record = await store.claim(list.shift()!.id);
+          if (record && record.pending.length > 0) claimed.push(record);
+          else if (record) await store.release(record);
+        }
+        if (claimed.length > 0) this.spawn(domain, () => this.attempt(domain, claimed));
+      }
+    }
+
+    if (!this.bouncing) {
+      const bounceWait = await this.bounces(records, due, now);
+      next = Math.min(next, bounceWait);
+    }
+    return next;
+  }
+
+  private spawn(domain: string, work: () => Promise<void>): void {
+    this.total += 1;
+    this.running.set(domain, (this.running.get(domain) ?? 0) + 1);
+    const job = work()
+      .catch((error: unknown) => this.env.logger.error({ err: error, domain }, "delivery run failed"))
+      .finally(() => {
+        this.total -= 1;
+        const count = (this.running.get(domain) ?? 1) - 1;
+        if (count <= 0) this.running.delete(domain);
+        else this.running.set(domain, count);
+        this.jobs.delete(job);
+        this.kick();
+      });
+    this.jobs.add(job);
+  }
+
+  /** One delivery attempt for claimed records of one domain. */
+  private async attempt(domain: string, records: QueueRecord[]): Promise<void> {
+    const { options, logger, store } = this.env;
+    let results: Map<string, RecipientResult[]>;
+    try {
+      const found = await route(domain, contextOf(records[0]!), {
+        options,
+        dns: this.env.dns,
+        hooks: this.env.hooks,
+        logger,
+      });
+      if (found.kind === "failure") {
+        logger.info({ domain, code: found.code, enhanced: found.enhanced, reason: found.message }, "no route");
+        results = new Map(
+          records.map((record) => [
+            record.id,
+            record.pending.map((recipient) => ({
+              recipient,
+              code: found.code,
+              enhanced: found.enhanced,
+              response: `${found.code} ${found.enhanced} ${found.message}`,
+            })),
+          ]),
+        );
+      } else {
+        const jobs: Job[] = records.map((record) => ({
+          id: record.id,
+          sender: record.sender,
+          recipients: record.pending,
+          bodyPath: store.bodyPath(record.id),
+        }));
+        const byId = new Map(records.map((record) => [record.id, record]));
+        results = await deliverAll(
+          found.hops,
+          jobs,
+          { heloName: options.heloName ?? this.env.hostname, timeouts: options.timeouts },
+          (job, hop, address) => this.deliverHook(byId.get(job.id)!, hop.name, address),
+        );
+      }
+    } catch (error) {
+      logger.error({ err: error, domain }, "delivery attempt failed");
+      results = new Map(
+        records.map((record) => [
+          record.id,
+          record.pending.map((recipient) => ({
+            recipient,
+            code: 451,
+            enhanced: "4.3.0",
+            response: `451 4.3.0 local error: ${(error as Error).message}`,
+          })),
+        ]),
+      );
+    }
+    for (const record of records) {
+      await this.apply(record, results.get(record.id) ?? []);
+    }
+  }
+
+  private async deliverHook(record: QueueRecord, host: string, address: string): Promise<RecipientResult[] | undefined> {
+    const hooks = this.env.hooks();
+    if (!hooks) return undefined;
+    const outcome = await hooks.run("deliver", { message: contextOf(record), host, address }, this.env.logger);
+    if (outcome.kind === "cont") return undefined;
+    const answer = outcome.kind === "answer" ? outcome.answer : undefined;
+    const verdict = answer?.verdict ?? "DENYSOFT";
+    const code = answer?.code ?? (verdict === "OK" ? 250 : verdict.startsWith("DENYSOFT") ? 451 : 550);
+    const enhanced = answer?.enhanced ?? (code < 300 ? "2.0.0" : code < 500 ? "4.3.0" : "5.7.1");
+    const text = answer?.message ?? (outcome.kind === "error" ? "deliver hook failed" : "answered by a plugin");
+    return record.pending.map((recipient) => ({ recipient, code, enhanced, response: `${code} ${enhanced} ${text}` }));
+  }
+
+  /** Records one attempt's results and writes the record back (or removes it). */
+  private async apply(record: QueueRecord, results: RecipientResult[]): Promise<void> {
+    const { clock, options, logger, store } = this.env;
+    const now = clock.now();
+    const context = contextOf(record);
+    const delivered = results.filter((item) => item.code >= 200 && item.code < 300);
+    const failed = results.filter((item) => item.code >= 500);
+    const deferred = results.filter((item) => item.code < 200 || (item.code >= 300 && item.code < 500));
+    const missing = record.pending.filter((recipient) => !results.some((item) => item.recipient === recipient));
+
+    record.attempts += 1;
+    record.pending = [...deferred.map((item) => item.recipient), ...missing];
+    record.failed.push(...failed.map(toFailed));
+    for (const item of [...delivered, ...failed, ...deferred]) {
+      logger.info(
+        { id: record.id, recipient: item.recipient, code: item.code, enhanced: item.enhanced, remoteMta: item.remoteMta, response: item.response },
+        item.code >= 200 && item.code < 300 ? "delivered" : item.code >= 500 ? "delivery failed" : "delivery deferred",
+      );
+    }
+
+    if (deferred.length > 0) {
+      record.lastError = deferred[0]!.response;
+      const expires = record.createdAt + options.maxQueueLifetime;
+      if (now >= expires) {
+        record.failed.push(
+          ...deferred.map((item) => ({
+            ...toFailed(item),
+            response: `${item.response} (gave up after ${Math.round((now - record.createdAt) / 60_000)} minutes)`,
+          })),
+        );
+        record.pending = missing;
+      } else {
+        record.nextAttemptAt = Math.min(now + retryDelay(options.retry, record.attempts), expires);
+      }
+    }
+
+    const hooks = this.env.hooks();
+    if (hooks && delivered.length) await hooks.runAll("delivered", { message: context, results: delivered }, logger);
+    if (hooks && record.pending.length) {
+      await hooks.runAll("deferred", { message: context, results: deferred, nextAttemptAt: record.nextAttemptAt }, logger);
+    }
+
+    if (record.pending.length === 0 && record.failed.length === 0) await store.finish(record.id);
+    else await store.release(record);
+  }
+
+  /**
+   * Sends one bounce per message for the recipients that failed, once none
+   * of the message's records is being delivered or due, so the report covers
+   * every domain that failed together.
+   */
+  private async bounces(records: QueueRecord[], due: Map<string, QueueRecord[]>, now: number): Promise<number> {
+    const dueIds = new Set([...due.values()].flat().map((record) => record.id));
+    const claimed = await this.env.store.listClaimed();
+    const busy = new Set(claimed.map((entry) => entry.record?.messageId ?? entry.id.replace(/-\d+$/, "")));
+    for (const id of dueIds) busy.add(records.find((record) => record.id === id)!.messageId);
+
+    const groups = new Map<string, QueueRecord[]>();
+    let next = Infinity;
+    for (const record of records) {
+      if (record.failed.length === 0 || busy.has(record.messageId)) continue;
+      if (record.bounceAttemptAt && record.bounceAttemptAt > now) {
+        next = Math.min(next, record.bounceAttemptAt - now);
+        continue;
+      }
+      const group = groups.get(record.messageId) ?? [];
+      group.push(record);
+      groups.set(record.messageId, group);
+    }
+    if (groups.size === 0) return next;
+    this.bouncing = true;
+    this.spawn("", async () => {
+      try {
+        for (const group of groups.values()) await this.bounceMessage(group);
+      } finally {
+        this.bouncing = false;
+      }
+    });
+    return next;
+  }
+
+  private async bounceMessage(candidates: QueueRecord[]): Promise<void> {
+    const { store, logger, clock, options } = this.env;
+    const records: QueueRecord[] = [];
+    for (const candidate of candidates) {
+      const record = await store.claim(candidate.id);
+      if (record) records.push(record);
+    }
+    if (records.length === 0) return;
+    const first = records[0]!;
+    const failed = records.flatMap((record) => record.failed);
+    const settle = async (keepFailed: boolean, retryAt?: number) => {
+      for (const record of records) {
+        if (!keepFailed) record.failed = [];
+        if (retryAt !== undefined) record.bounceAttemptAt = retryAt;
+        if (record.pending.length === 0 && record.failed.length === 0) await store.finish(record.id);
+        else await store.release(record);
+      }
+    };
+
+    if (first.sender === "") {
+      logger.warn(
+        { message: first.messageId, recipients: failed.map((item) => `${item.recipient} ${item.enhanced}`) },
+        "delivery failed for a message from the null sender; no bounce is sent",
+      );
+      return settle(false);
+    }
+
+    const hooks = this.env.hooks();
+    const context = { ...contextOf(first), recipients: failed.map((item) => item.recipient) };
+    const results: RecipientResult[] = failed.map((item) => ({ ...item }));
+    if (hooks) {
+      const outcome = await hooks.run("bounce", { message: context, results }, logger);
+      if (outcome.kind === "answer") {
+        logger.info({ message: first.messageId, plugin: outcome.plugin }, "bounce suppressed by a plugin");
+        return settle(false);
+      }
+    }
+
+    const injector = this.env.injector();
+    try {
+      if (!injector) throw new Error("the server offers no message injector");
+      const content = buildBounce({
+        sender: first.sender,
+        hostname: this.env.hostname,
+        arrivalDate: new Date(first.createdAt),
+        now: new Date(clock.now()),
+        failed,
+        headers: await store.readHeaders(first.id),
+      });
+      const outcome = await injector.inject({ sender: "", recipients: [first.sender], content }, logger);
+      if (outcome.stored) {
+        logger.info({ message: first.messageId, to: first.sender, recipients: failed.length }, "bounce sent");
+        return settle(false);
+      }
+      const refusal = outcome.refused[0] ?? outcome;
+      if (refusal.code >= 500) {
+        logger.error({ message: first.messageId, to: first.sender, code: refusal.code, reason: refusal.message }, "bounce refused; dropped");
+        return settle(false);
+      }
+      throw new Error(`${refusal.code} ${refusal.message}`);
+    } catch (error) {
+      logger.warn({ err: error, message: first.messageId }, "bounce not handed over; trying again later");
+      return settle(true, clock.now() + retryDelay(options.retry, 1));
+    }
+  }
+}
+
+function toFailed(item: RecipientResult): FailedRecipient {
+  return {
+    recipient: item.recipient,
+    code: item.code,
+    enhanced: item.enhanced,
+    response: item.response,
+    ...(item.remoteMta ? { remoteMta: item.remoteMta } : {}),
+  };
+}
