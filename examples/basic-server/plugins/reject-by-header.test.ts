@@ -1,0 +1,50 @@
+import { testPlugin } from "@mailroom/testing";
+import { describe, expect, test } from "vitest";
+import plugin from "./reject-by-header.ts";
+
+const options = {
+  rules: [
+    { header: "X-Spam-Flag", matches: "^yes$" },
+    { header: "Subject", matches: "\\bviagra\\b", message: "Spam is not welcome here" },
+  ],
+};
+
+async function send(headers: string) {
+  const harness = await testPlugin(plugin, options);
+  const session = harness.session();
+  await session.mail("sender@remote.example");
+  await session.rcpt("alice@example.test");
+  const call = await session.data(`${headers}\r\n\r\nbody\r\n`);
+  return { call, notes: session.transaction!.notes };
+}
+
+describe("reject-by-header", () => {
+  test("spam flag header is rejected", async () => {
+    const { call, notes } = await send("Subject: hello\r\nX-Spam-Flag: YES");
+    expect(call.verdict).toBe("DENY");
+    expect(call.code).toBe(550);
+    expect(call.enhanced).toBe("5.7.1");
+    expect(notes.rejectedByHeader).toBe("X-Spam-Flag");
+  });
+
+  test("subject rule uses its own text", async () => {
+    const { call } = await send("Subject: cheap VIAGRA now");
+    expect(call.message).toBe("Spam is not welcome here");
+  });
+
+  test("folded header value still matches", async () => {
+    const { call } = await send("Subject: a long\r\n subject about viagra");
+    expect(call.verdict).toBe("DENY");
+  });
+
+  test("clean message goes on to queue", async () => {
+    const { call } = await send("Subject: hello\r\nX-Spam-Flag: NO");
+    expect(call.verdict).toBe("OK");
+  });
+
+  test("invalid pattern is an option error", async () => {
+    await expect(testPlugin(plugin, { rules: [{ header: "Subject", matches: "(" }] })).rejects.toThrow(
+      /rules\.0\.matches: expected a valid regular expression/,
+    );
+  });
+});
