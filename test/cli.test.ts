@@ -102,6 +102,15 @@ describe("mailroom check", () => {
     expect(result.stderr).toMatch(/invalid options for plugin greeter:\n.*mailroom\.yaml:7: plugins\[0\]\.with\.reject: /);
   });
 
+  test("risky setup prints warnings", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x@y.test").replace('reject: "x@y.test"', 'reject: "x@y.test", trustedNetworks: ["0.0.0.0/0"]'));
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("warning: no plugin handles rcpt");
+    expect(result.stdout).toContain("trustedNetworks contains 0.0.0.0/0: this is an open relay");
+  });
+
   test("unknown option is a usage error", () => {
     const result = run(["check", "--bogus"]);
     expect(result.status).toBe(2);

@@ -1,6 +1,7 @@
 import { ConfigError, HOOK_NAMES, loadConfig, MailroomServer } from "@mailroom/core";
 import { pino } from "pino";
 import { EXIT } from "./cli.js";
+import { findWarnings } from "./warnings.js";
 
 /**
  * Validates a config file and starts its plugins once, without listening,
@@ -23,6 +24,7 @@ export async function checkCommand(options: { config: string }): Promise<number>
       lines.push(`  ${index + 1}. ${plugin.name}: ${hooks.join(", ") || "(no hooks)"}${routeText}`);
     }
     if (server.plugins.length === 0) lines.push("  (none)");
+    for (const warning of await findWarnings(loaded, server.plugins)) lines.push(`warning: ${warning}`);
     await server.close();
     process.stdout.write(`${lines.join("\n")}\n`);
     return EXIT.ok;

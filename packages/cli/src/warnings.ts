@@ -1,0 +1,52 @@
+import { access, constants } from "node:fs/promises";
+import path from "node:path";
+import type { LoadedConfig, LoadedPlugin } from "@mailroom/core";
+
+const OPEN_NETWORKS = new Set(["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"]);
+
+/** Finds the nearest folder that exists, so a root created on demand is checked where it will be made. */
+async function nearestExisting(folder: string): Promise<string> {
+  let current = folder;
+  while (true) {
+    try {
+      await access(current, constants.F_OK);
+      return current;
+    } catch {
+      const parent = path.dirname(current);
+      if (parent === current) return current;
+      current = parent;
+    }
+  }
+}
+
+/**
+ * Lists risky setups in a valid config: no plugin that accepts recipients,
+ * an open relay, a maildir root the server cannot write.
+ */
+export async function findWarnings(loaded: LoadedConfig, plugins: readonly LoadedPlugin[]): Promise<string[]> {
+  const warnings: string[] = [];
+  if (!plugins.some((plugin) => typeof plugin.hooks.rcpt === "function")) {
+    warnings.push("no plugin handles rcpt, so every recipient is rejected with 550 5.7.1");
+  }
+
+  for (const [index, entry] of loaded.config.plugins.entries()) {
+    const where = `plugins[${index}] (${entry.use})`;
+    const networks = entry.with.trustedNetworks;
+    if (Array.isArray(networks)) {
+      const open = networks.filter((network) => OPEN_NETWORKS.has(String(network).trim()));
+      if (open.length) {
+        warnings.push(`${where}: trustedNetworks contains ${open.join(", ")}: this is an open relay, anyone may send anywhere`);
+      }
+    }
+    if (entry.use.endsWith("plugin-maildir") && typeof entry.with.root === "string") {
+      const root = path.resolve(loaded.dir, entry.with.root);
+      const existing = await nearestExisting(root);
+      try {
+        await access(existing, constants.W_OK);
+      } catch {
+        warnings.push(`${where}: maildir root ${root} is not writable (checked ${existing})`);
+      }
+    }
+  }
+  return warnings;
+}
