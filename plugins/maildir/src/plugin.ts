@@ -1,0 +1,144 @@
+import path from "node:path";
+import {
+  definePlugin,
+  deny,
+  denySoft,
+  ok,
+  TOKENS,
+  type Address,
+  type DirectoryEntry,
+  type Logger,
+  type UserDirectory,
+} from "@mailroom/core";
+import { CONFIG_DIRECTORY, ConfigDirectory } from "./directory.js";
+import { deliverToMaildir, MaildirError, type DeliverOptions } from "./deliver.js";
+import { isSafeSegment, normalizeDomain } from "./names.js";
+import { optionsSchema } from "./options.js";
+
+export const ROUTE = "maildir";
+
+/** Returns the Maildir folder of a mailbox: `<root>/<domain>/<mailbox>/Maildir`. */
+export function maildirPath(root: string, entry: DirectoryEntry): string {
+  return path.join(root, entry.domain, entry.mailbox, "Maildir");
+}
+
+/** Picks the directory service: one already registered, or a new one from the options. */
+function directoryFor(
+  container: { isRegistered(token: symbol, recursive?: boolean): boolean; resolve<T>(token: symbol): T },
+  register: (directory: UserDirectory) => void,
+  build: () => ConfigDirectory,
+): UserDirectory {
+  if (container.isRegistered(TOKENS.UserDirectory, true)) {
+    const existing = container.resolve<UserDirectory>(TOKENS.UserDirectory);
+    // A directory this plugin registered before a reload is replaced; anyone
+    // else's is used as it is.
+    if (!(existing as unknown as Record<symbol, unknown>)[CONFIG_DIRECTORY]) return existing;
+  }
+  const directory = build();
+  register(directory);
+  return directory;
+}
+
+function isUsable(entry: DirectoryEntry): boolean {
+  return isSafeSegment(entry.mailbox) && isSafeSegment(entry.domain);
+}
+
+/** Finds the mailbox of a recipient, or returns "foreign" for a domain that is not local. */
+async function resolveRecipient(
+  directory: UserDirectory,
+  address: Address,
+): Promise<DirectoryEntry | null | "foreign"> {
+  const domain = normalizeDomain(address.domain);
+  if (domain !== "") {
+    const local = (await directory.domains()).map(normalizeDomain);
+    if (!local.includes(domain)) return "foreign";
+  }
+  const entry = await directory.lookup(address.local, domain);
+  // Only the bare <postmaster> arrives without a domain; without a postmaster
+  // mailbox it is left to the other plugins.
+  if (!entry) return domain === "" ? "foreign" : null;
+  return { mailbox: entry.mailbox.toLowerCase(), domain: normalizeDomain(entry.domain) };
+}
+
+const NOTE = "maildir.entries";
+
+export default definePlugin({
+  name: "maildir",
+  options: optionsSchema,
+  setup(context) {
+    const { options, logger } = context;
+    const root = path.resolve(context.configDir, options.root);
+    const directory = directoryFor(
+      context.container,
+      (value) => context.container.register(TOKENS.UserDirectory, { useValue: value }),
+      () => new ConfigDirectory(options),
+    );
+    const deliverOptions: DeliverOptions = options.hostname ? { hostname: options.hostname } : {};
+    context.registerRoute(ROUTE);
+
+    return {
+      async rcpt({ address, connection, transaction }) {
+        const entry = await resolveRecipient(directory, address);
+        if (entry === "foreign") return undefined;
+        if (entry === null) {
+          connection.failedLookups += 1;
+          transaction.logger.info({ recipient: address.address }, "no such local mailbox");
+          return deny({ code: 550, enhanced: "5.1.1", message: "Mailbox unavailable: no such user here" });
+        }
+        if (!isUsable(entry)) {
+          transaction.logger.error({ recipient: address.address, entry }, "directory returned a mailbox name unusable as a folder");
+          return denySoft({ code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" });
+        }
+        const notes = (transaction.notes[NOTE] ??= new Map()) as Map<string, DirectoryEntry>;
+        notes.set(address.raw, entry);
+        return ok({ route: ROUTE });
+      },
+
+      async queue({ message, recipients, transaction }) {
+        const notes = transaction.notes[NOTE] as Map<string, DirectoryEntry> | undefined;
+        // One copy per mailbox, even when an alias and its mailbox were both named.
+        const targets = new Map<string, DirectoryEntry>();
+        for (const recipient of recipients) {
+          const entry = notes?.get(recipient.address.raw) ?? (await resolveRecipient(directory, recipient.address));
+          if (entry === null || entry === "foreign" || !isUsable(entry)) {
+            transaction.logger.error({ recipient: recipient.address.address }, "recipient no longer resolves to a mailbox");
+            return denySoft({ code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" });
+          }
+          targets.set(maildirPath(root, entry), entry);
+        }
+        return deliverAll(targets, message, deliverOptions, transaction.logger);
+      },
+    };
+  },
+});
+
+async function deliverAll(
+  targets: Map<string, DirectoryEntry>,
+  message: { storedCopy(options: { deliveredTo?: string }): AsyncIterable<Uint8Array> },
+  options: DeliverOptions,
+  logger: Logger,
+) {
+  const results = await Promise.allSettled(
+    [...targets].map(async ([maildir, entry]) => {
+      const deliveredTo = `${entry.mailbox}@${entry.domain}`;
+      const delivery = await deliverToMaildir(maildir, message.storedCopy({ deliveredTo }), options);
+      logger.debug({ path: delivery.path, size: delivery.size }, "delivered to maildir");
+      return delivery;
+    }),
+  );
+  const failures = results.flatMap((result) => (result.status === "rejected" ? [result.reason as unknown] : []));
+  if (failures.length === 0) return ok();
+
+  for (const error of failures) {
+    const details = error instanceof MaildirError ? { path: error.path, step: error.step, code: error.code } : {};
+    logger.error({ err: error, ...details }, "maildir delivery failed");
+  }
+  const delivered = results.flatMap((result) => (result.status === "fulfilled" ? [result.value.path] : []));
+  if (delivered.length > 0) {
+    logger.warn({ delivered }, "message stored in some mailboxes only; the retry will duplicate it there");
+  }
+  if (failures.some((error) => error instanceof MaildirError && error.isFull)) {
+    return denySoft({ code: 452, enhanced: "4.3.1", message: "Insufficient system storage, try again later" });
+  }
+  return denySoft({ code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" });
+}
