@@ -1,0 +1,42 @@
+import { rm } from "node:fs/promises";
+import { afterEach, expect, test } from "vitest";
+import { makeServerDir, startDns, startMailroom, startRemoteMx, submit, waitFor, type DnsFixture, type Mailroom, type RemoteMx } from "./mx-kit.js";
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+async function setup(remoteOptions: Parameters<typeof startRemoteMx>[0] = {}, mx: Record<string, unknown> = {}) {
+  const remote = await startRemoteMx(remoteOptions);
+  cleanup.push(() => remote.close());
+  const dns = await startDns({
+    "ok.test": { MX: [[10, "mx.ok.test"]] },
+    "mx.ok.test": { A: ["127.0.0.1"] },
+  });
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const server = await startMailroom({ dir, dns, mx: { port: remote.port, ...mx } });
+  cleanup.push(() => server.stop());
+  return { remote, dns, server, dir };
+}
+
+test("relayed mail reaches the recipient's mail exchanger with EHLO heloName", async () => {
+  const { remote, server } = await setup({}, { heloName: "out.mailroom.test" });
+  expect(await submit(server, "alice@local.test", ["bob@ok.test"])).toEqual([250, 250, 250, 250]);
+  const [message] = await waitFor(() => remote.received.length === 1 && remote.received, "delivery");
+  expect(message!.from).toBe("alice@local.test");
+  expect(message!.to).toEqual(["bob@ok.test"]);
+  expect(message!.helo).toBe("out.mailroom.test");
+  expect(message!.data).toMatch(/^Received: from client\.example/);
+  expect(message!.data).not.toMatch(/^Return-Path:/m);
+  expect(message!.data.endsWith("Subject: test\r\n\r\nhello\r\n")).toBe(true);
+  await waitFor(async () => (await queueEntries(server)).length === 0, "empty queue");
+});
+
+async function queueEntries(server: Mailroom) {
+  const { TOKENS } = await import("@mailroom/core");
+  const queue = server.server.container.resolve<{ list(): Promise<unknown[]> }>(TOKENS.OutboundQueue);
+  return queue.list();
+}

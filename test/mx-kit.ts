@@ -1,0 +1,334 @@
+// Real components for the outbound tests: a DNS server serving zone
+// fixtures, remote mail exchangers, a controllable clock, and a server with
+// plugin-mx whose local route writes files.
+import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import DNS from "dns2";
+import { pino } from "pino";
+import { SMTPServer } from "smtp-server";
+import { container, TOKENS, type Clock } from "@mailroom/core";
+import { startTestServer, type TestServer } from "@mailroom/testing";
+
+/** What a name answers: records by type, or a failure behaviour. */
+export type ZoneEntry =
+  | "servfail"
+  | "refused"
+  | "timeout"
+  | { MX?: [number, string][]; A?: string[]; AAAA?: string[] };
+export type Zone = Record<string, ZoneEntry>;
+
+export interface DnsFixture {
+  port: number;
+  nameserver: string;
+  queries: { name: string; type: string }[];
+  close(): Promise<void>;
+}
+
+const TYPE_NAMES = Object.fromEntries(Object.entries(DNS.Packet.TYPE).map(([name, value]) => [value, name]));
+
+/** Starts a dns2 server on 127.0.0.1 port 0; names not in the zone are NXDOMAIN. */
+export async function startDns(zone: Zone): Promise<DnsFixture> {
+  const queries: { name: string; type: string }[] = [];
+  const server = DNS.createServer({
+    udp: true,
+    handle(request, send) {
+      const question = request.questions[0]!;
+      const name = question.name.toLowerCase().replace(/\.$/, "");
+      const type = TYPE_NAMES[question.type] ?? String(question.type);
+      queries.push({ name, type });
+      const response = DNS.Packet.createResponseFromRequest(request);
+      const entry = zone[name];
+      if (entry === "timeout") return;
+      if (entry === "servfail") response.header.rcode = DNS.Packet.RCODE.SERVFAIL;
+      else if (entry === "refused") response.header.rcode = DNS.Packet.RCODE.REFUSED;
+      else if (!entry) response.header.rcode = DNS.Packet.RCODE.NXDOMAIN;
+      else {
+        const base = { name: question.name, class: DNS.Packet.CLASS.IN, ttl: 60 };
+        if (type === "MX") {
+          for (const [priority, exchange] of entry.MX ?? []) {
+            response.answers.push({ ...base, type: DNS.Packet.TYPE.MX, priority, exchange } as never);
+          }
+        }
+        if (type === "A" || type === "AAAA") {
+          for (const address of entry[type] ?? []) {
+            response.answers.push({ ...base, type: DNS.Packet.TYPE[type], address } as never);
+          }
+        }
+      }
+      send(response);
+    },
+  });
+  const addresses = await server.listen({ udp: { port: 0, address: "127.0.0.1" } });
+  const port = (addresses as { udp: { port: number } }).udp.port;
+  return {
+    port,
+    nameserver: `127.0.0.1:${port}`,
+    queries,
+    close: () => server.close().then(() => undefined),
+  };
+}
+
+/** A message a remote mail exchanger received. */
+export interface Received {
+  from: string;
+  to: string[];
+  data: string;
+  connection: string;
+  secure: boolean;
+  helo: string;
+}
+
+export interface RemoteMx {
+  port: number;
+  received: Received[];
+  connections: number;
+  /** Per recipient reply: undefined accepts; a code and text refuse. */
+  rcpt: (address: string) => { code: number; message: string } | undefined;
+  close(): Promise<void>;
+}
+
+/** Starts a real SMTP server on 127.0.0.1 port 0 that records what it receives. */
+export async function startRemoteMx(options: { tls?: boolean; rcpt?: RemoteMx["rcpt"] } = {}): Promise<RemoteMx> {
+  const remote: RemoteMx = {
+    port: 0,
+    received: [],
+    connections: 0,
+    rcpt: options.rcpt ?? (() => undefined),
+    close: async () => undefined,
+  };
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: options.tls ? [] : ["STARTTLS"],
+    logger: false,
+    onConnect(session, callback) {
+      remote.connections += 1;
+      callback();
+    },
+    onRcptTo(address, _session, callback) {
+      const refusal = remote.rcpt(address.address);
+      if (!refusal) return callback();
+      callback(Object.assign(new Error(refusal.message), { responseCode: refusal.code }));
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.on("end", () => {
+        remote.received.push({
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
+          to: session.envelope.rcptTo.map((item) => item.address),
+          data: Buffer.concat(chunks).toString("utf8"),
+          connection: session.id,
+          secure: session.secure,
+          helo: session.hostNameAppearsAs,
+        });
+        callback();
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  remote.port = (server.server.address() as net.AddressInfo).port;
+  remote.close = () => new Promise((resolve) => server.close(() => resolve()));
+  return remote;
+}
+
+/** A TCP server that accepts connections and never says anything. */
+export async function startSilentServer(): Promise<{ port: number; connections: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const state = { port: 0, connections: 0, close: async () => undefined as void };
+  const server = net.createServer((socket) => {
+    state.connections += 1;
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  state.port = (server.address() as net.AddressInfo).port;
+  state.close = () =>
+    new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    });
+  return state;
+}
+
+/** A clock that only moves when the test says so. */
+export class TestClock implements Clock {
+  private time: number;
+  private sleepers: { until: number; resolve: () => void }[] = [];
+
+  constructor(start = Date.UTC(2026, 0, 5, 9, 0, 0)) {
+    this.time = start;
+  }
+
+  now(): number {
+    return this.time;
+  }
+
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const sleeper = { until: this.time + ms, resolve: () => done() };
+      const done = () => {
+        this.sleepers = this.sleepers.filter((item) => item !== sleeper);
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      if (signal?.aborted) return resolve();
+      signal?.addEventListener("abort", done, { once: true });
+      this.sleepers.push(sleeper);
+    });
+  }
+
+  /** Moves the time forward and wakes every sleeper whose time has come. */
+  advance(ms: number): void {
+    this.time += ms;
+    for (const sleeper of [...this.sleepers]) if (sleeper.until <= this.time) sleeper.resolve();
+  }
+}
+
+const ACCEPT_ALL = `
+import { mkdir, writeFile } from "node:fs/promises";
+import { buffer } from "node:stream/consumers";
+import { definePlugin, ok } from "@mailroom/core";
+
+// Accepts every recipient: local.test goes to files in ./local, the rest outbound.
+export default definePlugin({
+  name: "accept-all",
+  setup(context) {
+    context.registerRoute("local");
+    let count = 0;
+    return {
+      rcpt: ({ address }) => ok({ route: address.domain === "local.test" ? "local" : "outbound" }),
+      async queue({ message, recipients }) {
+        const dir = context.configDir + "/local";
+        await mkdir(dir, { recursive: true });
+        const data = await buffer(message.storedCopy());
+        const name = dir + "/" + Date.now() + "-" + process.pid + "-" + (count++) + ".eml";
+        await writeFile(name, JSON.stringify({ to: recipients.map((r) => r.address.address), data: data.toString("utf8") }));
+        return ok();
+      },
+    };
+  },
+});
+`;
+
+const MX_PLUGIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../plugins/mx/src/index.ts");
+
+/** A log line as pino wrote it. */
+export type LogLine = Record<string, unknown> & { msg?: string };
+
+export interface Mailroom extends TestServer {
+  logs: LogLine[];
+  /** Messages the local route stored. */
+  local(): Promise<{ to: string[]; data: string }[]>;
+}
+
+/** Makes a folder with the accept-all plugin; reuse it to restart a server on the same queue. */
+export async function makeServerDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-mx-"));
+  await writeFile(path.join(dir, "accept-all.ts"), ACCEPT_ALL);
+  return dir;
+}
+
+/** Starts a server with the accept-all plugin and plugin-mx, resolving through `dns`. */
+export async function startMailroom(options: {
+  dir: string;
+  dns: DnsFixture;
+  clock?: Clock;
+  mx?: Record<string, unknown>;
+  dnsTimeout?: number;
+}): Promise<Mailroom> {
+  const logs: LogLine[] = [];
+  const logger = pino(
+    { level: "debug" },
+    { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) },
+  );
+  const parent = container.createChildContainer();
+  if (options.clock) parent.register(TOKENS.Clock, { useValue: options.clock });
+  const server = await startTestServer(
+    {
+      server: {
+        hostname: "mailroom.test",
+        dns: { nameservers: [options.dns.nameserver], timeout: options.dnsTimeout ?? 300 },
+      },
+      plugins: [
+        { use: "./accept-all.ts" },
+        {
+          use: MX_PLUGIN,
+          with: { queueDir: "./queue", allowLocalDestinations: true, retry: ["5m", "10m", "30m"], ...options.mx },
+        },
+      ],
+    },
+    { dir: options.dir, logger, container: parent },
+  );
+  return {
+    ...server,
+    logs,
+    async local() {
+      const folder = path.join(options.dir, "local");
+      const names = await readdir(folder).catch(() => [] as string[]);
+      const items = await Promise.all(names.sort().map((name) => readFile(path.join(folder, name), "utf8")));
+      return items.map((text) => JSON.parse(text) as { to: string[]; data: string });
+    },
+  };
+}
+
+/** Waits until `check` returns a value other than undefined/false; bounded in time. */
+export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeout = 10_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false && value !== null) return value as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** Sends one message over SMTP and returns the final reply code. */
+export async function submit(server: TestServer, from: string, to: string[], body = "Subject: test\r\n\r\nhello\r\n"): Promise<number[]> {
+  const client = await server.connect();
+  const replies = await client.send({ from, to, message: `Message-ID: <t${Date.now()}@client.test>\r\n${body}` });
+  await client.command("QUIT").catch(() => undefined);
+  client.close();
+  return replies.map((reply) => reply.code);
+}
+
+/** A MIME part: its headers (lower-case keys) and body. */
+export interface Part {
+  headers: Record<string, string>;
+  body: string;
+}
+
+function splitPart(text: string): Part {
+  const end = text.indexOf("\r\n\r\n");
+  const head = end === -1 ? text : text.slice(0, end);
+  const body = end === -1 ? "" : text.slice(end + 4);
+  const headers: Record<string, string> = {};
+  for (const line of head.replace(/\r\n[ \t]+/g, " ").split("\r\n")) {
+    const colon = line.indexOf(":");
+    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] ??= line.slice(colon + 1).trim();
+  }
+  return { headers, body };
+}
+
+/** Reads a multipart message into its top headers and parts. */
+export function parseMultipart(text: string): { headers: Record<string, string>; parts: Part[] } {
+  const top = splitPart(text);
+  const boundary = /boundary="?([^";]+)"?/.exec(top.headers["content-type"] ?? "")?.[1];
+  if (!boundary) return { headers: top.headers, parts: [] };
+  const sections = top.body.split(`--${boundary}`);
+  const parts = sections
+    .slice(1)
+    .filter((section) => !section.startsWith("--"))
+    .map((section) => splitPart(section.replace(/^\r\n/, "").replace(/\r\n$/, "")));
+  return { headers: top.headers, parts };
+}
+
+/** Splits a message/delivery-status body into its field groups. */
+export function statusGroups(body: string): Record<string, string>[] {
+  return body
+    .trim()
+    .split(/\r\n\r\n/)
+    .map((group) => splitPart(`${group}\r\n\r\n`).headers);
+}
