@@ -174,7 +174,7 @@ export class TestClock implements Clock {
         signal?.removeEventListener("abort", done);
         resolve();
       };
-      if (signal?.aborted) return resolve();
+      if (signal?.aborted || ms <= 0) return resolve();
       signal?.addEventListener("abort", done, { once: true });
       this.sleepers.push(sleeper);
     });

@@ -74,15 +74,17 @@ export class Scheduler {
   private async run(): Promise<void> {
     const { clock, logger, options } = this.env;
     while (!this.stopped) {
-      let wait = options.pollInterval;
+      // Absolute times, so time that passes during the scan is not waited twice.
+      let wakeAt = clock.now() + options.pollInterval;
       try {
-        wait = Math.min(wait, await this.tick());
+        const started = clock.now();
+        wakeAt = Math.min(wakeAt, started + (await this.tick()));
       } catch (error) {
         logger.error({ err: error }, "queue scan failed");
       }
       if (this.stopped) break;
       const signal = this.wake.signal;
-      if (!signal.aborted) await clock.sleep(Math.max(wait, 0), signal);
+      if (!signal.aborted) await clock.sleep(Math.max(wakeAt - clock.now(), 0), signal);
       if (this.wake.signal.aborted) this.wake = new AbortController();
     }
   }
