@@ -1,0 +1,127 @@
+import { rm } from "node:fs/promises";
+import { afterEach, expect, test } from "vitest";
+import { TOKENS, type OutboundQueue } from "@mailroom/core";
+import {
+  makeServerDir,
+  parseMultipart,
+  startDns,
+  startMailroom,
+  startRemoteMx,
+  statusGroups,
+  submit,
+  TestClock,
+  waitFor,
+} from "./mx-kit.js";
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+const ZONE = { "ok.test": { MX: [[10, "mx.ok.test"]] as [number, string][] }, "mx.ok.test": { A: ["127.0.0.1"] } };
+
+test("a partial failure delivers, defers and bounces per recipient; the bounce is a delivery status report", async () => {
+  const remote = await startRemoteMx({
+    rcpt: (address) => {
+      if (address === "bad@ok.test") return { code: 550, message: "5.1.1 No such mailbox" };
+      if (address === "later@ok.test") return { code: 450, message: "4.2.1 Mailbox busy" };
+      return undefined;
+    },
+  });
+  cleanup.push(() => remote.close());
+  const dns = await startDns(ZONE);
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const clock = new TestClock();
+  const server = await startMailroom({ dir, dns, clock, mx: { port: remote.port } });
+  cleanup.push(() => server.stop());
+
+  const body = "Subject: quarterly report\r\nFrom: Alice <alice@local.test>\r\n\r\nnumbers\r\n";
+  await submit(server, "alice@local.test", ["good@ok.test", "bad@ok.test", "later@ok.test"], body);
+
+  const [bounce] = await waitFor(async () => {
+    const local = await server.local();
+    return local.length === 1 && local;
+  }, "bounce");
+  expect(remote.received.map((message) => message.to)).toEqual([["good@ok.test"]]);
+  expect(bounce!.to).toEqual(["alice@local.test"]);
+  // Stored through the local route like any message from the null sender.
+  expect(bounce!.data).toMatch(/^Return-Path: <>\r\n/);
+
+  const report = parseMultipart(bounce!.data.slice(bounce!.data.indexOf("\r\nFrom:") + 2));
+  expect(report.headers.from).toBe("Mail Delivery System <MAILER-DAEMON@mailroom.test>");
+  expect(report.headers.to).toBe("<alice@local.test>");
+  expect(report.headers["auto-submitted"]).toBe("auto-replied");
+  expect(report.headers["content-type"]).toMatch(/^multipart\/report; report-type=delivery-status; boundary=/);
+  expect(report.parts).toHaveLength(3);
+
+  const [text, status, headers] = report.parts;
+  expect(text!.headers["content-type"]).toMatch(/^text\/plain/);
+  expect(text!.body).toContain("<bad@ok.test>: 550 5.1.1 No such mailbox");
+  expect(text!.body).not.toContain("good@ok.test");
+  expect(text!.body).not.toContain("later@ok.test");
+
+  expect(status!.headers["content-type"]).toBe("message/delivery-status");
+  const [perMessage, ...perRecipient] = statusGroups(status!.body);
+  expect(perMessage!["reporting-mta"]).toBe("dns; mailroom.test");
+  expect(perMessage!["arrival-date"]).toBe("Mon, 5 Jan 2026 09:00:00 +0000");
+  expect(perRecipient).toEqual([
+    {
+      "final-recipient": "rfc822; bad@ok.test",
+      action: "failed",
+      status: "5.1.1",
+      "remote-mta": "dns; mx.ok.test",
+      "diagnostic-code": "smtp; 550 5.1.1 No such mailbox",
+    },
+  ]);
+
+  expect(headers!.headers["content-type"]).toBe("text/rfc822-headers");
+  expect(headers!.body).toContain("Subject: quarterly report\r\n");
+  expect(headers!.body).toMatch(/^Received: from client\.example/);
+  expect(headers!.body).not.toContain("numbers");
+
+  // The deferred recipient stays queued with backoff and is delivered on retry.
+  const queue = server.server.container.resolve<OutboundQueue>(TOKENS.OutboundQueue);
+  const [entry] = await waitFor(async () => {
+    const entries = await queue.list();
+    return entries.length === 1 && entries[0]!.attempts === 1 && entries;
+  }, "deferred entry");
+  expect(entry!.recipients).toEqual(["later@ok.test"]);
+  expect(entry!.nextAttemptAt).toBe(clock.now() + 5 * 60_000);
+  expect(entry!.lastError).toContain("450 4.2.1 Mailbox busy");
+
+  remote.rcpt = () => undefined;
+  clock.advance(4 * 60_000);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  expect(remote.received).toHaveLength(1);
+  clock.advance(60_000);
+  await waitFor(() => remote.received.length === 2, "delivery on retry");
+  expect(remote.received[1]!.to).toEqual(["later@ok.test"]);
+  await waitFor(async () => (await queue.list()).length === 0, "empty queue");
+  expect(await server.local()).toHaveLength(1);
+});
+
+test("a restart delivers the queued messages for one destination over one connection", async () => {
+  const remote = await startRemoteMx();
+  cleanup.push(() => remote.close());
+  const dns = await startDns(ZONE);
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+
+  const first = await startMailroom({ dir, dns, mx: { port: remote.port, deliver: false } });
+  for (const name of ["one", "two", "three"]) {
+    const codes = await submit(first, "alice@local.test", [`${name}@ok.test`]);
+    expect(codes.at(-1)).toBe(250);
+  }
+  await first.stop();
+  expect(remote.connections).toBe(0);
+
+  const second = await startMailroom({ dir, dns, mx: { port: remote.port } });
+  cleanup.push(() => second.stop());
+  await waitFor(() => remote.received.length === 3, "three deliveries");
+  expect(remote.connections).toBe(1);
+  expect(new Set(remote.received.map((message) => message.connection)).size).toBe(1);
+  expect(remote.received.map((message) => message.to[0]).sort()).toEqual(["one@ok.test", "three@ok.test", "two@ok.test"]);
+});
