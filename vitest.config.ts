@@ -14,6 +14,7 @@ export default defineConfig({
       "@mailroom/plugin-relay": source("./plugins/relay/src/index.ts"),
       "@mailroom/plugin-vrfy": source("./plugins/vrfy/src/index.ts"),
       "@mailroom/plugin-mx": source("./plugins/mx/src/index.ts"),
+      "@mailroom/plugin-auth-file": source("./plugins/auth-file/src/index.ts"),
     },
   },
   test: {
