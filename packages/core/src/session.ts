@@ -441,8 +441,9 @@ export class Session implements SessionDriver {
       this.connection.logger.info({ user: this.connection.user, method }, "authenticated");
       return { user: this.connection.user };
     }
-    this.connection.logger.info({ user: username, method }, "authentication failed");
-    return { code: reply?.code ?? 535, message: reply?.message ?? "Authentication credentials invalid" };
+    this.connection.logger.info({ user: username, method, code: reply?.code }, "authentication failed");
+    const final = reply ?? replyFor("auth", undefined)!;
+    return { code: final.code, enhanced: final.enhanced, message: final.message, close: final.close === true };
   }
 
   private async unknown(verb: string, argument: string): Promise<void> {

@@ -8,11 +8,12 @@
  * It relies on these smtp-server 3.21 members, all checked by adapter.test.ts:
  * SMTPConnection#_setListeners, #_createParser, #_onCommand, #_onClose,
  * #_nextHandler, #_upgrading, #_handlerPending, #_parser, #_ready,
- * #_resetSession, #send, #close, #upgrade; SMTPStream#_feedDataStream,
+ * #_resetSession, #_getEnhancedStatusCode, #send, #close, #upgrade; SMTPStream#_feedDataStream,
  * #_dataMode, #startDataMode, #continue, #isClosed; the SASL table's
  * SASL_PLAIN and SASL_LOGIN; SMTPServer#connect and options.onAuth/onSecure.
  */
 import type { Readable } from "node:stream";
+import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import SASL from "smtp-server/lib/sasl.js";
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
@@ -38,7 +39,11 @@ export interface WireReply {
 export interface AuthResult {
   user?: string;
   code?: number;
+  /** Enhanced status code of the failure reply, for example "5.7.8". */
+  enhanced?: string;
   message?: string;
+  /** Close the connection after the failure reply. */
+  close?: boolean;
 }
 
 /** What the adapter calls on the engine for one connection. */
@@ -197,6 +202,10 @@ class AdaptedConnection extends SMTPConnection {
 
   private async greet(): Promise<void> {
     const self = this as unknown as Internals;
+    if (this.secure) {
+      // Implicit TLS: the handshake finished before this connection existed.
+      this.driver.tlsEstablished(tlsFacts(self._socket as TLSSocket));
+    }
     let refusal: WireReply | null;
     try {
       refusal = await this.driver.ready();
@@ -280,6 +289,14 @@ class AdaptedConnection extends SMTPConnection {
     throw new Error("smtp-server's command dispatcher was called; the adapter no longer matches this smtp-server version");
   }
 
+  /** Enhanced code for the SASL failure reply that smtp-server writes itself; see onAuth. */
+  pendingEnhanced: string | undefined;
+
+  override _getEnhancedStatusCode(code: number, context?: string | false): string {
+    if (this.pendingEnhanced && context !== false) return this.pendingEnhanced;
+    return super._getEnhancedStatusCode(code, context);
+  }
+
   override _onClose(): void {
     const self = this as unknown as Internals;
     const wasClosed = self._closed;
@@ -349,6 +366,14 @@ function makeWire(connection: AdaptedConnection): Wire {
   };
 }
 
+function tlsFacts(socket: TLSSocket): { cipher?: string; protocol?: string; servername?: string } {
+  return {
+    cipher: socket.getCipher?.()?.name,
+    protocol: socket.getProtocol?.() ?? undefined,
+    servername: (socket as { servername?: string | false }).servername || undefined,
+  };
+}
+
 /** Creates a listener whose connections are driven by the engine. */
 export function createListener(options: ListenerOptions): SMTPServer {
   const connections = new Map<string, AdaptedConnection>();
@@ -362,29 +387,37 @@ export function createListener(options: ListenerOptions): SMTPServer {
     useProxy: options.proxyProtocol,
     socketTimeout: options.idleTimeout,
     authMethods: ["PLAIN", "LOGIN"],
+    // Replies that smtp-server writes itself (the SASL results, its timeouts)
+    // carry enhanced status codes from its table: 235 2.7.0, 535 5.7.8, 454 4.7.0.
+    hideENHANCEDSTATUSCODES: false,
     onSecure(socket, session, callback) {
       const connection = connections.get(session.id);
-      const tlsSocket = socket as import("node:tls").TLSSocket;
-      connection?.driver.tlsEstablished({
-        cipher: tlsSocket.getCipher?.()?.name,
-        protocol: tlsSocket.getProtocol?.() ?? undefined,
-        servername: (tlsSocket as { servername?: string }).servername || undefined,
-      });
+      connection?.driver.tlsEstablished(tlsFacts(socket as TLSSocket));
       callback();
     },
     onAuth(auth, session, callback) {
       const connection = connections.get(session.id);
       if (!connection) return callback(new Error("connection closed"));
+      const fail = (result: AuthResult) => {
+        const error = Object.assign(new Error(result.message ?? "Authentication credentials invalid"), {
+          responseCode: result.code ?? 535,
+        });
+        // smtp-server sends the failure reply synchronously inside the callback.
+        connection.pendingEnhanced = result.enhanced;
+        try {
+          callback(error);
+        } finally {
+          connection.pendingEnhanced = undefined;
+        }
+        if (result.close) connection.close();
+      };
       connection.driver
         .authenticate(auth.method, auth.username ?? "", auth.password ?? "")
-        .then((result) => {
-          if (result.user) return callback(null, { user: result.user });
-          const error = Object.assign(new Error(result.message ?? "Authentication credentials invalid"), {
-            responseCode: result.code ?? 535,
-          });
-          callback(error);
-        })
-        .catch((error: Error) => callback(error));
+        .then((result) => (result.user ? callback(null, { user: result.user }) : fail(result)))
+        .catch((error: Error) => {
+          options.onError(error);
+          fail({ code: 454, enhanced: "4.7.0", message: "Temporary authentication failure" });
+        });
     },
   };
   if (tls) {
