@@ -91,7 +91,9 @@ export interface RemoteMx {
 }
 
 /** Starts a real SMTP server on 127.0.0.1 port 0 that records what it receives. */
-export async function startRemoteMx(options: { tls?: boolean; rcpt?: RemoteMx["rcpt"] } = {}): Promise<RemoteMx> {
+export async function startRemoteMx(
+  options: { tls?: boolean; brokenTls?: boolean; rcpt?: RemoteMx["rcpt"] } = {},
+): Promise<RemoteMx> {
   const remote: RemoteMx = {
     port: 0,
     received: [],
@@ -101,7 +103,9 @@ export async function startRemoteMx(options: { tls?: boolean; rcpt?: RemoteMx["r
   };
   const server = new SMTPServer({
     authOptional: true,
-    disabledCommands: options.tls ? [] : ["STARTTLS"],
+    disabledCommands: options.tls || options.brokenTls ? [] : ["STARTTLS"],
+    // Offers STARTTLS but only with protocol versions no current client accepts.
+    ...(options.brokenTls ? { minVersion: "TLSv1" as const, maxVersion: "TLSv1" as const } : {}),
     logger: false,
     onConnect(session, callback) {
       remote.connections += 1;
@@ -128,6 +132,8 @@ export async function startRemoteMx(options: { tls?: boolean; rcpt?: RemoteMx["r
       });
     },
   });
+  // Failed handshakes are part of some tests; they must not end the test process.
+  server.on("error", () => undefined);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
   remote.port = (server.server.address() as net.AddressInfo).port;
   remote.close = () => new Promise((resolve) => server.close(() => resolve()));

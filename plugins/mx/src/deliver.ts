@@ -75,8 +75,10 @@ function connectOnce(hop: Hop, address: string, settings: ClientSettings, plaint
     connection.on("error", (error: SmtpError) => {
       if (settled) return;
       settled = true;
+      // A failed handshake surfaces as ETLS or as a socket error while upgrading.
+      const duringTls = error.code === "ETLS" || connection.upgrading === true;
       connection.close();
-      reject(error);
+      reject(Object.assign(error, { duringTls }));
     });
     connection.connect(() => {
       settled = true;
@@ -96,7 +98,7 @@ export async function openConnection(hop: Hop, address: string, settings: Client
     connection = await connectOnce(hop, address, settings, false);
   } catch (error) {
     const smtp = error as SmtpError;
-    if (smtp.code === "ETLS" && hop.tls === "opportunistic") {
+    if ((smtp as { duringTls?: boolean }).duringTls && hop.tls === "opportunistic") {
       try {
         connection = await connectOnce(hop, address, settings, true);
       } catch (retryError) {

@@ -1,0 +1,131 @@
+import { rm } from "node:fs/promises";
+import { afterEach, expect, test } from "vitest";
+import { TOKENS, type OutboundQueue } from "@mailroom/core";
+import {
+  makeServerDir,
+  startDns,
+  startMailroom,
+  startRemoteMx,
+  startSilentServer,
+  submit,
+  waitFor,
+  type Zone,
+} from "./mx-kit.js";
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+const ZONE: Zone = { "ok.test": { MX: [[10, "mx.ok.test"]] }, "mx.ok.test": { A: ["127.0.0.1"] } };
+
+async function world(zone: Zone, port: number, mx: Record<string, unknown> = {}) {
+  const dns = await startDns(zone);
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const server = await startMailroom({ dir, dns, mx: { port, ...mx } });
+  cleanup.push(() => server.stop());
+  const queue = server.server.container.resolve<OutboundQueue>(TOKENS.OutboundQueue);
+  return { dns, server, queue };
+}
+
+test("STARTTLS is used when offered, without checking the certificate", async () => {
+  const remote = await startRemoteMx({ tls: true });
+  cleanup.push(() => remote.close());
+  const { server } = await world(ZONE, remote.port);
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+  await waitFor(() => remote.received.length === 1, "delivery");
+  expect(remote.received[0]!.secure).toBe(true);
+});
+
+test("a failed TLS handshake is retried in plaintext on a new connection", async () => {
+  const remote = await startRemoteMx({ brokenTls: true });
+  cleanup.push(() => remote.close());
+  const { server } = await world(ZONE, remote.port);
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+  await waitFor(() => remote.received.length === 1, "delivery");
+  expect(remote.received[0]!.secure).toBe(false);
+  expect(remote.connections).toBe(2);
+});
+
+test("a domain in tls.requireFor is deferred rather than sent without a verified certificate", async () => {
+  const remote = await startRemoteMx({ tls: true });
+  cleanup.push(() => remote.close());
+  const { queue, server } = await world(ZONE, remote.port, { tls: { requireFor: ["ok.test"] } });
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+  const [entry] = await waitFor(async () => {
+    const entries = await queue.list();
+    return entries.length === 1 && entries[0]!.attempts === 1 && entries;
+  }, "deferral");
+  expect(entry!.lastError).toMatch(/TLS|certificate/i);
+  expect(remote.received).toHaveLength(0);
+  expect(await server.local()).toHaveLength(0);
+});
+
+test("a mail exchanger that never answers defers the message", async () => {
+  const silent = await startSilentServer();
+  cleanup.push(() => silent.close());
+  const { queue, server } = await world(ZONE, silent.port, { timeouts: { greeting: 300 } });
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+  const [entry] = await waitFor(async () => {
+    const entries = await queue.list();
+    return entries.length === 1 && entries[0]!.attempts === 1 && entries;
+  }, "deferral");
+  expect(silent.connections).toBe(1);
+  expect(entry!.lastError).toMatch(/mx\.ok\.test \[127\.0\.0\.1\]/);
+  expect(await server.local()).toHaveLength(0);
+});
+
+test("an unreachable mail exchanger is skipped for the next one by preference", async () => {
+  const remote = await startRemoteMx();
+  cleanup.push(() => remote.close());
+  const zone: Zone = {
+    "ok.test": { MX: [[20, "backup.ok.test"], [10, "primary.ok.test"]] },
+    // Nothing listens on 127.0.0.2 at the test port: the connection is refused.
+    "primary.ok.test": { A: ["127.0.0.2"] },
+    "backup.ok.test": { A: ["127.0.0.1"] },
+  };
+  const { dns, server } = await world(zone, remote.port);
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+  await waitFor(() => remote.received.length === 1, "delivery through the backup");
+  const order = dns.queries.filter((query) => query.type === "A").map((query) => query.name);
+  expect(order.indexOf("primary.ok.test")).toBeLessThan(order.indexOf("backup.ok.test"));
+});
+
+test("the loop guard bounces mail whose mail exchanger is this host", async () => {
+  const remote = await startRemoteMx();
+  cleanup.push(() => remote.close());
+  const { server } = await world(ZONE, remote.port, { allowLocalDestinations: false });
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+  const [bounce] = await waitFor(async () => {
+    const local = await server.local();
+    return local.length === 1 && local;
+  }, "bounce");
+  expect(bounce!.data).toContain("Status: 5.4.6");
+  expect(remote.connections).toBe(0);
+});
+
+test("a static route overrides DNS and may allow a local destination", async () => {
+  const remote = await startRemoteMx();
+  cleanup.push(() => remote.close());
+  const { server } = await world({}, 25, {
+    allowLocalDestinations: false,
+    routes: { "routed.test": { host: "127.0.0.1", port: remote.port, tls: "none", allowLocal: true } },
+  });
+  await submit(server, "alice@local.test", ["bob@routed.test"]);
+  await waitFor(() => remote.received.length === 1, "delivery over the route");
+  expect(remote.received[0]!.to).toEqual(["bob@routed.test"]);
+});
+
+test("a bounce to a remote sender leaves through the outbound queue from <>", async () => {
+  const remote = await startRemoteMx({ rcpt: (address) => (address === "bad@ok.test" ? { code: 550, message: "5.1.1 unknown" } : undefined) });
+  cleanup.push(() => remote.close());
+  const zone: Zone = { ...ZONE, "sender.test": { MX: [[10, "mx.ok.test"]] } };
+  const { server } = await world(zone, remote.port);
+  await submit(server, "carol@sender.test", ["bad@ok.test"]);
+  await waitFor(() => remote.received.length === 1, "bounce delivered to the sender's exchanger");
+  expect(remote.received[0]!.from).toBe("");
+  expect(remote.received[0]!.to).toEqual(["carol@sender.test"]);
+  expect(remote.received[0]!.data).toContain("Content-Type: message/delivery-status");
+});
