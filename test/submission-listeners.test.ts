@@ -1,5 +1,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
+import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import type { BoundAddress } from "@mailroom/core";
@@ -154,8 +155,7 @@ describe("implicit TLS listener", () => {
 
   test("plaintext client gets no greeting", async () => {
     await start();
-    const { connect: connectPlain } = await import("node:net");
-    const socket = connectPlain({ port: implicit.port, host: implicit.host });
+    const socket = net.connect({ port: implicit.port, host: implicit.host });
     const received: Buffer[] = [];
     socket.on("data", (chunk: Buffer) => received.push(chunk));
     socket.on("error", () => {});

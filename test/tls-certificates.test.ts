@@ -1,6 +1,8 @@
-import { mkdir, mkdtemp, rm, rename, writeFile } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import tls from "node:tls";
 import { MailroomServer } from "@mailroom/core";
 import { SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
 import { pino } from "pino";
@@ -139,7 +141,7 @@ describe("certificate reload", () => {
   });
 
   /** Starts a server from a config file, so that reload() can re-read it. */
-  async function startFromFile(): Promise<{ port: number; certs: string }> {
+  async function startFromFile(): Promise<{ port: number; implicitPort: number; certs: string }> {
     reloadDir = await mkdtemp(path.join(os.tmpdir(), "mailroom-tls-reload-"));
     const certs = path.join(reloadDir, "certs");
     await mkdir(certs);
@@ -149,10 +151,11 @@ describe("certificate reload", () => {
       makeCertificate(certs, "beta", "beta.example"),
     ]);
     const file = path.join(reloadDir, "mailroom.yaml");
-    await writeFile(file, stringify({ server: { hostname: "mx.test", listen: ["127.0.0.1:0"], tls: TLS_CONFIG } }));
+    const listen = ["127.0.0.1:0", { address: "127.0.0.1:0", implicitTls: true }];
+    await writeFile(file, stringify({ server: { hostname: "mx.test", listen, tls: TLS_CONFIG } }));
     server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
-    const [address] = await server.listen();
-    return { port: address!.port, certs };
+    const [address, implicit] = await server.listen();
+    return { port: address!.port, implicitPort: implicit!.port, certs };
   }
 
   async function handshake(port: number, servername: string, certificate: TestCertificate) {
@@ -164,8 +167,22 @@ describe("certificate reload", () => {
     }
   }
 
+  /** Opens an implicit TLS connection trusting only `certificate`; returns the presented fingerprint. */
+  async function implicitHandshake(port: number, servername: string, certificate: TestCertificate) {
+    const socket = tls.connect({ port, host: "127.0.0.1", servername, ca: certificate.pem });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once("secureConnect", resolve);
+        socket.once("error", reject);
+      });
+      return socket.getPeerCertificate().fingerprint256;
+    } finally {
+      socket.destroy();
+    }
+  }
+
   test("reload replaces the default and SNI certificates", async () => {
-    const { port, certs } = await startFromFile();
+    const { port, implicitPort, certs } = await startFromFile();
     // A session opened before the reload keeps working after it.
     const open = await SmtpTestClient.connect(port);
     stops.push(async () => open.close());
@@ -182,6 +199,8 @@ describe("certificate reload", () => {
     expect(presentedMain.fingerprint256).toBe(newMain.fingerprint);
     const presentedAlpha = await handshake(port, "alpha.example", newAlpha);
     expect(presentedAlpha.fingerprint256).toBe(newAlpha.fingerprint);
+    expect(await implicitHandshake(implicitPort, "mx.test", newMain)).toBe(newMain.fingerprint);
+    expect(await implicitHandshake(implicitPort, "alpha.example", newAlpha)).toBe(newAlpha.fingerprint);
     expect(await open.command("NOOP")).toMatchObject({ code: 250 });
   });
 
@@ -197,9 +216,8 @@ describe("certificate reload", () => {
   });
 });
 
+/** Reads a certificate that makeCertificate wrote earlier. */
 async function readPem(certs: string, name: string): Promise<TestCertificate> {
-  const { readFile } = await import("node:fs/promises");
-  const { X509Certificate } = await import("node:crypto");
   const pem = await readFile(path.join(certs, `${name}.crt`), "utf8");
   return {
     keyPath: path.join(certs, `${name}.key`),
