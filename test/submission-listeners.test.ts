@@ -2,9 +2,11 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import net from "node:net";
 import path from "node:path";
+import { Writable } from "node:stream";
 import tls from "node:tls";
 import type { BoundAddress } from "@mailroom/core";
 import { SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
+import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { plainToken, readEnvelopes, writeFixedAuthPlugin, writeSinkPlugin } from "./auth-helpers.js";
 import { makeCertificate, startTls, type TestCertificate } from "./tls-helpers.js";
@@ -211,6 +213,22 @@ describe("relay listener beside them", () => {
     expect(envelope!.user).toBeNull();
     expect(envelope!.tls.secure).toBe(false);
   });
+});
+
+test("requireAuth without an auth plugin logs a warning", async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-submission-"));
+  const lines: string[] = [];
+  const logger = pino(
+    { level: "warn" },
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(chunk.toString("utf8"));
+        done();
+      },
+    }),
+  );
+  server = await startTestServer({ server: { listen: [{ address: "127.0.0.1:0", requireAuth: true }] } }, { dir, logger });
+  expect(lines.join("")).toContain("listener requires AUTH but no plugin handles the auth hook");
 });
 
 test("implicitTls without a certificate stops startup", async () => {

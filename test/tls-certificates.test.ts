@@ -204,6 +204,17 @@ describe("certificate reload", () => {
     expect(await open.command("NOOP")).toMatchObject({ code: 250 });
   });
 
+  test("reload cannot drop TLS under an implicit TLS listener", async () => {
+    const { implicitPort, certs } = await startFromFile();
+    const listen = ["127.0.0.1:0", { address: "127.0.0.1:0", implicitTls: true }];
+    await writeFile(path.join(reloadDir, "mailroom.yaml"), stringify({ server: { hostname: "mx.test", listen } }));
+
+    await expect(server.reload()).rejects.toThrow(/server\.tls is required while the implicitTls listener/);
+
+    const current = await readPem(certs, "main");
+    expect(await implicitHandshake(implicitPort, "mx.test", current)).toBe(current.fingerprint);
+  });
+
   test("failed reload keeps the previous certificate", async () => {
     const { port, certs } = await startFromFile();
     const before = await handshake(port, "mx.test", await readPem(certs, "main"));

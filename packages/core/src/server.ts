@@ -254,6 +254,12 @@ export class MailroomServer {
       });
       this.listeners.push({ server, config, bound });
       this.logger.info({ host: bound.host, port: bound.port, implicitTls: bound.implicitTls }, "listening");
+      if (config.requireAuth && !this.current.runner.handles("auth")) {
+        this.logger.warn(
+          { address: config.address },
+          "listener requires AUTH but no plugin handles the auth hook, so every MAIL gets 530",
+        );
+      }
     }
     const metrics = this.config.server.metrics;
     if (metrics) {
@@ -281,6 +287,10 @@ export class MailroomServer {
     const file = this.current.loaded.file;
     const loaded = await loadConfig(file);
     const tls = readTls(loaded.config);
+    const implicit = this.listeners.find((listener) => listener.config.implicitTls);
+    if (!tls && implicit) {
+      throw new Error(`${file}: server.tls is required while the implicitTls listener ${implicit.config.address} runs`);
+    }
     const next = await MailroomServer.startPlugins(loaded, this.container, this.logger, this.metrics);
     const previous = this.current;
     this.current = next;
