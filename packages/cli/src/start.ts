@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, MailroomServer } from "@mailroom/core";
+import { ConfigError, loadConfig, MailroomServer, type Logger } from "@mailroom/core";
 import { EXIT } from "./cli.js";
 import { createLogger } from "./logger.js";
 
@@ -12,7 +12,7 @@ export async function startCommand(options: {
   logLevel?: string;
 }): Promise<number> {
   let server: MailroomServer;
-  let logger;
+  let logger: Logger;
   try {
     const loaded = await loadConfig(options.config);
     logger = createLogger(options.logLevel ?? loaded.config.server.logLevel);
@@ -20,41 +20,48 @@ export async function startCommand(options: {
       logger,
       ...(options.listen ? { listen: options.listen } : {}),
     });
-    await server.listen();
   } catch (error) {
     const message = error instanceof ConfigError ? error.message : `start failed: ${(error as Error).message}`;
     process.stderr.write(`mailroom: ${message}\n`);
     return EXIT.failure;
   }
 
-  return new Promise<number>((resolve) => {
-    let stopping = false;
+  let resolveExit: (code: number) => void = () => {};
+  const exit = new Promise<number>((resolve) => (resolveExit = resolve));
+  let stopping = false;
 
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, "stopping");
-      server
-        .close()
-        .then(() => resolve(EXIT.ok))
-        .catch((error: unknown) => {
-          logger.error({ err: error }, "stop failed");
-          resolve(EXIT.failure);
-        })
-        .finally(() => {
-          process.off("SIGHUP", reload);
-        });
-    };
+  const reload = () => {
+    logger.info({ file: options.config }, "reloading config");
+    server.reload().catch((error: unknown) => {
+      logger.error({ err: error, detail: (error as Error).message }, "config reload failed; still running on the previous config");
+    });
+  };
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.off("SIGHUP", reload);
+    logger.info({ signal }, "stopping");
+    server.close().then(
+      () => resolveExit(EXIT.ok),
+      (error: unknown) => {
+        logger.error({ err: error }, "stop failed");
+        resolveExit(EXIT.failure);
+      },
+    );
+  };
 
-    const reload = () => {
-      logger.info({ file: options.config }, "reloading config");
-      server.reload().catch((error: unknown) => {
-        logger.error({ err: error, detail: (error as Error).message }, "config reload failed; still running on the previous config");
-      });
-    };
+  // Installed before listening, so a signal that follows the "listening" line is never lost.
+  process.on("SIGHUP", reload);
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
 
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.on("SIGHUP", reload);
-  });
+  try {
+    await server.listen();
+  } catch (error) {
+    logger.error({ err: error }, "listen failed");
+    process.stderr.write(`mailroom: listen failed: ${(error as Error).message}\n`);
+    await server.close().catch(() => {});
+    return EXIT.failure;
+  }
+  return exit;
 }
