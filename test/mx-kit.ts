@@ -281,11 +281,15 @@ export async function startMailroom(options: {
 }
 
 /** Waits until `check` returns a value other than undefined/false; bounded in time. */
-export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeout = 10_000): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  what: string,
+  timeout = 10_000,
+): Promise<Exclude<T, false | undefined | null>> {
   const deadline = Date.now() + timeout;
   for (;;) {
     const value = await check();
-    if (value !== undefined && value !== false && value !== null) return value as NonNullable<T>;
+    if (value !== undefined && value !== false && value !== null) return value as Exclude<T, false | undefined | null>;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
