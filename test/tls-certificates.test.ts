@@ -92,6 +92,19 @@ describe("STARTTLS", () => {
     expect(await client.command("NOOP")).toMatchObject({ code: 250, enhanced: "2.0.0" });
   });
 
+  test("failed handshake closes only that connection", async () => {
+    const server = await startServer();
+    const broken = await connect(server);
+    await broken.command("EHLO client.example");
+    expect((await broken.command("STARTTLS")).code).toBe(220);
+    broken.write("this is not a TLS ClientHello\r\n");
+    await broken.closed(5000);
+
+    const client = await connect(server);
+    const presented = await startTls(client, { servername: "mx.test", certificate: main });
+    expect(presented.fingerprint256).toBe(main.fingerprint);
+  });
+
   test("second STARTTLS inside TLS is refused", async () => {
     const client = await connect(await startServer());
     await startTls(client, { servername: "mx.test", certificate: main });
