@@ -8,10 +8,11 @@ import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
 import { ServerMetrics, serveMetrics } from "./metrics.js";
+import { reverseLookup } from "./reverse-dns.js";
 import { closePlugins, loadPlugins } from "./plugins/loader.js";
 import { HookRunner, type LoadedPlugin } from "./plugins/runner.js";
 import type { Reply } from "./replies.js";
-import { Dns2Resolver, parseNameServer } from "./services/dns.js";
+import { Dns2Resolver, parseNameServer, type DnsResolver } from "./services/dns.js";
 import { systemClock, TOKENS } from "./services/tokens.js";
 import { Session } from "./session.js";
 import { createListener, type Wire } from "./smtp/adapter.js";
@@ -213,6 +214,17 @@ export class MailroomServer {
           },
         });
         this.sessions.add(session);
+        const reverseDns = set.loaded.config.server.reverseDns;
+        if (reverseDns.enabled) {
+          // The client's name is looked up before the connect hook, so plugins can use it.
+          const ready = session.ready.bind(session);
+          session.ready = async () => {
+            const resolver = this.container.resolve<DnsResolver>(TOKENS.DnsResolver);
+            const connection = session.connection;
+            connection.remoteHostname = await reverseLookup(resolver, connection.remoteAddress, reverseDns.timeout, connection.logger);
+            return ready();
+          };
+        }
         return session;
       },
     });

@@ -2,8 +2,8 @@ import type { Clock, DnsLookup, DnsResolver, MxRecord } from "@mailroom/core";
 import { DnsTemporaryError } from "@mailroom/core";
 
 /**
- * A Clock that moves only when the test says so. `sleep()` resolves when
- * `advance()` passes its deadline.
+ * A Clock that moves only when the test calls `advance()`. `sleep()` resolves when
+ * the clock passes its deadline.
  */
 export class TestClock implements Clock {
   private sleepers: { until: number; resolve: () => void }[] = [];
@@ -45,7 +45,7 @@ export interface StaticZone {
 }
 
 /**
- * A DnsResolver that answers from a table, for unit tests of plugins. Names
+ * A DnsResolver that returns records from a table, for unit tests of plugins. Names
  * missing from the table are NXDOMAIN. End-to-end tests use a real DNS
  * server on loopback instead.
  */
