@@ -85,7 +85,8 @@ test("a partial failure delivers, defers and bounces per recipient; the bounce i
   const queue = server.server.container.resolve<OutboundQueue>(TOKENS.OutboundQueue);
   const [entry] = await waitFor(async () => {
     const entries = await queue.list();
-    return entries.length === 1 && entries[0]!.attempts === 1 && entries;
+    // The bounced recipient leaves the record once its bounce is handed over.
+    return entries.length === 1 && entries[0]!.recipients.length === 1 && entries;
   }, "deferred entry");
   expect(entry!.recipients).toEqual(["later@ok.test"]);
   expect(entry!.nextAttemptAt).toBe(clock.now() + 5 * 60_000);
