@@ -1,6 +1,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import path from "node:path";
 import { checkCommand } from "./check.js";
+import { passwdCommand } from "./passwd.js";
+import { queueCommand } from "./queue.js";
 import { scaffoldPlugin } from "./scaffold.js";
 import { startCommand } from "./start.js";
 
@@ -46,6 +48,39 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
     .action((options: { config: string }) => {
       run(checkCommand(options));
     });
+
+  const queue = program
+    .command("queue")
+    .description("inspect and manage the outbound queue of @mailroom/plugin-mx");
+  const config = () => new Option("-c, --config <file>", "config file (YAML)").makeOptionMandatory();
+  queue
+    .command("list")
+    .description("list queued records: id, sender, domain, recipients, attempts, next attempt, last error")
+    .addOption(config())
+    .action((options: { config: string }) => run(queueCommand(options.config, { action: "list" })));
+  queue
+    .command("show <id>")
+    .description("print every field of one record")
+    .addOption(config())
+    .action((id: string, options: { config: string }) => run(queueCommand(options.config, { action: "show", id })));
+  queue
+    .command("retry [id]")
+    .description("make a record, or with --all every record, due now")
+    .addOption(config())
+    .option("--all", "every record")
+    .action((id: string | undefined, options: { config: string; all?: boolean }) =>
+      run(queueCommand(options.config, { action: "retry", ...(id ? { id } : {}), ...(options.all ? { all: true } : {}) })),
+    );
+  queue
+    .command("delete <id>")
+    .description("remove a record without delivering it or sending a bounce")
+    .addOption(config())
+    .action((id: string, options: { config: string }) => run(queueCommand(options.config, { action: "delete", id })));
+
+  program
+    .command("passwd <file> <user>")
+    .description("add a user to an auth-file user file or change its password (read from stdin)")
+    .action((file: string, user: string) => run(passwdCommand(file, user)));
 
   program
     .command("new")

@@ -1,6 +1,8 @@
+import cluster from "node:cluster";
 import { ConfigError, loadConfig, MailroomServer, type Logger } from "@mailroom/core";
 import { EXIT } from "./cli.js";
 import { createLogger } from "./logger.js";
+import { runPrimary } from "./workers.js";
 
 /**
  * Starts the server and resolves with the exit code once it stopped:
@@ -16,6 +18,10 @@ export async function startCommand(options: {
   try {
     const loaded = await loadConfig(options.config);
     logger = createLogger(options.logLevel ?? loaded.config.server.logLevel);
+    const workers = loaded.config.server.workers;
+    if (workers > 1 && cluster.isPrimary) return await runPrimary(workers, logger);
+    // Each worker's log lines carry its number.
+    if (cluster.isWorker) logger = logger.child({ worker: cluster.worker!.id });
     server = await MailroomServer.create(loaded, {
       logger,
       ...(options.listen ? { listen: options.listen } : {}),

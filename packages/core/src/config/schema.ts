@@ -72,6 +72,8 @@ export const serverSchema = z
     logLevel: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info"),
+    /** Processes that share the listening sockets (node:cluster); each uses one core. */
+    workers: z.number().int().min(1).max(64).default(1),
     /** Serves Prometheus metrics at http://<listen>/metrics when set. */
     metrics: z.strictObject({ listen: hostPort }).optional(),
     /** Accept the PROXY protocol header from these addresses (or all with true). */
