@@ -1,0 +1,73 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { parseConfig } from "@mailroom/core";
+import { pino } from "pino";
+import { afterEach, expect, test } from "vitest";
+import { queueDelete, queueList, queueRetry, queueShow } from "./cli.js";
+import { QueueStore } from "./store.js";
+
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
+async function fixture() {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-cli-"));
+  dirs.push(dir);
+  const config = parseConfig(
+    ['plugins:', '  - use: "@mailroom/plugin-mx"', "    with: { queueDir: ./spool/out }", ""].join("\n"),
+    path.join(dir, "mailroom.yaml"),
+    dir,
+  );
+  const store = new QueueStore(path.join(dir, "spool/out"), pino({ level: "silent" }));
+  await store.init();
+  const [first, second] = await store.add(Readable.from([Buffer.from("Subject: x\r\n\r\n")]), {
+    sender: "alice@local.test",
+    domains: new Map([["one.test", ["a@one.test", "b@one.test"]], ["two.test", ["c@two.test"]]]),
+    now: Date.UTC(2026, 0, 5, 9, 0, 0),
+  });
+  const claimed = await store.claim(second!.id);
+  claimed!.attempts = 2;
+  claimed!.nextAttemptAt = Date.UTC(2026, 0, 5, 10, 0, 0);
+  claimed!.lastError = "451 4.4.3 MX lookup for two.test failed temporarily: servfail";
+  await store.release(claimed!);
+  return { config, store, first: first!, second: second! };
+}
+
+test("list prints a table of the queued records", async () => {
+  const { config, first, second } = await fixture();
+  const lines = (await queueList(config)).split("\n");
+  expect(lines[0]).toMatch(/^ID\s+SENDER\s+DOMAIN\s+RECIPIENTS\s+ATTEMPTS\s+NEXT ATTEMPT\s+LAST ERROR$/);
+  const firstRow = lines.find((line) => line.startsWith(first.id))!;
+  expect(firstRow.split(/\s{2,}/)).toEqual([first.id, "alice@local.test", "one.test", "2", "0", "2026-01-05T09:00:00Z"]);
+  const secondRow = lines.find((line) => line.startsWith(second.id))!;
+  expect(secondRow).toContain("2026-01-05T10:00:00Z");
+  expect(secondRow).toContain("451 4.4.3 MX lookup for two.test failed temporarily");
+});
+
+test("show, retry and delete work on one record", async () => {
+  const { config, store, first, second } = await fixture();
+  const shown = await queueShow(config, second.id);
+  expect(shown).toContain("Domain:       two.test");
+  expect(shown).toContain("  c@two.test");
+
+  const before = Date.now();
+  expect(await queueRetry(config, { id: second.id })).toBe(1);
+  const retried = (await store.list()).find((record) => record.id === second.id)!;
+  expect(retried.nextAttemptAt).toBeGreaterThanOrEqual(before);
+  expect(await queueRetry(config, { all: true })).toBe(2);
+
+  await queueDelete(config, first.id);
+  expect((await store.list()).map((record) => record.id)).toEqual([second.id]);
+  await expect(queueDelete(config, first.id)).rejects.toThrow(/no queued message/);
+  await expect(queueShow(config, "nosuch")).rejects.toThrow(/no queued message nosuch/);
+});
+
+test("a config without plugin-mx is refused with the file name", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-cli-"));
+  dirs.push(dir);
+  const config = parseConfig("plugins: []\n", path.join(dir, "mailroom.yaml"), dir);
+  await expect(queueList(config)).rejects.toThrow(/mailroom\.yaml: no @mailroom\/plugin-mx entry/);
+});
