@@ -1,0 +1,48 @@
+import { expect, test } from "vitest";
+import { optionsSchema, retryDelay } from "./options.js";
+import { isLocalAddress, orderByPreference } from "./routing.js";
+
+test("records are ordered by preference and equal preferences are shuffled fairly", () => {
+  const records = [
+    { exchange: "c", priority: 20 },
+    { exchange: "a", priority: 10 },
+    { exchange: "b", priority: 10 },
+    { exchange: "d", priority: 30 },
+  ];
+  const firsts = new Map<string, number>();
+  for (let i = 0; i < 2000; i++) {
+    const ordered = orderByPreference(records.map((record) => ({ ...record })));
+    expect(ordered.slice(2).map((record) => record.exchange)).toEqual(["c", "d"]);
+    const first = ordered[0]!.exchange;
+    firsts.set(first, (firsts.get(first) ?? 0) + 1);
+  }
+  const a = firsts.get("a")!;
+  const b = firsts.get("b")!;
+  expect(a + b).toBe(2000);
+  expect(a / b).toBeGreaterThan(0.8);
+  expect(a / b).toBeLessThan(1.25);
+});
+
+test("loopback, unspecified and mapped loopback addresses are local", () => {
+  for (const address of ["127.0.0.1", "127.8.9.10", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"]) {
+    expect(isLocalAddress(address), address).toBe(true);
+  }
+  for (const address of ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1"]) {
+    expect(isLocalAddress(address), address).toBe(false);
+  }
+});
+
+test("the retry schedule starts at minutes, grows, and repeats its last delay", () => {
+  const options = optionsSchema.parse({});
+  const minutes = options.retry.map((ms) => ms / 60_000);
+  expect(minutes[0]).toBeGreaterThanOrEqual(1);
+  expect(minutes[0]).toBeLessThanOrEqual(10);
+  for (let i = 1; i < minutes.length; i++) expect(minutes[i]).toBeGreaterThan(minutes[i - 1]!);
+  expect(minutes.filter((value) => value >= 30).length).toBeGreaterThan(0);
+  expect(options.maxQueueLifetime).toBe(5 * 24 * 3_600_000);
+  expect(retryDelay(options.retry, 1)).toBe(options.retry[0]);
+  expect(retryDelay(options.retry, 100)).toBe(options.retry.at(-1));
+  expect(optionsSchema.parse({ retry: ["1m", "30m"] }).retry).toEqual([60_000, 1_800_000]);
+  expect(optionsSchema.safeParse({ retry: [] }).success).toBe(false);
+  expect(optionsSchema.safeParse({ routes: { "a.test": { host: "h", tls: "sometimes" } } }).success).toBe(false);
+});
