@@ -85,6 +85,9 @@ export interface RemoteMx {
   port: number;
   received: Received[];
   connections: number;
+  /** Connections open now, and the most that were open at once. */
+  open: number;
+  maxOpen: number;
   /** Per recipient reply: undefined accepts; a code and text refuse. */
   rcpt: (address: string) => { code: number; message: string } | undefined;
   close(): Promise<void>;
@@ -92,12 +95,14 @@ export interface RemoteMx {
 
 /** Starts a real SMTP server on 127.0.0.1 port 0 that records what it receives. */
 export async function startRemoteMx(
-  options: { tls?: boolean; brokenTls?: boolean; rcpt?: RemoteMx["rcpt"] } = {},
+  options: { tls?: boolean; brokenTls?: boolean; rcpt?: RemoteMx["rcpt"]; dataDelay?: number } = {},
 ): Promise<RemoteMx> {
   const remote: RemoteMx = {
     port: 0,
     received: [],
     connections: 0,
+    open: 0,
+    maxOpen: 0,
     rcpt: options.rcpt ?? (() => undefined),
     close: async () => undefined,
   };
@@ -109,7 +114,12 @@ export async function startRemoteMx(
     logger: false,
     onConnect(session, callback) {
       remote.connections += 1;
+      remote.open += 1;
+      remote.maxOpen = Math.max(remote.maxOpen, remote.open);
       callback();
+    },
+    onClose() {
+      remote.open -= 1;
     },
     onRcptTo(address, _session, callback) {
       const refusal = remote.rcpt(address.address);
@@ -128,7 +138,7 @@ export async function startRemoteMx(
           secure: session.secure,
           helo: session.hostNameAppearsAs,
         });
-        callback();
+        setTimeout(() => callback(), options.dataDelay ?? 0);
       });
     },
   });

@@ -179,13 +179,26 @@ export function resetConnection(connection: SMTPConnection): Promise<boolean> {
   return new Promise((resolve) => connection.reset((error) => resolve(!error)));
 }
 
-/** Ends the session with QUIT and closes the socket. */
-export function closeConnection(connection: SMTPConnection): void {
-  try {
-    connection.quit();
-  } catch {
-    connection.close();
-  }
+/**
+ * Ends the session with QUIT and waits (at most two seconds) for the socket to
+ * close, so a connection counts against the limits until it is gone.
+ */
+export function closeConnection(connection: SMTPConnection): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      connection.close();
+      resolve();
+    }, 2000);
+    connection.once("end", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    try {
+      connection.quit();
+    } catch {
+      connection.close();
+    }
+  });
 }
 
 /**
@@ -241,7 +254,7 @@ export async function deliverAll(
         }
       }
       if (broken) connection.close();
-      else closeConnection(connection);
+      else await closeConnection(connection);
       remaining = left;
     }
   }
