@@ -1,4 +1,3 @@
-import { setPassword } from "@mailroom/plugin-auth-file";
 import { EXIT } from "./cli.js";
 
 /** Reads the new password: the first line of stdin, prompting without echo on a terminal. */
@@ -33,6 +32,7 @@ export async function passwdCommand(file: string, user: string): Promise<number>
       process.stderr.write("mailroom: the password is empty; nothing was changed\n");
       return EXIT.failure;
     }
+    const { setPassword } = await import("@mailroom/plugin-auth-file");
     const { created } = await setPassword(file, user, password);
     process.stdout.write(`${created ? "added" : "changed the password of"} ${user} in ${file}\n`);
     return EXIT.ok;

@@ -1,5 +1,4 @@
 import { ConfigError, loadConfig } from "@mailroom/core";
-import { queueDelete, queueList, queueRetry, queueShow } from "@mailroom/plugin-mx";
 import { EXIT } from "./cli.js";
 
 export type QueueAction =
@@ -11,6 +10,8 @@ export type QueueAction =
 /** Runs one `mailroom queue` action against the queue of the config's plugin-mx entry. */
 export async function queueCommand(config: string, request: QueueAction): Promise<number> {
   try {
+    // Loaded on demand, so that the other commands never load plugin code.
+    const { queueDelete, queueList, queueRetry, queueShow } = await import("@mailroom/plugin-mx");
     const loaded = await loadConfig(config);
     switch (request.action) {
       case "list":

@@ -69,5 +69,8 @@ export async function startCommand(options: {
     await server.close().catch(() => {});
     return EXIT.failure;
   }
-  return exit;
+  const code = await exit;
+  // A worker's IPC channel would keep it running after the server stopped.
+  if (cluster.isWorker) cluster.worker!.disconnect();
+  return code;
 }
