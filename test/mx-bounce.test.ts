@@ -1,4 +1,5 @@
-import { rm } from "node:fs/promises";
+import { readdir, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { afterEach, expect, test } from "vitest";
 import { TOKENS, type OutboundQueue } from "@mailroom/core";
 import {
@@ -103,7 +104,7 @@ test("a partial failure delivers, defers and bounces per recipient; the bounce i
   expect(await server.local()).toHaveLength(1);
 });
 
-test("a restart delivers the queued messages for one destination over one connection", async () => {
+test("a restart delivers the queued messages for one destination over one connection and sets damaged records aside", async () => {
   const remote = await startRemoteMx();
   cleanup.push(() => remote.close());
   const dns = await startDns(ZONE);
@@ -118,10 +119,14 @@ test("a restart delivers the queued messages for one destination over one connec
   }
   await first.stop();
   expect(remote.connections).toBe(0);
+  // A record damaged on disk is set aside and does not hold up the others.
+  await writeFile(path.join(dir, "queue/active/damaged-0.json"), '{"version":1,"id":');
 
   const second = await startMailroom({ dir, dns, mx: { port: remote.port } });
   cleanup.push(() => second.stop());
   await waitFor(() => remote.received.length === 3, "three deliveries");
+  expect(second.logs.some((line) => line.msg === "unreadable queue record set aside" && line.id === "damaged-0")).toBe(true);
+  expect((await readdir(path.join(dir, "queue/corrupt"))).some((name) => name.startsWith("damaged-0."))).toBe(true);
   expect(remote.connections).toBe(1);
   expect(new Set(remote.received.map((message) => message.connection)).size).toBe(1);
   expect(remote.received.map((message) => message.to[0]).sort()).toEqual(["one@ok.test", "three@ok.test", "two@ok.test"]);

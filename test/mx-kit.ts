@@ -254,6 +254,8 @@ export async function startMailroom(options: {
   clock?: Clock;
   mx?: Record<string, unknown>;
   dnsTimeout?: number;
+  /** Plugin files (relative to dir) loaded after plugin-mx. */
+  plugins?: string[];
 }): Promise<Mailroom> {
   const logs: LogLine[] = [];
   const logger = pino(
@@ -274,6 +276,7 @@ export async function startMailroom(options: {
           use: MX_PLUGIN,
           with: { queueDir: "./queue", allowLocalDestinations: true, retry: ["5m", "10m", "30m"], ...options.mx },
         },
+        ...(options.plugins ?? []).map((use) => ({ use })),
       ],
     },
     { dir: options.dir, logger, container: parent },
