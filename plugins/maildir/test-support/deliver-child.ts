@@ -22,6 +22,9 @@ process.stdin.pause();
 
 const pause = async (tmpPath: string) => {
   process.stdout.write(`paused ${tmpPath}\n`);
+  // The timer keeps the process alive; a bare pending promise would let Node
+  // exit on its own (code 13) instead of waiting for the test's SIGKILL.
+  setInterval(() => undefined, 60_000);
   await new Promise(() => undefined);
 };
 
