@@ -1,3 +1,4 @@
+import { container, TOKENS, type UserDirectory } from "@mailroom/core";
 import { SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
 import { afterEach, describe, expect, test } from "vitest";
 import { PLUGINS, proxyFrom } from "../plugins/relay/test/helpers.js";
@@ -220,6 +221,27 @@ describe("local domains from the directory", () => {
     const other = await client.command("RCPT TO:<bob@[127.0.0.2]>");
     expect(other.raw).toBe("550 5.7.1 Relaying denied");
   });
+});
+
+test("failing directory gets 451 4.3.0", async () => {
+  const broken: UserDirectory = {
+    domains: () => Promise.reject(new Error("directory offline")),
+    lookup: () => null,
+    findLocalPart: () => [],
+  };
+  const parent = container.createChildContainer();
+  parent.register(TOKENS.UserDirectory, { useValue: broken });
+  const server = await startTestServer(
+    { server: { hostname: "mx.local.example" }, plugins: [{ use: PLUGINS.relay }] },
+    { container: parent },
+  );
+  servers.push(server);
+  const client = await open(server.port, server.host);
+  await client.command("MAIL FROM:<a@sender.example>");
+  const reply = await client.command("RCPT TO:<bob@local.example>");
+  expect(reply.code).toBe(451);
+  expect(reply.enhanced).toBe("4.3.0");
+  expect((await client.command("NOOP")).code).toBe(250);
 });
 
 describe("invalid options", () => {

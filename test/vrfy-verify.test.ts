@@ -1,3 +1,4 @@
+import { container, TOKENS, type UserDirectory } from "@mailroom/core";
 import { SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
 import { afterEach, describe, expect, test } from "vitest";
 import { PLUGINS } from "../plugins/relay/test/helpers.js";
@@ -153,5 +154,50 @@ describe("verify mode for other clients", () => {
     expect((await client.command("VRFY bob")).code).toBe(252);
     const trusted = await open(server, "127.0.0.1");
     expect((await trusted.command("VRFY bob")).code).toBe(250);
+  });
+});
+
+describe("directory problems", () => {
+  test("failing directory gets 451 4.3.0", async () => {
+    const broken: UserDirectory = {
+      domains: () => ["local.example"],
+      lookup: () => Promise.reject(new Error("directory offline")),
+      findLocalPart: () => Promise.reject(new Error("directory offline")),
+    };
+    const parent = container.createChildContainer();
+    parent.register(TOKENS.UserDirectory, { useValue: broken });
+    const server = await startTestServer(
+      {
+        server: { hostname: "mx.local.example" },
+        plugins: [
+          { use: PLUGINS.relay, with: { trustedNetworks: ["127.0.0.0/8"] } },
+          { use: PLUGINS.vrfy, with: { mode: "verify" } },
+        ],
+      },
+      { container: parent },
+    );
+    servers.push(server);
+    const client = await open(server, "127.0.0.1");
+    for (const command of ["VRFY bob", "VRFY bob@local.example"]) {
+      const reply = await client.command(command);
+      expect(reply.code).toBe(451);
+      expect(reply.enhanced).toBe("4.3.0");
+    }
+    expect((await client.command("NOOP")).code).toBe(250);
+  });
+
+  test("missing directory gets 252", async () => {
+    const server = await startTestServer({
+      server: { hostname: "mx.local.example" },
+      plugins: [
+        { use: PLUGINS.relay, with: { localDomains: ["local.example"], trustedNetworks: ["127.0.0.0/8"] } },
+        { use: PLUGINS.vrfy, with: { mode: "verify" } },
+      ],
+    });
+    servers.push(server);
+    const client = await open(server, "127.0.0.1");
+    const reply = await client.command("VRFY bob");
+    expect(reply.code).toBe(252);
+    expect(reply.enhanced).toBe("2.1.5");
   });
 });
