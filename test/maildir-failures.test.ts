@@ -7,6 +7,7 @@ import { Writable } from "node:stream";
 import { startTestServer, type TestServer } from "@mailroom/testing";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
+import { deliverToMaildir } from "@mailroom/plugin-maildir";
 import { startChild, type Child } from "../plugins/maildir/test-support/children.js";
 import { readWithPython } from "../plugins/maildir/test-support/read-maildir.js";
 
@@ -147,5 +148,10 @@ describe("a writer killed before the move into new/", () => {
     expect(await readdir(path.join(maildir, "new"))).toEqual([]);
     expect(await readdir(path.join(maildir, "cur"))).toEqual([]);
     expect(await readWithPython(maildir)).toEqual([]);
+
+    // The leftover in tmp/ does not disturb the next delivery or the reader.
+    const next = await deliverToMaildir(maildir, "Subject: next\r\n\r\nx\r\n");
+    expect(await readdir(path.join(maildir, "new"))).toEqual([next.name]);
+    expect((await readWithPython(maildir)).map((message) => message.key)).toEqual([next.name]);
   });
 });
