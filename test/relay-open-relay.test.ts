@@ -73,6 +73,17 @@ describe("open relay attempts from an untrusted client", () => {
     expect(reply.enhanced).toBe(enhanced);
   });
 
+  test("trailing-dot domain is never relayed", async () => {
+    // The engine rejects the trailing dot as a syntax error before any plugin
+    // runs; whatever it answers, it must not accept the recipient.
+    const client = await connectFrom(UNTRUSTED);
+    await client.command("MAIL FROM:<spam@sender.example>");
+    for (const path of ["<victim@evil.example.>", "<victim@local.example.evil.example.>"]) {
+      const reply = await client.command(`RCPT TO:${path}`);
+      expect(reply.code).toBeGreaterThanOrEqual(500);
+    }
+  });
+
   test("source route to a local mailbox reaches that mailbox", async () => {
     const client = await connectFrom(UNTRUSTED);
     await client.command("MAIL FROM:<spam@sender.example>");
