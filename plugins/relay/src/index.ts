@@ -30,9 +30,10 @@ const DIRECTORY_FAILED = {
 };
 
 /**
- * Finds the local domains: the configured list, or else the UserDirectory's
- * domains. The directory is resolved at each call, not at setup, because
- * the plugin that registers it (maildir) is usually listed after this one.
+ * Returns a function that reads the local domains: the configured list, or
+ * else the UserDirectory's domains. The directory is resolved at each call,
+ * not at setup, because the plugin that registers it (maildir) is usually
+ * listed after this one.
  */
 function localDomainSource(options: RelayOptions, container: DependencyContainer, logger: Logger) {
   if (options.localDomains) {
