@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -88,6 +88,8 @@ export class MailroomServer {
     this.tls = readTls(set.loaded.config);
     const configured = set.loaded.config.server.spoolDir;
     this.spoolDir = configured ?? mkdtempSync(path.join(os.tmpdir(), "mailroom-spool-"));
+    // A configured folder is made on first start, like the mail and queue folders.
+    if (configured) mkdirSync(configured, { recursive: true, mode: 0o700 });
     this.ownsSpoolDir = !configured;
     // Services that need the live plugin set; plugins resolve them when they use them.
     const hooks: HookService = {

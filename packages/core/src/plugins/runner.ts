@@ -72,6 +72,11 @@ export class HookRunner {
         Promise.resolve().then(() => handler(args)),
         deadline,
       ]);
+      // A handler that blocked the event loop past the deadline settles
+      // before the timer can fire; its late answer counts as a timeout too.
+      if (performance.now() - started > this.timeout) {
+        throw new HookTimeoutError(plugin.name, hook, this.timeout);
+      }
       if (result === undefined || result === null) {
         outcome = { kind: "cont" };
       } else if (isAnswer(result)) {

@@ -1,0 +1,151 @@
+// A full file system under the mailboxes and under the outbound queue: the
+// client gets 452 4.3.1, nothing partial stays, and mail flows again by
+// itself once space is freed.
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { startTestServer, type TestServer } from "@mailroom/testing";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { mountTmpfs, readMaildir, report, scale, unmount } from "./fault-kit.js";
+
+/** Writes a file until the file system is full; returns its size. Bounded by the chunk count. */
+function fill(file: string): number {
+  const chunk = Buffer.alloc(16 * 1024, 0x66);
+  const fd = openSync(file, "w");
+  let written = 0;
+  try {
+    for (let index = 0; index < 10_000; index++) {
+      try {
+        written += writeSync(fd, chunk);
+      } catch (error) {
+        if ((error as { code?: string }).code === "ENOSPC") break;
+        throw error;
+      }
+    }
+    // Small writes take the last partial chunk of space too.
+    for (let index = 0; index < 64; index++) {
+      try {
+        written += writeSync(fd, chunk.subarray(0, 256));
+      } catch {
+        break;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return written;
+}
+
+async function send(server: TestServer, to: string, id: string) {
+  const client = await server.connect();
+  const replies = await client.send({
+    from: "sender@client.test",
+    to: [to],
+    message: `X-Test-Id: ${id}\r\nSubject: disk\r\n\r\n${"z".repeat(70)}\r\nEND ${id}\r\n`,
+  });
+  const noop = await client.command("NOOP");
+  client.close();
+  return { rcpt: replies[2]!, reply: replies.at(-1)!, noop };
+}
+
+/** Files anywhere under `dir`, as paths relative to it. */
+function files(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
+    .sort();
+}
+
+interface Setup {
+  name: string;
+  to: string;
+  plugins: (mount: string) => Record<string, unknown>[];
+  /** Where a stored message is visible, and where a partial one would be. */
+  visible: (mount: string) => string[];
+  scratch: (mount: string) => string;
+}
+
+const SETUPS: Setup[] = [
+  {
+    name: "maildir",
+    to: "bob@local.test",
+    plugins: (mount) => [
+      { use: "@mailroom/plugin-maildir", with: { root: mount, domains: { "local.test": { mailboxes: ["bob"] } } } },
+    ],
+    visible: (mount) => files(path.join(mount, "local.test/bob/Maildir/new")),
+    scratch: (mount) => path.join(mount, "local.test/bob/Maildir/tmp"),
+  },
+  {
+    name: "outbound queue",
+    to: "carol@far.test",
+    plugins: (mount) => [
+      { use: "@mailroom/plugin-relay", with: { trustedNetworks: ["127.0.0.1"] } },
+      { use: "@mailroom/plugin-mx", with: { queueDir: mount, deliver: false } },
+    ],
+    visible: (mount) => files(path.join(mount, "active")),
+    scratch: (mount) => path.join(mount, "tmp"),
+  },
+];
+
+describe.each(SETUPS)("a full file system under the $name", (setup) => {
+  let base: string;
+  let mount: string;
+  let skip: string | undefined;
+  let server: TestServer | undefined;
+
+  beforeAll(async () => {
+    base = await mkdtemp(path.join(os.tmpdir(), "mailroom-full-"));
+    mount = path.join(base, "disk");
+    mkdirSync(mount);
+    skip = mountTmpfs(mount, "1m");
+    if (skip) return;
+    server = await startTestServer({ server: { hostname: "mx.full.test" }, plugins: setup.plugins(mount) }, { dir: base });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    if (!skip) unmount(mount);
+    await rm(base, { recursive: true, force: true });
+  });
+
+  test("gets 452 4.3.1 with nothing partial left, and accepts again once space is freed", async (context) => {
+    if (skip) context.skip(skip);
+    const first = await send(server!, setup.to, "before");
+    expect(first.reply.code).toBe(250);
+    const stored = setup.visible(mount);
+    expect(stored.length).toBeGreaterThan(0);
+
+    const rounds = scale(1, 20);
+    let refused = 0;
+    for (let round = 0; round < rounds; round++) {
+      const filler = path.join(mount, "filler");
+      fill(filler);
+      const full = await send(server!, setup.to, `full-${round}`);
+      expect(full.rcpt.code).toBe(250);
+      expect([full.reply.code, full.reply.enhanced]).toEqual([452, "4.3.1"]);
+      expect(full.noop.code).toBe(250);
+      refused += 1;
+      expect(setup.visible(mount)).toEqual(stored);
+      expect(files(setup.scratch(mount))).toEqual([]);
+
+      rmSync(filler);
+      const again = await send(server!, setup.to, `after-${round}`);
+      expect(again.reply.code).toBe(250);
+      stored.splice(0, stored.length, ...setup.visible(mount));
+    }
+    if (setup.name === "maildir") {
+      const ids = readMaildir(path.join(mount, "local.test/bob/Maildir")).map((entry) => entry.testId);
+      expect(ids.sort()).toEqual(["before", ...Array.from({ length: rounds }, (_, round) => `after-${round}`)].sort());
+    } else {
+      expect(setup.visible(mount).filter((name) => name.endsWith(".json"))).toHaveLength(rounds + 1);
+    }
+    report(`full disk under the ${setup.name}`, {
+      load: "one client at a time on a 1 MiB tmpfs",
+      faults: `${rounds} fill(s) of the file system to ENOSPC, each freed again while the server runs`,
+      inputs: `${rounds * 2 + 1} messages: ${refused} refused with 452 4.3.1, the rest accepted`,
+      lost: 0,
+    });
+  });
+});

@@ -1,0 +1,235 @@
+// kill -9 of the real server while clients send: every 250 must hold.
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { SmtpTestClient } from "@mailroom/testing";
+import { afterEach, describe, expect, test } from "vitest";
+import {
+  header,
+  killHard,
+  readMaildir,
+  report,
+  scale,
+  sleep,
+  startCli,
+  startSink,
+  until,
+  type CliServer,
+  type Sink,
+} from "./fault-kit.js";
+
+const LOCAL = ["alice@local.test", "bob@local.test"];
+const REMOTE = ["r1@far.test", "r2@away.test"];
+
+function config(sinkPort: number, deliver: boolean): string {
+  return `server:
+  hostname: mx.kill.test
+  listen: ["127.0.0.1:0"]
+  spoolDir: ./spool
+  limits: { maxConnectionsPerIp: 200 }
+plugins:
+  - use: "@mailroom/plugin-relay"
+    with: { trustedNetworks: ["127.0.0.1"] }
+  - use: "@mailroom/plugin-maildir"
+    with: { root: ./mail, domains: { local.test: { mailboxes: [alice, bob] } } }
+  - use: "@mailroom/plugin-mx"
+    with:
+      queueDir: ./queue
+      deliver: ${deliver}
+      allowLocalDestinations: true
+      pollInterval: 200ms
+      retry: [1s]
+      smarthost: { host: 127.0.0.1, port: ${sinkPort}, tls: none, allowLocal: true }
+`;
+}
+
+/** What the clients saw: the recipients of each message that got 250 after DATA. */
+interface Ledger {
+  accepted: Map<string, string[]>;
+  /** Messages whose DATA was sent but whose reply never came (the kill cut it). */
+  unanswered: number;
+  refused: number;
+}
+
+function pickRecipients(): string[] {
+  const all = [...LOCAL, ...REMOTE];
+  const chosen = all.filter(() => Math.random() < 0.5);
+  return chosen.length ? chosen : [all[Math.floor(Math.random() * all.length)]!];
+}
+
+/** One client: sends messages back to back until the connection dies or time is up. */
+async function sender(port: number, ledger: Ledger, until: number, round: number, index: number): Promise<void> {
+  let serial = 0;
+  // Bounded: at most 10,000 messages per client, and never past `until`.
+  while (Date.now() < until && serial < 10_000) {
+    let client: SmtpTestClient;
+    try {
+      client = await SmtpTestClient.connect(port);
+    } catch {
+      return;
+    }
+    try {
+      await client.command("EHLO client.test");
+      for (let n = 0; n < 50 && Date.now() < until; n++) {
+        const id = `r${round}c${index}m${serial++}-${randomBytes(3).toString("hex")}`;
+        const to = pickRecipients();
+        if ((await client.command("MAIL FROM:<sender@client.test>")).code !== 250) break;
+        for (const rcpt of to) await client.command(`RCPT TO:<${rcpt}>`);
+        const filler = "x".repeat(70) + "\r\n";
+        const body =
+          `Message-ID: <${id}@client.test>\r\nX-Test-Id: ${id}\r\nSubject: kill test\r\n\r\n` +
+          filler.repeat(10 + Math.floor(Math.random() * 200)) +
+          `END ${id}\r\n`;
+        const start = await client.command("DATA");
+        if (start.code !== 354) break;
+        client.write(`${body}.\r\n`);
+        let reply;
+        try {
+          reply = await client.read(15_000);
+        } catch {
+          ledger.unanswered += 1;
+          return;
+        }
+        if (reply.code === 250) ledger.accepted.set(id, to);
+        else ledger.refused += 1;
+      }
+      await client.command("QUIT").catch(() => undefined);
+    } catch {
+      return;
+    } finally {
+      client.close();
+    }
+  }
+}
+
+/** Where every (message, recipient) pair is stored, with the checks that nothing is half there. */
+async function inventory(dir: string) {
+  const stored = new Map<string, string[]>();
+  const problems: string[] = [];
+  const add = (id: string, rcpt: string, where: string) => {
+    const key = `${id} ${rcpt}`;
+    stored.set(key, [...(stored.get(key) ?? []), where]);
+  };
+  for (const rcpt of LOCAL) {
+    const folder = path.join(dir, "mail/local.test", rcpt.split("@")[0]!, "Maildir");
+    if (!existsSync(folder)) continue;
+    for (const entry of readMaildir(folder)) {
+      if (!entry.testId || entry.lastLine !== `END ${entry.testId}`) problems.push(`partial maildir file ${entry.key}`);
+      if (entry.deliveredTo !== rcpt) problems.push(`${entry.key} has Delivered-To ${entry.deliveredTo}`);
+      add(entry.testId ?? "?", rcpt, `maildir:${entry.key}`);
+    }
+  }
+  const active = path.join(dir, "queue/active");
+  let records = 0;
+  for (const name of existsSync(active) ? await readdir(active) : []) {
+    if (!name.endsWith(".json")) continue;
+    const id = name.slice(0, -5);
+    let record: { pending: string[] };
+    try {
+      record = JSON.parse(await readFile(path.join(active, name), "utf8"));
+    } catch {
+      problems.push(`unreadable queue record ${name}`);
+      continue;
+    }
+    const text = await readFile(path.join(active, `${id}.eml`), "latin1").catch(() => "");
+    const testId = header(text, "X-Test-Id");
+    if (!testId || !text.trimEnd().endsWith(`END ${testId}`)) problems.push(`partial queued message ${id}`);
+    records += 1;
+    for (const rcpt of record.pending) add(testId ?? "?", rcpt, `queue:${id}`);
+  }
+  return { stored, problems, records };
+}
+
+function expectEveryAcceptedStoredOnce(ledger: Ledger, stored: Map<string, string[]>) {
+  const missing: string[] = [];
+  for (const [id, to] of ledger.accepted) {
+    for (const rcpt of to) if (!stored.has(`${id} ${rcpt}`)) missing.push(`${id} ${rcpt}`);
+  }
+  const twice = [...stored].filter(([, places]) => places.length > 1).map(([key, places]) => `${key}: ${places}`);
+  expect(missing).toEqual([]);
+  expect(twice).toEqual([]);
+  return missing.length;
+}
+
+let dir: string | undefined;
+let running: CliServer | undefined;
+let sink: Sink | undefined;
+
+afterEach(async () => {
+  if (running) await killHard(running);
+  running = undefined;
+  await sink?.close();
+  sink = undefined;
+  if (dir) await rm(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+describe("kill -9 while 20 clients send", () => {
+  test(
+    "every message that got 250 is stored once per recipient and the restart delivers the queued ones",
+    async () => {
+      const rounds = scale(1, 4);
+      const sendFor = scale(2500, 6000);
+      dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-kill-"));
+      sink = await startSink();
+      const file = path.join(dir, "mailroom.yaml");
+      await writeFile(file, config(sink.port, false));
+      const ledger: Ledger = { accepted: new Map(), unanswered: 0, refused: 0 };
+
+      for (let round = 0; round < rounds; round++) {
+        running = await startCli(file);
+        const port = running.port;
+        const stopAt = Date.now() + sendFor + 2000;
+        const clients = Array.from({ length: 20 }, (_, index) => sender(port, ledger, stopAt, round, index));
+        // The kill falls at a random moment of the sending, not at a quiet point.
+        await sleep(sendFor * (0.6 + Math.random() * 0.4));
+        await killHard(running);
+        running = undefined;
+        await Promise.all(clients);
+        const { stored, problems } = await inventory(dir);
+        expect(problems).toEqual([]);
+        expectEveryAcceptedStoredOnce(ledger, stored);
+      }
+      expect(ledger.accepted.size).toBeGreaterThan(0);
+
+      // The restarted server, now delivering, empties the queue into the sink.
+      const before = await inventory(dir);
+      const queued = [...before.stored].filter(([, places]) => places[0]!.startsWith("queue:")).map(([key]) => key);
+      await writeFile(file, config(sink.port, true));
+      running = await startCli(file);
+      // A record being delivered sits in claimed/ until it is finished.
+      const records = async () =>
+        (await readdir(path.join(dir!, "queue/active"))).filter((name) => name.endsWith(".json")).length +
+        (await readdir(path.join(dir!, "queue/claimed"))).length;
+      await until(async () => (await records()) === 0, "the queue to empty", scale(20_000, 60_000));
+      await killHard(running);
+      running = undefined;
+
+      const delivered = new Map<string, number>();
+      for (const message of sink.received) {
+        for (const rcpt of message.to) {
+          const key = `${message.testId} ${rcpt}`;
+          delivered.set(key, (delivered.get(key) ?? 0) + 1);
+        }
+      }
+      expect([...delivered.keys()].sort()).toEqual([...queued].sort());
+      expect([...delivered.values()].every((count) => count === 1)).toBe(true);
+
+      const pairs = [...ledger.accepted.values()].reduce((sum, to) => sum + to.length, 0);
+      report("kill -9 while 20 clients send", {
+        load: `20 clients sending back to back for ~${sendFor / 1000} s per round, ${rounds} round(s)`,
+        faults: `${rounds} SIGKILL(s) of the mailroom process at a random moment of the sending`,
+        inputs: `${ledger.accepted.size} messages accepted (${pairs} recipient copies), ${ledger.unanswered} cut before their reply, ${ledger.refused} refused`,
+        delivered: `${queued.length} queued copies delivered after the restart, each once`,
+        lost: 0,
+      });
+    },
+    scale(60_000, 240_000),
+  );
+
+  // The design's `server.workers: N` (N processes on one port) is not in the
+  // config schema yet; this variant runs once it is.
+  test.skip("with server.workers: 2, kill -9 of one worker loses no accepted message (server.workers is not implemented yet)", () => {});
+});
