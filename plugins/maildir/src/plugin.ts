@@ -77,11 +77,10 @@ export default definePlugin({
     context.registerRoute(ROUTE);
 
     return {
-      async rcpt({ address, connection, transaction }) {
+      async rcpt({ address, transaction }) {
         const entry = await resolveRecipient(directory, address);
         if (entry === "foreign") return undefined;
         if (entry === null) {
-          connection.failedLookups += 1;
           transaction.logger.info({ recipient: address.address }, "no such local mailbox");
           return deny({ code: 550, enhanced: "5.1.1", message: "Mailbox unavailable: no such user here" });
         }
