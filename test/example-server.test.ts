@@ -96,6 +96,18 @@ describe("example server", () => {
     client.close();
   });
 
+  test("other domains are not relayed and VRFY is ambiguous", async () => {
+    const client = await SmtpTestClient.connect(port);
+    await client.command("EHLO client.example");
+    expect((await client.command("VRFY alice")).code).toBe(252);
+    expect((await client.command("VRFY nosuch")).code).toBe(252);
+    await client.command("MAIL FROM:<sender@remote.example>");
+    const reply = await client.command("RCPT TO:<victim@elsewhere.example>");
+    expect(reply.code).toBe(550);
+    expect(reply.enhanced).toBe("5.7.1");
+    client.close();
+  });
+
   test("listed sender gets 550 5.7.1", async () => {
     const client = await SmtpTestClient.connect(port);
     await client.command("EHLO client.example");
