@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -109,6 +109,24 @@ describe("mailroom check", () => {
     expect(result.status).toBe(0);
     expect(result.stdout).toContain("warning: no plugin handles rcpt");
     expect(result.stdout).toContain("trustedNetworks contains 0.0.0.0/0: this is an open relay");
+  });
+
+  test("read-only maildir root prints a warning", async () => {
+    const readOnly = path.join(dir, "readonly");
+    await mkdir(readOnly);
+    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", readOnly]);
+    if (mounted.status !== 0) throw new Error(`mount failed (tests run as root): ${mounted.stderr}`);
+    try {
+      const file = path.join(dir, "mailroom.yaml");
+      const maildir = `  - use: "@mailroom/plugin-maildir"\n    with: { root: ./readonly/mail, domains: { "a.test": { mailboxes: [bob] } } }\n`;
+      await writeFile(file, config("x@y.test") + maildir);
+      const result = run(["check", "--config", file]);
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain(`maildir root ${path.join(readOnly, "mail")} is not writable`);
+      expect(result.stdout).not.toContain("no plugin handles rcpt");
+    } finally {
+      spawnSync("umount", [readOnly]);
+    }
   });
 
   test("unknown option is a usage error", () => {
