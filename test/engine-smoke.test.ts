@@ -1,41 +1,16 @@
-import { writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { startTestServer } from "@mailroom/testing";
-import { afterEach, expect, test } from "vitest";
-
-const PLUGIN = `
-import { createWriteStream } from "node:fs";
-import { pipeline } from "node:stream/promises";
-import { definePlugin, ok } from "@mailroom/core";
-
-export default definePlugin({
-  name: "sink",
-  setup(context) {
-    context.registerRoute("sink");
-    return {
-      rcpt: () => ok({ route: "sink" }),
-      async queue({ message }) {
-        await pipeline(message.storedCopy(), createWriteStream(context.configDir + "/out.eml"));
-        return ok();
-      },
-    };
-  },
-});
-`;
-
-let stop: (() => Promise<void>) | undefined;
-afterEach(async () => {
-  await stop?.();
-  stop = undefined;
-});
+import { expect, test } from "vitest";
+import { SINK_PLUGIN } from "./fixtures/paths.js";
 
 test("engine delivers one message to a route owner", async () => {
-  const { mkdtemp, readFile } = await import("node:fs/promises");
-  const os = await import("node:os");
   const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-smoke-"));
-  await writeFile(path.join(dir, "sink.ts"), PLUGIN);
-  const server = await startTestServer({ server: { hostname: "mx.test" }, plugins: [{ use: "./sink.ts" }] }, { dir });
-  stop = server.stop;
+  const server = await startTestServer(
+    { server: { hostname: "mx.test" }, plugins: [{ use: SINK_PLUGIN, with: { out: "out.eml" } }] },
+    { dir },
+  );
 
   const client = await server.connect();
   expect(client.greeting.code).toBe(220);
@@ -45,4 +20,6 @@ test("engine delivers one message to a route owner", async () => {
   expect(stored).toMatch(/^Return-Path: <a@sender.example>\r\nReceived: from client.example/);
   expect(stored.endsWith("Subject: hi\r\n\r\nbody\r\n")).toBe(true);
   client.close();
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
 });

@@ -1,31 +1,18 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { startTestServer, type TestServer } from "@mailroom/testing";
 import { afterEach, beforeEach, expect, test } from "vitest";
+import { SINK_PLUGIN } from "./fixtures/paths.js";
 
-const PLUGIN = `
-import { definePlugin, deny, ok } from "@mailroom/core";
-export default definePlugin({
-  name: "sink",
-  setup(context) {
-    context.registerRoute("sink");
-    return {
-      rcpt: ({ address }) => (address.local === "nobody" ? deny({ code: 550, enhanced: "5.1.1" }) : ok({ route: "sink" })),
-      queue: () => ok(),
-    };
-  },
-});
-`;
 
 let dir: string;
 let server: TestServer;
 
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-metrics-"));
-  await writeFile(path.join(dir, "sink.ts"), PLUGIN);
   server = await startTestServer(
-    { server: { metrics: { listen: "127.0.0.1:0" } }, plugins: [{ use: "./sink.ts" }] },
+    { server: { metrics: { listen: "127.0.0.1:0" } }, plugins: [{ use: SINK_PLUGIN }] },
     { dir },
   );
 });

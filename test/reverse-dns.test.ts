@@ -1,29 +1,11 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import DNS from "dns2";
 import { startTestServer } from "@mailroom/testing";
 import { afterAll, beforeAll, expect, test } from "vitest";
+import { SINK_PLUGIN } from "./fixtures/paths.js";
 
-// Stores each message in out.eml, so the Received header can be read back.
-const SINK = `
-import { writeFile } from "node:fs/promises";
-import { text } from "node:stream/consumers";
-import { definePlugin, ok } from "@mailroom/core";
-export default definePlugin({
-  name: "sink",
-  setup(context) {
-    context.registerRoute("sink");
-    return {
-      rcpt: () => ok({ route: "sink" }),
-      async queue({ message }) {
-        await writeFile(context.configDir + "/out.eml", await text(message.storedCopy()));
-        return ok();
-      },
-    };
-  },
-});
-`;
 
 let dir: string;
 let dns: ReturnType<typeof DNS.createServer>;
@@ -32,7 +14,6 @@ let answer: "name" | "junk" | "silent" = "name";
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-rdns-"));
-  await writeFile(path.join(dir, "sink.ts"), SINK);
   dns = DNS.createServer({
     udp: true,
     handle(request, send) {
@@ -63,7 +44,7 @@ async function receivedLine(): Promise<string> {
         dns: { nameservers: [`127.0.0.1:${dnsPort}`], timeout: "2s" },
         reverseDns: { enabled: true, timeout: "300ms" },
       },
-      plugins: [{ use: "./sink.ts" }],
+      plugins: [{ use: SINK_PLUGIN, with: { out: "out.eml" } }],
     },
     { dir },
   );

@@ -1,25 +1,15 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { SmtpTestClient, startTestServer } from "@mailroom/testing";
 import { afterEach, beforeEach, expect, test } from "vitest";
+import { SINK_PLUGIN } from "./fixtures/paths.js";
 
-const SINK = `
-import { definePlugin, ok } from "@mailroom/core";
-export default definePlugin({
-  name: "sink",
-  setup(context) {
-    context.registerRoute("sink");
-    return { rcpt: () => ok({ route: "sink" }), queue: () => ok() };
-  },
-});
-`;
 
 let dir: string;
 
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-shutdown-"));
-  await writeFile(path.join(dir, "sink.ts"), SINK);
 });
 
 afterEach(async () => {
@@ -27,7 +17,7 @@ afterEach(async () => {
 });
 
 test("shutdown lets a transaction in flight finish", async () => {
-  const server = await startTestServer({ server: { shutdownTimeout: "10s" }, plugins: [{ use: "./sink.ts" }] }, { dir });
+  const server = await startTestServer({ server: { shutdownTimeout: "10s" }, plugins: [{ use: SINK_PLUGIN }] }, { dir });
   const idle = await server.connect();
   const busy = await server.connect();
   await busy.command("EHLO client.test");
