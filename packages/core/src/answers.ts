@@ -40,7 +40,7 @@ export interface Answer extends OkOptions {
   readonly verdict: Verdict;
 }
 
-/** What a hook handler may return. `undefined` means CONT. */
+/** The return type of a hook handler; `undefined` means CONT. */
 export type HookResult = Answer | undefined | void;
 
 const ANSWER = Symbol.for("mailroom.Answer");

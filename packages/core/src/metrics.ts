@@ -95,7 +95,9 @@ export class ServerMetrics {
   }
 
   transaction(code: number): void {
-    const outcome: TransactionOutcome = code < 400 ? "accepted" : code < 500 ? "deferred" : "rejected";
+    let outcome: TransactionOutcome = "rejected";
+    if (code < 400) outcome = "accepted";
+    else if (code < 500) outcome = "deferred";
     this.transactions.inc({ outcome });
   }
 

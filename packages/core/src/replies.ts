@@ -57,7 +57,7 @@ const TABLE: Record<SessionHookName, ReplyTable> = {
   expn: {
     CONT: { code: 502, enhanced: "5.5.1", message: "EXPN not available" },
     OK: { code: 250, enhanced: "2.1.5", message: "OK" },
-    DENY: { code: 550, enhanced: "5.7.1", message: "EXPN refused" },
+    DENY: { code: 550, enhanced: "5.7.1", message: "EXPN not allowed" },
     DENYSOFT: { code: 450, enhanced: "4.3.0", message: "Cannot expand now, try again later" },
   },
   mail: {

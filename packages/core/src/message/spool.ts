@@ -9,7 +9,7 @@ const LF = 0x0a;
 const CRLF = Buffer.from("\r\n");
 const CR_BYTE = Buffer.from([CR]);
 
-/** How the spool treats line endings other than CRLF inside a message. */
+/** The treatment of line endings other than CRLF inside a message. */
 export type LineEndingPolicy = "strict" | "normalize";
 
 export interface SpoolOptions {
@@ -20,7 +20,7 @@ export interface SpoolOptions {
   lineEndings: LineEndingPolicy;
 }
 
-/** What the spool found in a finished message. */
+/** The findings of the spool about a finished message. */
 export interface SpoolResult {
   path: string;
   /** Octets received, counted even after the size limit was passed. */

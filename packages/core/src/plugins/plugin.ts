@@ -4,7 +4,7 @@ import type { z } from "zod";
 import type { HookHandlers } from "../hooks.js";
 import type { MailroomConfig } from "../config/schema.js";
 
-/** What `setup` receives. */
+/** The context that `setup` receives. */
 export interface PluginContext<Options> {
   /** The plugin's options, parsed and defaulted by its schema. */
   options: Options;
@@ -26,7 +26,7 @@ export interface PluginContext<Options> {
   registerRoute(route: string): void;
 }
 
-/** What `setup` returns: hook handlers plus an optional close(). */
+/** The result of `setup`: hook handlers plus an optional close(). */
 export interface PluginHooks extends HookHandlers {
   /** Releases the plugin's resources; runs after its last connection ended. */
   close?: () => void | Promise<void>;

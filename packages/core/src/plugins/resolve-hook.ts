@@ -3,7 +3,7 @@
  * maps the names in `data` to fixed URLs so that every plugin shares the
  * server's @mailroom/core and zod, and it loads TypeScript files outside
  * node_modules as ES modules, since a plugin folder usually has no
- * package.json that says `"type": "module"`.
+ * package.json that declares `"type": "module"`.
  */
 let names: Record<string, string> = {};
 

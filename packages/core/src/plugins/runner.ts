@@ -11,7 +11,7 @@ export interface LoadedPlugin {
   logger: Logger;
 }
 
-/** What running a hook came to. */
+/** The outcome of running a hook. */
 export type HookOutcome =
   | { kind: "cont" }
   | { kind: "answer"; answer: Answer; plugin: string }

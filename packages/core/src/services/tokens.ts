@@ -38,7 +38,7 @@ export interface InjectedMessage {
   content: Buffer | string;
 }
 
-/** What became of an injected message. */
+/** The outcome of injecting a message. */
 export interface InjectResult {
   /** True when every accepted recipient was stored (the 250 an SMTP client would get). */
   stored: boolean;
@@ -90,7 +90,7 @@ export interface DirectoryEntry {
 }
 
 /**
- * Which local addresses exist. The maildir plugin registers one built from
+ * The directory of local addresses. The maildir plugin registers one built from
  * its config; an organisation may register its own (LDAP, SQL) before it.
  * Lookups are case-insensitive and may be asynchronous.
  */
