@@ -99,8 +99,11 @@ function reverseName(address: string): string {
   return `${[...nibbles].reverse().join(".")}.ip6.arpa`;
 }
 
+function strip(name: string): string {
+  return name.replace(/\.$/, "").toLowerCase();
+}
+
 function sameName(a: string, b: string): boolean {
-  const strip = (name: string) => name.replace(/\.$/, "").toLowerCase();
   return strip(a) === strip(b);
 }
 
@@ -177,8 +180,19 @@ export class Dns2Resolver implements DnsResolver {
     if (rcode !== RCODE.NOERROR) {
       throw new DnsTemporaryError(`DNS ${type} lookup for ${name}: rcode ${rcode}`, "other");
     }
-    const records = reply.answers
-      .filter((answer) => answer.type === TYPE[type])
+    // Only records owned by the name asked for, or by a CNAME target on its
+    // chain, answer the question; a record of another name is never used.
+    const owners = new Set([strip(name)]);
+    for (const answer of reply.answers) {
+      const target = (answer as { domain?: string }).domain;
+      if (answer.type === TYPE.CNAME && owners.has(strip(answer.name)) && target) owners.add(strip(target));
+    }
+    const typed = reply.answers.filter((answer) => answer.type === TYPE[type]);
+    const owned = typed.filter((answer) => owners.has(strip(answer.name)));
+    if (typed.length > 0 && owned.length === 0) {
+      throw new DnsTemporaryError(`DNS ${type} lookup for ${name}: the answer holds records of another name`, "other");
+    }
+    const records = owned
       .map(pick)
       .filter((record): record is T => record !== undefined);
     return records.length ? { status: "found", records } : { status: "nodata" };
