@@ -21,7 +21,7 @@ afterEach(async () => {
 
 const ZONE = { "ok.test": { MX: [[10, "mx.ok.test"]] as [number, string][] }, "mx.ok.test": { A: ["127.0.0.1"] } };
 
-test("a partial failure delivers, defers and bounces per recipient; the bounce is a delivery status report", async () => {
+test("partial failure bounces only the refused recipient", async () => {
   const remote = await startRemoteMx({
     rcpt: (address) => {
       if (address === "bad@ok.test") return { code: 550, message: "5.1.1 No such mailbox" };
@@ -104,7 +104,7 @@ test("a partial failure delivers, defers and bounces per recipient; the bounce i
   expect(await server.local()).toHaveLength(1);
 });
 
-test("a restart delivers the queued messages for one destination over one connection and sets damaged records aside", async () => {
+test("restart delivers queued mail over one connection", async () => {
   const remote = await startRemoteMx();
   cleanup.push(() => remote.close());
   const dns = await startDns(ZONE);

@@ -26,13 +26,13 @@ async function deliverFour(mx: Record<string, unknown>) {
   return remote;
 }
 
-test("concurrency.perDomain limits the connections to one destination", async () => {
+test("perDomain limits connections per destination", async () => {
   const remote = await deliverFour({ concurrency: { total: 10, perDomain: 1 } });
   expect(remote.maxOpen).toBe(2);
   expect(remote.connections).toBe(4);
 });
 
-test("concurrency.total limits the connections over all destinations", async () => {
+test("total limits all connections", async () => {
   const remote = await deliverFour({ concurrency: { total: 1, perDomain: 5 } });
   expect(remote.maxOpen).toBe(1);
 });

@@ -35,7 +35,7 @@ async function settled(server: Mailroom, attempts: number) {
   }, `attempt ${attempts}`);
 }
 
-test("temporary DNS failures defer with backoff until the queue lifetime; NXDOMAIN and unusable MX hosts bounce at once", async () => {
+test("temporary DNS failures defer, permanent ones bounce", async () => {
   const dns = await startDns({
     "servfail.test": "servfail",
     "timeout.test": "timeout",

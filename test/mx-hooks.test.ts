@@ -34,7 +34,7 @@ export default definePlugin({
 });
 `;
 
-test("outbound hooks see every step; get_mx picks the hosts and bounce may suppress the report", async () => {
+test("outbound hooks route, observe and suppress", async () => {
   const remote = await startRemoteMx({
     rcpt: (address) => {
       if (address.startsWith("no")) return { code: 550, message: "5.1.1 unknown" };

@@ -30,7 +30,7 @@ async function world(zone: Zone, port: number, mx: Record<string, unknown> = {})
   return { dns, server, queue };
 }
 
-test("STARTTLS is used when offered, without checking the certificate", async () => {
+test("STARTTLS used without certificate checks", async () => {
   const remote = await startRemoteMx({ tls: true });
   cleanup.push(() => remote.close());
   const { server } = await world(ZONE, remote.port);
@@ -39,7 +39,7 @@ test("STARTTLS is used when offered, without checking the certificate", async ()
   expect(remote.received[0]!.secure).toBe(true);
 });
 
-test("a failed TLS handshake is retried in plaintext on a new connection", async () => {
+test("failed TLS handshake retried in plaintext", async () => {
   const remote = await startRemoteMx({ brokenTls: true });
   cleanup.push(() => remote.close());
   const { server } = await world(ZONE, remote.port);
@@ -49,7 +49,7 @@ test("a failed TLS handshake is retried in plaintext on a new connection", async
   expect(remote.connections).toBe(2);
 });
 
-test("a domain in tls.requireFor is deferred rather than sent without a verified certificate", async () => {
+test("requireFor domain deferred without verified TLS", async () => {
   const remote = await startRemoteMx({ tls: true });
   cleanup.push(() => remote.close());
   const { queue, server } = await world(ZONE, remote.port, { tls: { requireFor: ["ok.test"] } });
@@ -63,7 +63,7 @@ test("a domain in tls.requireFor is deferred rather than sent without a verified
   expect(await server.local()).toHaveLength(0);
 });
 
-test("a mail exchanger that never answers defers the message", async () => {
+test("silent mail exchanger defers the message", async () => {
   const silent = await startSilentServer();
   cleanup.push(() => silent.close());
   const { queue, server } = await world(ZONE, silent.port, { timeouts: { greeting: 300 } });
@@ -77,7 +77,7 @@ test("a mail exchanger that never answers defers the message", async () => {
   expect(await server.local()).toHaveLength(0);
 });
 
-test("an unreachable mail exchanger is skipped for the next one by preference", async () => {
+test("unreachable exchanger falls back to the next", async () => {
   const remote = await startRemoteMx();
   cleanup.push(() => remote.close());
   const zone: Zone = {
@@ -93,7 +93,7 @@ test("an unreachable mail exchanger is skipped for the next one by preference", 
   expect(order.indexOf("primary.ok.test")).toBeLessThan(order.indexOf("backup.ok.test"));
 });
 
-test("the loop guard bounces mail whose mail exchanger is this host", async () => {
+test("loop guard bounces mail to this host", async () => {
   const remote = await startRemoteMx();
   cleanup.push(() => remote.close());
   const { server } = await world(ZONE, remote.port, { allowLocalDestinations: false });
@@ -106,7 +106,7 @@ test("the loop guard bounces mail whose mail exchanger is this host", async () =
   expect(remote.connections).toBe(0);
 });
 
-test("a static route overrides DNS and may allow a local destination", async () => {
+test("static route overrides DNS", async () => {
   const remote = await startRemoteMx();
   cleanup.push(() => remote.close());
   const { server } = await world({}, 25, {
@@ -118,7 +118,7 @@ test("a static route overrides DNS and may allow a local destination", async () 
   expect(remote.received[0]!.to).toEqual(["bob@routed.test"]);
 });
 
-test("a bounce to a remote sender leaves through the outbound queue from <>", async () => {
+test("bounce to remote sender leaves from <>", async () => {
   const remote = await startRemoteMx({ rcpt: (address) => (address === "bad@ok.test" ? { code: 550, message: "5.1.1 unknown" } : undefined) });
   cleanup.push(() => remote.close());
   const zone: Zone = { ...ZONE, "sender.test": { MX: [[10, "mx.ok.test"]] } };

@@ -36,7 +36,7 @@ async function fixture() {
   return { config, store, first: first!, second: second! };
 }
 
-test("list prints a table of the queued records", async () => {
+test("list prints a table", async () => {
   const { config, first, second } = await fixture();
   const lines = (await queueList(config)).split("\n");
   expect(lines[0]).toMatch(/^ID\s+SENDER\s+DOMAIN\s+RECIPIENTS\s+ATTEMPTS\s+NEXT ATTEMPT\s+LAST ERROR$/);
@@ -47,7 +47,7 @@ test("list prints a table of the queued records", async () => {
   expect(secondRow).toContain("451 4.4.3 MX lookup for two.test failed temporarily");
 });
 
-test("show, retry and delete work on one record", async () => {
+test("show, retry and delete one record", async () => {
   const { config, store, first, second } = await fixture();
   const shown = await queueShow(config, second.id);
   expect(shown).toContain("Domain:       two.test");
@@ -65,7 +65,7 @@ test("show, retry and delete work on one record", async () => {
   await expect(queueShow(config, "nosuch")).rejects.toThrow(/no queued message nosuch/);
 });
 
-test("a config without plugin-mx is refused with the file name", async () => {
+test("config without plugin-mx is rejected", async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-cli-"));
   dirs.push(dir);
   const config = parseConfig("plugins: []\n", path.join(dir, "mailroom.yaml"), dir);

@@ -110,6 +110,10 @@ export async function openConnection(hop: Hop, address: string, settings: Client
   }
   if (hop.auth) {
     const auth = hop.auth;
+    if (!connection.secure && hop.tls !== "none") {
+      connection.close();
+      throw new ConnectionFailure(`${hop.name} offered no working TLS; credentials are not sent in plaintext`);
+    }
     await new Promise<void>((resolve, reject) => {
       connection.login({ user: auth.user, pass: auth.pass }, (error) => {
         if (error) {

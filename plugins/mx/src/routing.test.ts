@@ -2,7 +2,7 @@ import { expect, test } from "vitest";
 import { optionsSchema, retryDelay } from "./options.js";
 import { isLocalAddress, orderByPreference } from "./routing.js";
 
-test("records are ordered by preference and equal preferences are shuffled fairly", () => {
+test("MX order shuffles equal preferences fairly", () => {
   const records = [
     { exchange: "c", priority: 20 },
     { exchange: "a", priority: 10 },
@@ -23,7 +23,7 @@ test("records are ordered by preference and equal preferences are shuffled fairl
   expect(a / b).toBeLessThan(1.25);
 });
 
-test("loopback, unspecified and mapped loopback addresses are local", () => {
+test("loop guard recognises local addresses", () => {
   for (const address of ["127.0.0.1", "127.8.9.10", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1"]) {
     expect(isLocalAddress(address), address).toBe(true);
   }
@@ -32,7 +32,7 @@ test("loopback, unspecified and mapped loopback addresses are local", () => {
   }
 });
 
-test("the retry schedule starts at minutes, grows, and repeats its last delay", () => {
+test("retry schedule grows and repeats", () => {
   const options = optionsSchema.parse({});
   const minutes = options.retry.map((ms) => ms / 60_000);
   expect(minutes[0]).toBeGreaterThanOrEqual(1);

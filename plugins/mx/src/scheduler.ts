@@ -4,14 +4,13 @@ import type {
   HookService,
   Logger,
   MessageInjector,
-  OutboundContext,
   RecipientResult,
 } from "@mailroom/core";
-import { buildBounce } from "./bounce.js";
+import { sendBounce } from "./bounce-sender.js";
 import { deliverAll, type Job } from "./deliver.js";
 import { retryDelay, type MxOptions } from "./options.js";
 import { route } from "./routing.js";
-import type { FailedRecipient, QueueRecord, QueueStore } from "./store.js";
+import { contextOf, type FailedRecipient, type QueueRecord, type QueueStore } from "./store.js";
 
 export interface SchedulerEnv {
   store: QueueStore;
@@ -24,15 +23,6 @@ export interface SchedulerEnv {
   injector: () => MessageInjector | undefined;
 }
 
-function contextOf(record: QueueRecord): OutboundContext {
-  return {
-    id: record.id,
-    sender: record.sender,
-    domain: record.domain,
-    recipients: [...record.pending],
-    attempts: record.attempts,
-  };
-}
 
 /**
  * Runs the queue: picks due records, claims them, delivers them grouped by
@@ -59,16 +49,24 @@ export class Scheduler {
     this.wake.abort();
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops the loop and waits up to `graceMs` for running deliveries. A record
+   * still claimed after that is taken back by the next start, so its message
+   * may be delivered twice but is never lost.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
     this.stopped = true;
     this.kick();
     await this.loop;
-    await Promise.all([...this.jobs]);
-  }
-
-  /** Resolves when no delivery or bounce is running; for tests and shutdown. */
-  async idle(): Promise<void> {
-    while (this.jobs.size > 0) await Promise.all([...this.jobs]);
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, graceMs);
+    });
+    await Promise.race([Promise.all([...this.jobs]), grace]);
+    clearTimeout(timer);
+    if (this.jobs.size > 0) {
+      this.env.logger.warn({ running: this.jobs.size }, "stopped with deliveries still running");
+    }
   }
 
   private async run(): Promise<void> {
@@ -227,10 +225,14 @@ export class Scheduler {
     const delivered = results.filter((item) => item.code >= 200 && item.code < 300);
     const failed = results.filter((item) => item.code >= 500);
     const deferred = results.filter((item) => item.code < 200 || (item.code >= 300 && item.code < 500));
-    const missing = record.pending.filter((recipient) => !results.some((item) => item.recipient === recipient));
+    // A recipient without a result is deferred, so it cannot be retried in a tight loop.
+    for (const recipient of record.pending) {
+      if (results.some((item) => item.recipient === recipient)) continue;
+      deferred.push({ recipient, code: 451, enhanced: "4.3.0", response: "451 4.3.0 no result from the delivery attempt" });
+    }
 
     record.attempts += 1;
-    record.pending = [...deferred.map((item) => item.recipient), ...missing];
+    record.pending = deferred.map((item) => item.recipient);
     record.failed.push(...failed.map(toFailed));
     for (const item of [...delivered, ...failed, ...deferred]) {
       logger.info(
@@ -249,7 +251,7 @@ export class Scheduler {
             response: `${item.response} (gave up after ${Math.round((now - record.createdAt) / 60_000)} minutes)`,
           })),
         );
-        record.pending = missing;
+        record.pending = [];
       } else {
         record.nextAttemptAt = Math.min(now + retryDelay(options.retry, record.attempts), expires);
       }
@@ -292,78 +294,12 @@ export class Scheduler {
     this.bouncing = true;
     this.spawn("", async () => {
       try {
-        for (const group of groups.values()) await this.bounceMessage(group);
+        for (const group of groups.values()) await sendBounce(this.env, group);
       } finally {
         this.bouncing = false;
       }
     });
     return next;
-  }
-
-  private async bounceMessage(candidates: QueueRecord[]): Promise<void> {
-    const { store, logger, clock, options } = this.env;
-    const records: QueueRecord[] = [];
-    for (const candidate of candidates) {
-      const record = await store.claim(candidate.id);
-      if (record) records.push(record);
-    }
-    if (records.length === 0) return;
-    const first = records[0]!;
-    const failed = records.flatMap((record) => record.failed);
-    const settle = async (keepFailed: boolean, retryAt?: number) => {
-      for (const record of records) {
-        if (!keepFailed) record.failed = [];
-        if (retryAt !== undefined) record.bounceAttemptAt = retryAt;
-        if (record.pending.length === 0 && record.failed.length === 0) await store.finish(record.id);
-        else await store.release(record);
-      }
-    };
-
-    if (first.sender === "") {
-      logger.warn(
-        { message: first.messageId, recipients: failed.map((item) => `${item.recipient} ${item.enhanced}`) },
-        "delivery failed for a message from the null sender; no bounce is sent",
-      );
-      return settle(false);
-    }
-
-    const hooks = this.env.hooks();
-    const context = { ...contextOf(first), recipients: failed.map((item) => item.recipient) };
-    const results: RecipientResult[] = failed.map((item) => ({ ...item }));
-    if (hooks) {
-      const outcome = await hooks.run("bounce", { message: context, results }, logger);
-      if (outcome.kind === "answer") {
-        logger.info({ message: first.messageId, plugin: outcome.plugin }, "bounce suppressed by a plugin");
-        return settle(false);
-      }
-    }
-
-    const injector = this.env.injector();
-    try {
-      if (!injector) throw new Error("the server offers no message injector");
-      const content = buildBounce({
-        sender: first.sender,
-        hostname: this.env.hostname,
-        arrivalDate: new Date(first.createdAt),
-        now: new Date(clock.now()),
-        failed,
-        headers: await store.readHeaders(first.id),
-      });
-      const outcome = await injector.inject({ sender: "", recipients: [first.sender], content }, logger);
-      if (outcome.stored) {
-        logger.info({ message: first.messageId, to: first.sender, recipients: failed.length }, "bounce sent");
-        return settle(false);
-      }
-      const refusal = outcome.refused[0] ?? outcome;
-      if (refusal.code >= 500) {
-        logger.error({ message: first.messageId, to: first.sender, code: refusal.code, reason: refusal.message }, "bounce refused; dropped");
-        return settle(false);
-      }
-      throw new Error(`${refusal.code} ${refusal.message}`);
-    } catch (error) {
-      logger.warn({ err: error, message: first.messageId }, "bounce not handed over; trying again later");
-      return settle(true, clock.now() + retryDelay(options.retry, 1));
-    }
   }
 }
 

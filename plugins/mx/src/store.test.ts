@@ -29,7 +29,7 @@ async function newStore() {
 
 const message = () => Readable.from([Buffer.from("Subject: hi\r\n\r\nbody\r\n")]);
 
-test("one record per destination domain shares the message bytes", async () => {
+test("one record per destination domain", async () => {
   const { store } = await newStore();
   const records = await store.add(message(), {
     sender: "a@local.test",
@@ -48,7 +48,7 @@ test("one record per destination domain shares the message bytes", async () => {
   expect(await readdir(store.tmp)).toEqual([]);
 });
 
-test("a write cut short leaves no record visible", async () => {
+test("interrupted write leaves no record", async () => {
   const { store } = await newStore();
   // What a crash leaves behind: a half-written state in tmp/ and a message file without state.
   await writeFile(path.join(store.tmp, "half-0.json"), '{"version":1,"id":"half-0","sen');
@@ -57,7 +57,7 @@ test("a write cut short leaves no record visible", async () => {
   expect(await store.claim("half-0")).toBeUndefined();
 });
 
-test("an unreadable record is set aside with a log line and the others stay", async () => {
+test("unreadable record is set aside", async () => {
   const { store, lines } = await newStore();
   const [good] = await store.add(message(), { sender: "", domains: new Map([["ok.test", ["u@ok.test"]]]), now: 1 });
   await writeFile(path.join(store.active, "broken-0.json"), "not json at all");
@@ -70,7 +70,7 @@ test("an unreadable record is set aside with a log line and the others stay", as
   expect(lines.some((line) => line.msg === "unreadable queue record set aside" && line.id === "broken-0")).toBe(true);
 });
 
-test("a claimed record cannot be claimed again until it is released", async () => {
+test("claimed record cannot be claimed twice", async () => {
   const { dir, store } = await newStore();
   const [record] = await store.add(message(), { sender: "", domains: new Map([["ok.test", ["u@ok.test"]]]), now: 1 });
   const other = new QueueStore(dir, recordingLogger().logger);
@@ -86,7 +86,7 @@ test("a claimed record cannot be claimed again until it is released", async () =
   expect(await readdir(store.active)).toEqual([]);
 });
 
-test("a record claimed by a process that ended is taken back at start", async () => {
+test("claim of an ended process is recovered", async () => {
   const { dir, store } = await newStore();
   const [record] = await store.add(message(), { sender: "", domains: new Map([["ok.test", ["u@ok.test"]]]), now: 1 });
   const state = await readFile(path.join(store.active, `${record!.id}.json`), "utf8");

@@ -4,7 +4,7 @@ import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from "node
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import type { Logger } from "@mailroom/core";
+import type { Logger, OutboundContext } from "@mailroom/core";
 
 /** A recipient that failed for good and waits to be reported in a bounce. */
 export interface FailedRecipient {
@@ -34,6 +34,17 @@ export interface QueueRecord {
   lastError?: string;
   /** When a bounce that could not be handed over is tried again. */
   bounceAttemptAt?: number;
+}
+
+/** Returns what the outbound hooks see of a record. */
+export function contextOf(record: QueueRecord): OutboundContext {
+  return {
+    id: record.id,
+    sender: record.sender,
+    domain: record.domain,
+    recipients: [...record.pending],
+    attempts: record.attempts,
+  };
 }
 
 const RECORD_ID = /^[A-Za-z0-9_-]{1,64}$/;

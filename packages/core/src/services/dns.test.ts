@@ -9,22 +9,44 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
 });
 
-/** A dns2 server on 127.0.0.1; `port` fixes the port (for a TCP server beside a UDP one). */
-async function serve(handle: Handler, options: { tcp?: boolean; port?: number } = {}) {
+/** Starts a dns2 UDP server on 127.0.0.1 port 0 that records the questions. */
+async function serve(handle: Handler) {
   const queries: string[] = [];
   const server = DNS.createServer({
-    ...(options.tcp ? { tcp: true } : { udp: true }),
+    udp: true,
     handle: (request: DNS.Packet, send: (response: DNS.Packet) => unknown) => {
       queries.push(`${request.questions[0]!.name} ${request.questions[0]!.type}`);
       handle(request, send);
     },
   } as never);
-  const listening = options.tcp
-    ? await server.listen({ tcp: { port: options.port!, address: "127.0.0.1" } })
-    : await server.listen({ udp: { port: 0, address: "127.0.0.1" } });
+  const listening = await server.listen({ udp: { port: 0, address: "127.0.0.1" } });
   servers.push(server);
-  const address = (listening as Record<string, { port: number }>)[options.tcp ? "tcp" : "udp"]!;
+  const address = (listening as { udp: { port: number } }).udp;
   return { server: { host: "127.0.0.1", port: address.port } satisfies NameServer, queries };
+}
+
+/**
+ * Starts a TCP server on a free port, then a UDP server on the same port
+ * number, as the retry over TCP needs. A port whose UDP side is taken is
+ * given up and another one tried (at most five times).
+ */
+async function serveUdpAndTcp(udp: Handler, tcp: Handler): Promise<NameServer> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const tcpServer = DNS.createServer({ tcp: true, handle: tcp } as never);
+    const tcpAddress = (await tcpServer.listen({ tcp: { port: 0, address: "127.0.0.1" } })) as { tcp: { port: number } };
+    const port = tcpAddress.tcp.port;
+    const udpServer = DNS.createServer({ udp: true, handle: udp } as never);
+    const bound = await new Promise<boolean>((resolve) => {
+      udpServer.once("error", () => resolve(false));
+      udpServer.listen({ udp: { port, address: "127.0.0.1" } }).then(() => resolve(true));
+    });
+    servers.push(tcpServer);
+    if (bound) {
+      servers.push(udpServer);
+      return { host: "127.0.0.1", port };
+    }
+  }
+  throw new Error("no port free for both UDP and TCP after 5 tries");
 }
 
 function reply(request: DNS.Packet, change: (response: DNS.Packet) => unknown = () => undefined) {
@@ -42,7 +64,7 @@ const mx = (exchange: string, priority = 10) => (request: DNS.Packet, send: (res
 
 const rcode = (code: number): Handler => (request, send) => send(reply(request, (response) => (response.header.rcode = code)));
 
-test("MX records are returned with their preference; a null MX has an empty exchange", async () => {
+test("MX records and null MX", async () => {
   const normal = await serve(mx("mx.example.test"));
   expect(await new Dns2Resolver({ nameservers: [normal.server] }).resolveMx("example.test")).toEqual({
     status: "found",
@@ -55,14 +77,14 @@ test("MX records are returned with their preference; a null MX has an empty exch
   });
 });
 
-test("NXDOMAIN and NODATA are results, not errors", async () => {
+test("NXDOMAIN and NODATA are results", async () => {
   const nx = await serve(rcode(DNS.Packet.RCODE.NXDOMAIN));
   expect(await new Dns2Resolver({ nameservers: [nx.server] }).resolveMx("nx.test")).toEqual({ status: "nxdomain" });
   const empty = await serve((request, send) => send(reply(request)));
   expect(await new Dns2Resolver({ nameservers: [empty.server] }).resolve4("nodata.test")).toEqual({ status: "nodata" });
 });
 
-test("SERVFAIL is a temporary failure even when the next server would answer", async () => {
+test("SERVFAIL is temporary despite other servers", async () => {
   const failing = await serve(rcode(DNS.Packet.RCODE.SERVFAIL));
   const answering = await serve(mx("mx.example.test"));
   const resolver = new Dns2Resolver({ nameservers: [failing.server, answering.server] });
@@ -72,13 +94,13 @@ test("SERVFAIL is a temporary failure even when the next server would answer", a
   expect(answering.queries).toEqual([]);
 });
 
-test("REFUSED is a temporary failure", async () => {
+test("REFUSED is temporary", async () => {
   const refusing = await serve(rcode(DNS.Packet.RCODE.REFUSED));
   const error = await new Dns2Resolver({ nameservers: [refusing.server] }).resolveMx("refused.test").catch((caught: unknown) => caught);
   expect((error as DnsTemporaryError).reason).toBe("refused");
 });
 
-test("a server that never answers times out, and the next server is asked", async () => {
+test("silent server times out, next is asked", async () => {
   const silent = await serve(() => undefined);
   const resolver = new Dns2Resolver({ nameservers: [silent.server], timeout: 200 });
   const error = await resolver.resolveMx("timeout.test").catch((caught: unknown) => caught);
@@ -90,7 +112,7 @@ test("a server that never answers times out, and the next server is asked", asyn
   expect((await failover.resolveMx("example.test")).status).toBe("found");
 });
 
-test("a reply to another question is discarded", async () => {
+test("mismatched reply is discarded", async () => {
   const confused = await serve((request, send) => {
     const response = reply(request);
     response.questions = [{ ...request.questions[0]!, name: "other.test" }];
@@ -112,21 +134,20 @@ test("a reply to another question is discarded", async () => {
   expect(await both.resolve4("asked.test")).toEqual({ status: "found", records: ["192.0.2.7"] });
 });
 
-test("a truncated reply is asked again over TCP, and is temporary when TCP fails", async () => {
+test("truncated reply retried over TCP", async () => {
   const truncating = await serve((request, send) => send(reply(request, (response) => (response.header.tc = 1))));
   const noTcp = new Dns2Resolver({ nameservers: [truncating.server], timeout: 500 });
   const error = await noTcp.resolveMx("big.test").catch((caught: unknown) => caught);
   expect(error).toBeInstanceOf(DnsTemporaryError);
 
-  await serve(mx("mx.big.test"), { tcp: true, port: truncating.server.port });
-  const withTcp = new Dns2Resolver({ nameservers: [truncating.server], timeout: 500 });
+  const both = await serveUdpAndTcp((request, send) => send(reply(request, (response) => (response.header.tc = 1))), mx("mx.big.test"));
+  const withTcp = new Dns2Resolver({ nameservers: [both], timeout: 500 });
   expect(await withTcp.resolveMx("big.test")).toEqual({ status: "found", records: [{ exchange: "mx.big.test", priority: 10 }] });
 });
 
-test("the retry over TCP of a truncated reply is bounded by the timeout", async () => {
-  const truncating = await serve((request, send) => send(reply(request, (response) => (response.header.tc = 1))));
-  await serve(() => undefined, { tcp: true, port: truncating.server.port });
-  const resolver = new Dns2Resolver({ nameservers: [truncating.server], timeout: 300 });
+test("TCP retry bounded by the timeout", async () => {
+  const both = await serveUdpAndTcp((request, send) => send(reply(request, (response) => (response.header.tc = 1))), () => undefined);
+  const resolver = new Dns2Resolver({ nameservers: [both], timeout: 300 });
   const error = await resolver.resolveMx("big.test").catch((caught: unknown) => caught);
   expect((error as DnsTemporaryError).reason).toBe("timeout");
 });
