@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import DNS from "dns2";
 import { pino } from "pino";
 import { SMTPServer } from "smtp-server";
-import { container, TOKENS, type Clock } from "@mailroom/core";
+import { container, TOKENS, type Clock, type DependencyContainer } from "@mailroom/core";
 import { startTestServer, type TestServer } from "@mailroom/testing";
 
 /** What a name answers: records by type, or a failure behaviour. */
@@ -256,6 +256,10 @@ export async function startMailroom(options: {
   dnsTimeout?: number;
   /** Plugin files (relative to dir) loaded after plugin-mx. */
   plugins?: string[];
+  /** Plugin files loaded before the accept-all plugin, so their rcpt runs first. */
+  before?: string[];
+  /** Registers services in the parent container before the plugins start. */
+  services?: (parent: DependencyContainer) => void;
 }): Promise<Mailroom> {
   const logs: LogLine[] = [];
   const logger = pino(
@@ -264,6 +268,7 @@ export async function startMailroom(options: {
   );
   const parent = container.createChildContainer();
   if (options.clock) parent.register(TOKENS.Clock, { useValue: options.clock });
+  options.services?.(parent);
   const server = await startTestServer(
     {
       server: {
@@ -271,6 +276,7 @@ export async function startMailroom(options: {
         dns: { nameservers: [options.dns.nameserver], timeout: options.dnsTimeout ?? 300 },
       },
       plugins: [
+        ...(options.before ?? []).map((use) => ({ use })),
         { use: "./accept-all.ts" },
         {
           use: MX_PLUGIN,

@@ -1,6 +1,7 @@
-import { rm } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { afterEach, expect, test } from "vitest";
-import { TOKENS, type OutboundQueue } from "@mailroom/core";
+import { TOKENS, type OutboundQueue, type UserDirectory } from "@mailroom/core";
 import {
   makeServerDir,
   startDns,
@@ -128,4 +129,45 @@ test("bounce to remote sender leaves from <>", async () => {
   expect(remote.received[0]!.from).toBe("");
   expect(remote.received[0]!.to).toEqual(["carol@sender.test"]);
   expect(remote.received[0]!.data).toContain("Content-Type: message/delivery-status");
+});
+
+// Stands in for plugin-relay, which decides from the client address and
+// does not let a connection from 127.0.0.1 relay.
+const NO_RELAY = `
+import { definePlugin, deny } from "@mailroom/core";
+export default definePlugin({
+  name: "no-relay",
+  setup: () => ({
+    rcpt: ({ connection, address }) =>
+      connection.notes.injected && address.domain !== "local.test"
+        ? deny({ code: 550, enhanced: "5.7.1", message: "Relaying denied" })
+        : undefined,
+  }),
+});
+`;
+
+test("remote sender bounce skips the relay check", async () => {
+  const remote = await startRemoteMx({ rcpt: (address) => (address === "bad@ok.test" ? { code: 550, message: "5.1.1 unknown" } : undefined) });
+  cleanup.push(() => remote.close());
+  const dns = await startDns({ ...ZONE, "sender.test": { MX: [[10, "mx.ok.test"]] } });
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(path.join(dir, "no-relay.ts"), NO_RELAY);
+  const directory: UserDirectory = { domains: () => ["local.test"], lookup: () => null, findLocalPart: () => [] };
+  const server = await startMailroom({
+    dir,
+    dns,
+    mx: { port: remote.port },
+    before: ["./no-relay.ts"],
+    services: (parent) => parent.register(TOKENS.UserDirectory, { useValue: directory }),
+  });
+  cleanup.push(() => server.stop());
+
+  await submit(server, "carol@sender.test", ["bad@ok.test"]);
+  await waitFor(() => remote.received.length === 1, "bounce delivered to the sender's exchanger");
+  expect(remote.received[0]!.from).toBe("");
+  expect(remote.received[0]!.to).toEqual(["carol@sender.test"]);
+  expect(server.logs.some((line) => line.msg === "bounce queued for outbound delivery")).toBe(true);
+  expect(server.logs.some((line) => line.msg === "relaying denied" || line.msg === "bounce refused; dropped")).toBe(false);
 });

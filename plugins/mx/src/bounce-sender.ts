@@ -1,3 +1,4 @@
+import { Readable } from "node:stream";
 import type { RecipientResult } from "@mailroom/core";
 import { buildBounce } from "./bounce.js";
 import { retryDelay } from "./options.js";
@@ -49,7 +50,6 @@ export async function sendBounce(env: SchedulerEnv, candidates: QueueRecord[]): 
 
   const injector = env.injector();
   try {
-    if (!injector) throw new Error("the server offers no message injector");
     const content = buildBounce({
       sender: first.sender,
       hostname: env.hostname,
@@ -58,6 +58,19 @@ export async function sendBounce(env: SchedulerEnv, candidates: QueueRecord[]): 
       failed,
       headers: await store.readHeaders(first.id),
     });
+    const senderDomain = first.sender.slice(first.sender.lastIndexOf("@") + 1).toLowerCase();
+    if ((await isLocalDomain(env, senderDomain)) === false) {
+      // A remote sender's bounce goes straight into this queue: the engine's
+      // rcpt policy (plugin-relay) may not let a local injection relay.
+      const queued = await store.add(Readable.from([Buffer.from(content)]), {
+        sender: "",
+        domains: new Map([[senderDomain, [first.sender]]]),
+        now: clock.now(),
+      });
+      logger.info({ message: first.messageId, to: first.sender, bounce: queued[0]!.id }, "bounce queued for outbound delivery");
+      return settle(false);
+    }
+    if (!injector) throw new Error("the server offers no message injector");
     const outcome = await injector.inject({ sender: "", recipients: [first.sender], content }, logger);
     if (outcome.stored) {
       logger.info({ message: first.messageId, to: first.sender, recipients: failed.length }, "bounce sent");
@@ -72,5 +85,21 @@ export async function sendBounce(env: SchedulerEnv, candidates: QueueRecord[]): 
   } catch (error) {
     logger.warn({ err: error, message: first.messageId }, "bounce not handed over; trying again later");
     return settle(true, clock.now() + retryDelay(options.retry, 1));
+  }
+}
+
+/**
+ * Tells whether `domain` is local by the UserDirectory service; undefined
+ * when no directory is registered or it fails (then the engine decides).
+ */
+async function isLocalDomain(env: SchedulerEnv, domain: string): Promise<boolean | undefined> {
+  const directory = env.directory();
+  if (!directory) return undefined;
+  try {
+    const domains = await directory.domains();
+    return domains.map((entry) => entry.toLowerCase()).includes(domain);
+  } catch (error) {
+    env.logger.warn({ err: error, domain }, "UserDirectory failed; the bounce goes through the engine");
+    return undefined;
   }
 }

@@ -9,6 +9,7 @@ import {
   type DnsResolver,
   type HookService,
   type MessageInjector,
+  type UserDirectory,
 } from "@mailroom/core";
 import { optionsSchema } from "./options.js";
 import { DiskOutboundQueue } from "./queue.js";
@@ -48,6 +49,10 @@ export default definePlugin({
       dns: () => container.resolve<DnsResolver>(TOKENS.DnsResolver),
       hooks: optional(() => container.resolve<HookService>(TOKENS.Hooks)),
       injector: optional(() => container.resolve<MessageInjector>(TOKENS.Injector)),
+      directory: () =>
+        container.isRegistered(TOKENS.UserDirectory, true)
+          ? container.resolve<UserDirectory>(TOKENS.UserDirectory)
+          : undefined,
     });
     const queue = new DiskOutboundQueue(store, clock, () => scheduler.kick());
     container.register(TOKENS.OutboundQueue, { useValue: queue });

@@ -5,6 +5,7 @@ import type {
   Logger,
   MessageInjector,
   RecipientResult,
+  UserDirectory,
 } from "@mailroom/core";
 import { sendBounce } from "./bounce-sender.js";
 import { deliverAll, type Job } from "./deliver.js";
@@ -21,6 +22,7 @@ export interface SchedulerEnv {
   dns: () => DnsResolver;
   hooks: () => HookService | undefined;
   injector: () => MessageInjector | undefined;
+  directory: () => UserDirectory | undefined;
 }
 
 
