@@ -111,8 +111,14 @@ const CR = 0x0d;
 class CommandReader extends SMTPStream {
   private buffer: Buffer = Buffer.alloc(0);
   private discarding = 0;
+  /** When the first bytes of the command line still unfinished arrived; 0 for none. */
+  private lineStarted = 0;
+  /** How long one command line may take to arrive, from its first byte; 0 for no limit. */
+  lineTimeout = 0;
   onLine: (line: CommandLine, done: () => void) => void = (_line, done) => done();
   onOverflowClose: () => void = () => {};
+  /** A client dribbled one line for longer than lineTimeout (a slow-send attack). */
+  onSlowLineClose: () => void = () => {};
 
   constructor(
     private readonly maxLineLength: number,
@@ -147,6 +153,18 @@ class CommandReader extends SMTPStream {
 
       const end = this.buffer.indexOf(LF);
       if (end === -1) {
+        // The socket's idle timer restarts at every byte, so a client sending
+        // one byte at a time would never meet it; the line as a whole must.
+        if (this.buffer.length > 0 || this.discarding > 0) {
+          const now = Date.now();
+          this.lineStarted ||= now;
+          if (this.lineTimeout > 0 && now - this.lineStarted > this.lineTimeout) {
+            this.isClosed = true;
+            this.buffer = Buffer.alloc(0);
+            this.onSlowLineClose();
+            return next();
+          }
+        }
         if (this.buffer.length > this.maxLineLength) {
           this.discarding += this.buffer.length;
           this.buffer = Buffer.alloc(0);
@@ -165,6 +183,7 @@ class CommandReader extends SMTPStream {
       const overflow = this.discarding > 0 || line.length > this.maxLineLength;
       const bareLf = !endsInCR && !overflow;
       this.discarding = 0;
+      this.lineStarted = 0;
 
       let sync = true;
       let resumedSync = false;
@@ -233,6 +252,10 @@ class AdaptedConnection extends SMTPConnection {
     reader.onLine = (line, done) => this.onLine(line, done);
     reader.onOverflowClose = () => {
       this.wire.reply({ code: 500, enhanced: "5.5.2", message: "Line too long", close: true });
+    };
+    reader.lineTimeout = this.options?.idleTimeout ?? 0;
+    reader.onSlowLineClose = () => {
+      this.wire.reply({ code: 421, enhanced: "4.4.2", message: "Command took too long to arrive, closing connection", close: true });
     };
     reader.on("error", (error: Error) => {
       this.options?.onError(error);
