@@ -79,6 +79,8 @@ export interface Received {
   connection: string;
   secure: boolean;
   helo: string;
+  /** The authenticated user, when the client sent AUTH. */
+  user?: string;
 }
 
 export interface RemoteMx {
@@ -95,7 +97,14 @@ export interface RemoteMx {
 
 /** Starts a real SMTP server on 127.0.0.1 port 0 that records what it receives. */
 export async function startRemoteMx(
-  options: { tls?: boolean; brokenTls?: boolean; rcpt?: RemoteMx["rcpt"]; dataDelay?: number } = {},
+  options: {
+    tls?: boolean;
+    brokenTls?: boolean;
+    rcpt?: RemoteMx["rcpt"];
+    dataDelay?: number;
+    /** Accept AUTH with this user and password only. */
+    auth?: { user: string; pass: string };
+  } = {},
 ): Promise<RemoteMx> {
   const remote: RemoteMx = {
     port: 0,
@@ -121,6 +130,11 @@ export async function startRemoteMx(
     onClose() {
       remote.open -= 1;
     },
+    onAuth(auth, _session, callback) {
+      const valid = options.auth && auth.username === options.auth.user && auth.password === options.auth.pass;
+      if (valid) return callback(null, { user: auth.username });
+      callback(new Error("Invalid username or password"));
+    },
     onRcptTo(address, _session, callback) {
       const refusal = remote.rcpt(address.address);
       if (!refusal) return callback();
@@ -137,6 +151,7 @@ export async function startRemoteMx(
           connection: session.id,
           secure: session.secure,
           helo: session.hostNameAppearsAs,
+          ...(typeof session.user === "string" ? { user: session.user } : {}),
         });
         setTimeout(() => callback(), options.dataDelay ?? 0);
       });

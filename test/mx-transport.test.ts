@@ -119,6 +119,33 @@ test("static route overrides DNS", async () => {
   expect(remote.received[0]!.to).toEqual(["bob@routed.test"]);
 });
 
+test("smarthost gets AUTH over STARTTLS", async () => {
+  const remote = await startRemoteMx({ tls: true, auth: { user: "relay", pass: "s3cret" } });
+  cleanup.push(() => remote.close());
+  const { server } = await world({}, 25, {
+    smarthost: { host: "127.0.0.1", port: remote.port, auth: { user: "relay", pass: "s3cret" }, allowLocal: true },
+  });
+  await submit(server, "alice@local.test", ["bob@anywhere.test"]);
+  await waitFor(() => remote.received.length === 1, "delivery through the smarthost");
+  expect(remote.received[0]!.secure).toBe(true);
+  expect(remote.received[0]!.user).toBe("relay");
+});
+
+test("credentials are never sent without TLS", async () => {
+  const remote = await startRemoteMx({ auth: { user: "relay", pass: "s3cret" } });
+  cleanup.push(() => remote.close());
+  const { queue, server } = await world({}, 25, {
+    smarthost: { host: "127.0.0.1", port: remote.port, auth: { user: "relay", pass: "s3cret" }, allowLocal: true },
+  });
+  await submit(server, "alice@local.test", ["bob@anywhere.test"]);
+  const [entry] = await waitFor(async () => {
+    const entries = await queue.list();
+    return entries.length === 1 && entries[0]!.attempts === 1 && entries;
+  }, "deferral");
+  expect(entry!.lastError).toMatch(/not sent in plaintext/);
+  expect(remote.received).toHaveLength(0);
+});
+
 test("bounce to remote sender leaves from <>", async () => {
   const remote = await startRemoteMx({ rcpt: (address) => (address === "bad@ok.test" ? { code: 550, message: "5.1.1 unknown" } : undefined) });
   cleanup.push(() => remote.close());
