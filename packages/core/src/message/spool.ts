@@ -1,5 +1,5 @@
 import { createWriteStream, type WriteStream } from "node:fs";
-import { rm } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { Splitter, type Headers, type SplitterNode } from "mailsplit";
@@ -94,7 +94,25 @@ export class SpoolWriter extends Writable {
     const parts: Buffer[] = [];
     let copied = 0;
 
-    for (let i = 0; i < end; i++) {
+    // Jump from one CR or LF to the next with indexOf: the bytes between them
+    // only add to the line length.
+    const max = this.options.maxLineLength;
+    let nextLF = chunk.indexOf(LF);
+    let nextCR = chunk.indexOf(CR);
+    let i = 0;
+    while (i < end) {
+      if (nextLF !== -1 && nextLF < i) nextLF = chunk.indexOf(LF, i);
+      if (nextCR !== -1 && nextCR < i) nextCR = chunk.indexOf(CR, i);
+      let stop = end;
+      if (nextLF !== -1 && nextLF < stop) stop = nextLF;
+      if (nextCR !== -1 && nextCR < stop) stop = nextCR;
+      if (stop > i) {
+        this.lineLength += stop - i;
+        if (this.lineLength > max) this.lineTooLong = true;
+        i = stop;
+        if (i >= end) break;
+      }
+
       const byte = chunk[i];
       const bare =
         (byte === LF && (i === 0 || chunk[i - 1] !== CR)) ||
@@ -106,14 +124,10 @@ export class SpoolWriter extends Writable {
           parts.push(chunk.subarray(copied, i), CRLF);
           copied = i + 1;
         }
-        continue;
-      }
-      if (byte === LF) {
+      } else if (byte === LF) {
         this.lineLength = 0;
-      } else if (byte !== CR) {
-        this.lineLength += 1;
-        if (this.lineLength > this.options.maxLineLength) this.lineTooLong = true;
       }
+      i += 1;
     }
 
     if (parts.length === 0) return chunk.subarray(0, end);
@@ -196,6 +210,9 @@ export class SpoolWriter extends Writable {
   /** Deletes the spool file, ignoring one that is already gone. */
   async remove(): Promise<void> {
     this.file.destroy();
-    await rm(this.path, { force: true });
+    // unlink directly: rm({ force }) costs two extra lstat calls per message.
+    await unlink(this.path).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== "ENOENT") throw error;
+    });
   }
 }
