@@ -74,6 +74,8 @@ export default definePlugin({
       trustedNetwork: inNetworks(networks, connection.remoteAddress),
       authenticated: connection.user !== undefined,
       allowAuthenticated: options.allowAuthenticated,
+      // The engine's injector marks the connections of messages it generates.
+      injected: connection.notes.injected === true,
     });
 
     /**

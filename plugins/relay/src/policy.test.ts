@@ -59,6 +59,7 @@ describe("mayRelay", () => {
     ["authenticated", user, true],
     ["authenticated, allowAuthenticated off", userWithoutRelay, false],
     ["trusted and authenticated, allowAuthenticated off", { ...office, authenticated: true, allowAuthenticated: false }, true],
+    ["message injected by the server", { ...stranger, injected: true }, true],
   ])("%s", (_name, facts, expected) => {
     expect(mayRelay(facts)).toBe(expected);
   });

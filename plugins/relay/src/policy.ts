@@ -19,10 +19,13 @@ export interface ClientFacts {
   authenticated: boolean;
   /** The `allowAuthenticated` option. */
   allowAuthenticated: boolean;
+  /** The message comes from this server itself (a bounce injected by the engine). */
+  injected?: boolean;
 }
 
 /** Returns true when the client may send to any domain. */
 export function mayRelay(client: ClientFacts): boolean {
+  if (client.injected) return true;
   return client.trustedNetwork || (client.allowAuthenticated && client.authenticated);
 }
 
