@@ -34,7 +34,7 @@ test("partial failure bounces only the refused recipient", async () => {
   cleanup.push(() => dns.close());
   const dir = await makeServerDir();
   cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  const clock = new TestClock();
+  const clock = new TestClock(Date.UTC(2026, 0, 5, 9, 0, 0));
   const server = await startMailroom({ dir, dns, clock, mx: { port: remote.port } });
   cleanup.push(() => server.stop());
 

@@ -184,39 +184,7 @@ export async function startSilentServer(): Promise<{ port: number; connections: 
   return state;
 }
 
-/** A clock that only moves when the test says so. */
-export class TestClock implements Clock {
-  private time: number;
-  private sleepers: { until: number; resolve: () => void }[] = [];
-
-  constructor(start = Date.UTC(2026, 0, 5, 9, 0, 0)) {
-    this.time = start;
-  }
-
-  now(): number {
-    return this.time;
-  }
-
-  sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const sleeper = { until: this.time + ms, resolve: () => done() };
-      const done = () => {
-        this.sleepers = this.sleepers.filter((item) => item !== sleeper);
-        signal?.removeEventListener("abort", done);
-        resolve();
-      };
-      if (signal?.aborted || ms <= 0) return resolve();
-      signal?.addEventListener("abort", done, { once: true });
-      this.sleepers.push(sleeper);
-    });
-  }
-
-  /** Moves the time forward and wakes every sleeper whose time has come. */
-  advance(ms: number): void {
-    this.time += ms;
-    for (const sleeper of [...this.sleepers]) if (sleeper.until <= this.time) sleeper.resolve();
-  }
-}
+export { TestClock } from "@mailroom/testing";
 
 const ACCEPT_ALL = `
 import { mkdir, writeFile } from "node:fs/promises";

@@ -16,21 +16,22 @@ export class TestClock implements Clock {
 
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      const sleeper = { until: this.current + ms, resolve };
-      this.sleepers.push(sleeper);
-      signal?.addEventListener("abort", () => {
+      if (signal?.aborted || ms <= 0) return resolve();
+      const sleeper = { until: this.current + ms, resolve: () => done() };
+      const done = () => {
         this.sleepers = this.sleepers.filter((entry) => entry !== sleeper);
+        signal?.removeEventListener("abort", done);
         resolve();
-      });
+      };
+      signal?.addEventListener("abort", done, { once: true });
+      this.sleepers.push(sleeper);
     });
   }
 
   /** Moves time forward and wakes the sleepers whose deadline passed. */
   advance(ms: number): void {
     this.current += ms;
-    const due = this.sleepers.filter((sleeper) => sleeper.until <= this.current);
-    this.sleepers = this.sleepers.filter((sleeper) => sleeper.until > this.current);
-    for (const sleeper of due) sleeper.resolve();
+    for (const sleeper of [...this.sleepers]) if (sleeper.until <= this.current) sleeper.resolve();
   }
 }
 
