@@ -278,3 +278,28 @@ describe("kill -9 while 20 clients send", () => {
     scale(60_000, 300_000),
   );
 });
+
+test("a restart removes the spool folder that a killed server left behind", async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-kill-spool-"));
+  const file = path.join(dir, "mailroom.yaml");
+  await writeFile(
+    file,
+    `server:\n  listen: ["127.0.0.1:0"]\nplugins:\n  - use: "@mailroom/plugin-maildir"\n    with: { root: ./mail, domains: { local.test: { mailboxes: [alice] } } }\n`,
+  );
+  const first = (running = await startCli(file));
+  const client = await SmtpTestClient.connect(first.port);
+  await client.command("EHLO client.test");
+  await client.command("MAIL FROM:<a@client.test>");
+  await client.command("RCPT TO:<alice@local.test>");
+  expect((await client.command("DATA")).code).toBe(354);
+  client.write("Subject: cut short\r\n\r\nhalf a message");
+  const prefix = `mailroom-spool-${first.child.pid}-`;
+  const leftovers = async () => (await readdir(os.tmpdir())).filter((name) => name.startsWith(prefix));
+  await until(async () => (await leftovers()).length === 1, "the spool folder");
+  await killAll(first);
+  client.close();
+  expect(await leftovers()).toHaveLength(1);
+
+  running = await startCli(file);
+  expect(await leftovers()).toEqual([]);
+});

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -87,7 +87,7 @@ export class MailroomServer {
     this.logger = logger;
     this.tls = readTls(set.loaded.config);
     const configured = set.loaded.config.server.spoolDir;
-    this.spoolDir = configured ?? mkdtempSync(path.join(os.tmpdir(), "mailroom-spool-"));
+    this.spoolDir = configured ?? defaultSpoolDir();
     // A configured folder is made on first start, like the mail and queue folders.
     if (configured) mkdirSync(configured, { recursive: true, mode: 0o700 });
     this.ownsSpoolDir = !configured;
@@ -356,6 +356,33 @@ export class MailroomServer {
     if (this.ownsSpoolDir) rmSync(this.spoolDir, { recursive: true, force: true });
     this.logger.info("server stopped");
   }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: string }).code === "EPERM";
+  }
+}
+
+/**
+ * Makes this process's spool folder in the system temp folder, named with
+ * its pid. Folders left by processes that are gone (a kill -9 skips close())
+ * are removed first, so crashes do not fill the temp folder.
+ */
+function defaultSpoolDir(): string {
+  const base = os.tmpdir();
+  try {
+    for (const name of readdirSync(base)) {
+      const match = /^mailroom-spool-(\d+)-/.exec(name);
+      if (match && !processAlive(Number(match[1]))) rmSync(path.join(base, name), { recursive: true, force: true });
+    }
+  } catch {
+    // An unreadable temp folder only means nothing is cleaned up.
+  }
+  return mkdtempSync(path.join(base, `mailroom-spool-${process.pid}-`));
 }
 
 function registerServices(container: DependencyContainer, loaded: LoadedConfig, logger: Logger): void {
