@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { cp, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { appendFile, cp, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,6 +13,7 @@ const BIN = path.join(ROOT, "packages/cli/bin/mailroom.js");
 let dir: string;
 let child: ChildProcess;
 let port: number;
+let output = "";
 
 // The example folder is copied so that its var/ stays clean; the server runs
 // as `npm start` runs it, through the mailroom command, on a free port.
@@ -25,7 +26,6 @@ beforeAll(async () => {
     cwd: dir,
     stdio: ["ignore", "pipe", "pipe"],
   });
-  let output = "";
   child.stderr!.on("data", (chunk) => (output += chunk));
   port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`example server did not start:\n${output}`)), 20_000);
@@ -128,6 +128,23 @@ describe("example server", () => {
     client.close();
     const bob = path.join(dir, "var/mail/example.test/bob/Maildir/new");
     expect(await readdir(bob).catch(() => [])).toEqual([]);
+  });
+
+  test("listed sender file is re-read on SIGHUP", async () => {
+    const sender = "late@spam.example";
+    const before = await SmtpTestClient.connect(port);
+    await before.command("EHLO client.example");
+    expect((await before.command(`MAIL FROM:<${sender}>`)).code).toBe(250);
+    before.close();
+
+    await appendFile(path.join(dir, "blocked-senders.txt"), `${sender}\n`);
+    child.kill("SIGHUP");
+    await expect.poll(() => output, { timeout: 10_000 }).toContain('"msg":"config reloaded"');
+
+    const after = await SmtpTestClient.connect(port);
+    await after.command("EHLO client.example");
+    expect((await after.command(`MAIL FROM:<${sender}>`)).code).toBe(550);
+    after.close();
   });
 
   test("alias info reaches alice", async () => {
