@@ -110,7 +110,7 @@ describe.each(SETUPS)("a full file system under the $name", (setup) => {
     await rm(base, { recursive: true, force: true });
   });
 
-  test("gets 452 4.3.1 with nothing partial left, and accepts again once space is freed", async (context) => {
+  test("452 4.3.1, nothing partial, then recovers", async (context) => {
     if (skip) context.skip(skip);
     const first = await send(server!, setup.to, "before");
     expect(first.reply.code).toBe(250);

@@ -267,19 +267,19 @@ async function killScenario(workers: number): Promise<void> {
 
 describe("kill -9 while 20 clients send", () => {
   test(
-    "every message that got 250 is stored once per recipient and the restart delivers the queued ones",
+    "one process keeps every accepted message",
     () => killScenario(1),
     scale(60_000, 240_000),
   );
 
   test(
-    "with server.workers: 2, killing one worker and then all processes loses no accepted message",
+    "two workers keep every accepted message",
     () => killScenario(2),
     scale(60_000, 300_000),
   );
 });
 
-test("a restart removes the spool folder that a killed server left behind", async () => {
+test("restart removes a killed server's spool", async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-kill-spool-"));
   const file = path.join(dir, "mailroom.yaml");
   await writeFile(

@@ -190,7 +190,7 @@ async function expectDeliveredOnceAfterRepair(setup: Awaited<ReturnType<typeof w
 const tried: string[] = [];
 
 describe("a remote mail exchanger that fails", () => {
-  test.each(["reset-mid-data", "stall-after-354"] as const)("with %s defers the message, then delivers it once", async (mode) => {
+  test.each(["reset-mid-data", "stall-after-354"] as const)("%s: deferred, then delivered once", async (mode) => {
     const mx = await startScriptedMx(mode);
     cleanup.push(() => mx.close());
     const setup = await world({ mx });
@@ -201,7 +201,7 @@ describe("a remote mail exchanger that fails", () => {
     tried.push(mode);
   });
 
-  test("with a broken TLS handshake falls back to plaintext when TLS is optional", async () => {
+  test("broken TLS falls back when optional", async () => {
     const mx = await startScriptedMx("broken-tls");
     cleanup.push(() => mx.close());
     const setup = await world({ mx });
@@ -213,7 +213,7 @@ describe("a remote mail exchanger that fails", () => {
     tried.push("broken TLS, optional");
   });
 
-  test("with a broken TLS handshake defers when TLS is required, never sending in plaintext", async () => {
+  test("broken TLS defers when required", async () => {
     const mx = await startScriptedMx("broken-tls");
     cleanup.push(() => mx.close());
     const setup = await world({ mx, settings: { tls: { requireFor: ["ok.test"] } } });
@@ -227,7 +227,7 @@ describe("a remote mail exchanger that fails", () => {
 
 describe("a DNS server that spoils its answers", () => {
   test.each(["truncated", "wrong-id", "other-question", "foreign-answer"] as const)(
-    "with a %s answer defers the message, then delivers it once",
+    "%s answer: deferred, then delivered once",
     async (mode) => {
       const mx = await startScriptedMx("accept");
       cleanup.push(() => mx.close());

@@ -79,7 +79,7 @@ function storm(kind: number): Promise<void> {
   });
 }
 
-test("a connect/close storm leaves every slot free", async () => {
+test("connect/close storm leaks no slot", async () => {
   const total = scale(400, 5000);
   const rssBefore = process.memoryUsage().rss;
   for (let start = 0; start < total; start += 40) {
@@ -115,7 +115,7 @@ async function vanishingTls(implicit: boolean, ms: number): Promise<void> {
   secure.destroy();
 }
 
-test("clients that vanish mid-TLS-handshake leave TLS and every slot working", async () => {
+test("vanishing TLS clients leak no slot", async () => {
   const total = scale(60, 600);
   for (let start = 0; start < total; start += 20) {
     await Promise.all(Array.from({ length: 20 }, (_, index) => vanishingTls((start + index) % 2 === 0, index % 5)));
@@ -140,7 +140,7 @@ test("clients that vanish mid-TLS-handshake leave TLS and every slot working", a
   });
 });
 
-test("a pipelined burst larger than the socket buffers gets every reply, in order", async () => {
+test("oversized pipelined burst gets every reply", async () => {
   const size = scale(2, 8) * MB;
   const count = Math.floor(size / "NOOP\r\n".length);
   // The slots of the previous test may still be closing: wait for a greeting.

@@ -73,7 +73,7 @@ async function openMany(port: number, count: number): Promise<Raw[]> {
   return all;
 }
 
-test("a new client is served while idle and slow clients hold the server, and the timeouts close them", async () => {
+test("newcomer served; idle and slow clients closed", async () => {
   const pid = server.child.pid!;
   const rssStart = rssOf(pid);
   const idle = await openMany(server.port, IDLE);

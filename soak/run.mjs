@@ -1,0 +1,130 @@
+// Runs the long forms of the fault and load tests (MAILROOM_SOAK=1) and
+// writes docs/reliability.md from the figures each test records.
+// Usage: node soak/run.mjs [--out docs/reliability.md]
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const outArg = process.argv.indexOf("--out");
+const out = path.resolve(root, outArg === -1 ? "docs/reliability.md" : process.argv[outArg + 1]);
+const files = [
+  "test/fault-kill.test.ts",
+  "test/fault-full-disk.test.ts",
+  "test/fault-plugins.test.ts",
+  "test/fault-remote.test.ts",
+  "test/load-connections.test.ts",
+  "test/load-abuse.test.ts",
+];
+
+/** What the tests check and what they found; kept here so the report is one generated file. */
+const ABOUT = `## What the tests do
+
+| test | file | what must hold |
+|---|---|---|
+| kill -9 while 20 clients send | test/fault-kill.test.ts | The real \`mailroom start\` process (once as one process, once with \`server.workers: 2\`) is killed with SIGKILL at a random moment while 20 clients send messages to two local mailboxes and two remote domains. Every message that got \`250\` is afterwards stored exactly once per recipient, in a maildir (read with Python's \`mailbox.Maildir\`) or in the outbound queue, reconciled by an \`X-Test-Id\` header; every stored file is whole; the restarted server delivers each queued copy to a loopback sink exactly once. With workers, one worker is killed first while the other goes on. |
+| spool left by a killed server | test/fault-kill.test.ts | The temporary folder of a killed server is removed when a server starts. |
+| full disk | test/fault-full-disk.test.ts | A 1 MiB tmpfs under the mailboxes, then under the queue, is filled to ENOSPC: the message gets \`452 4.3.1\`, no file is left in \`tmp/\`, \`new/\` or \`active/\`, the session goes on, and once the filler file is deleted the next message gets \`250\` without a restart. |
+| failing plugins | test/fault-plugins.test.ts | A plugin that throws, rejects, never settles, busy-loops 200 ms then hangs or throws, or busy-loops past the hook deadline, at ehlo, rcpt, data_post and queue: \`451 4.3.0\` (\`451\` at EHLO, which RFC 2034 keeps free of enhanced codes) within the deadline, nothing stored, the session usable, and a bystander connection completes its transaction meanwhile. A connect handler that never settles gets \`421 4.3.0\`. test/hook-failures.test.ts covers the mail hook and the reset and disconnect hooks. |
+| remote faults | test/fault-remote.test.ts | plugin-mx against a hand-written mail exchanger that resets the connection mid-DATA or stalls after \`354\`, or whose STARTTLS handshake fails, and a dns2 server whose MX answers are truncated, carry the wrong id, answer another question or hold records of another name: the message is deferred (no bounce, nothing sent elsewhere), and once the fault is gone the retry delivers it exactly once. A failed handshake falls back to plaintext only when TLS is not required. |
+| idle and slow connections | test/load-connections.test.ts | Idle connections and clients sending one byte a second hold the real server; a new client still gets its banner and a NOOP answer; connections past \`maxConnections\` get \`421\`; \`idleTimeout\` closes the idle ones and the slow ones with \`421 4.4.2\`; server RSS is recorded and must grow by less than 300 MB. |
+| abuse | test/load-abuse.test.ts | Connect/close storms (close at once, after the banner, TCP reset, mid-DATA), clients that vanish mid-TLS-handshake on STARTTLS and implicit TLS, and a pipelined burst of NOOPs larger than the socket buffers written while the client does not read: afterwards every reply arrived in order, TLS works, and all connection slots are free again (no leaked count). |
+
+## Faults found and fixed
+
+- A configured \`server.spoolDir\` that did not exist made every message fail with \`451 4.3.0\`: the server now creates it at start.
+- A hook handler that blocked the event loop past \`server.hookTimeout\` and then answered was obeyed, because its answer settled before the deadline timer could run: a late answer now counts as a timeout (\`451 4.3.0\`).
+- The DNS resolver used answer records of any owner name, so a reply holding records of another name could route mail to a host the domain never named: only records of the name asked for (or its CNAME chain) count now, and a reply holding only others is a temporary failure, so the message is deferred.
+- A client sending one byte a second was never closed, since the socket's idle timer restarts at every byte: a command line must now arrive whole within \`idleTimeout\` of its first byte, or the server replies \`421 4.4.2\` and closes.
+- A server killed with SIGKILL left its spool folder in the system temp folder: spool folders are now named after the process, and a starting server removes those of processes that are gone.
+
+## Limits
+
+- A handler that blocks the event loop for longer than the hook deadline delays every connection of that process; hooks of other connections waiting at that moment may miss their deadline too and answer \`451\`, a temporary failure the client retries. Nothing is lost, but such a plugin must be fixed.
+- A message cut by a kill before its \`250\` may be stored for some recipients and not others; the client did not get \`250\` and sends it again, so those recipients may get it twice. Stored copies are never partial.
+- Spool files in a configured \`server.spoolDir\` that a killed process leaves are not removed, since workers share the folder; they hold no accepted mail and can be deleted when no server runs.
+
+`;
+
+const scratch = mkdtempSync(path.join(os.tmpdir(), "mailroom-soak-"));
+const figuresFile = path.join(scratch, "figures.jsonl");
+const resultsFile = path.join(scratch, "results.json");
+writeFileSync(figuresFile, "");
+
+const started = new Date();
+const run = spawnSync(
+  "npx",
+  ["vitest", "run", "--reporter=default", "--reporter=json", `--outputFile.json=${resultsFile}`, ...files],
+  {
+    cwd: root,
+    stdio: "inherit",
+    env: { ...process.env, MAILROOM_SOAK: "1", MAILROOM_RELIABILITY_OUT: figuresFile },
+    // The whole soak is bounded: 30 minutes at most.
+    timeout: 30 * 60_000,
+  },
+);
+const seconds = Math.round((Date.now() - started.getTime()) / 1000);
+
+const figures = readFileSync(figuresFile, "utf8")
+  .split("\n")
+  .filter(Boolean)
+  .map((line) => JSON.parse(line));
+let results = [];
+try {
+  const json = JSON.parse(readFileSync(resultsFile, "utf8"));
+  results = json.testResults.flatMap((file) =>
+    file.assertionResults.map((test) => ({
+      file: path.relative(root, file.name),
+      name: test.fullName,
+      status: test.status,
+      ms: Math.round(test.duration ?? 0),
+    })),
+  );
+} catch {
+  results = [{ file: "-", name: "vitest wrote no report", status: "failed", ms: 0 }];
+}
+rmSync(scratch, { recursive: true, force: true });
+
+const passed = results.filter((test) => test.status === "passed").length;
+const failed = results.filter((test) => test.status === "failed").length;
+const skipped = results.length - passed - failed;
+const lost = figures.reduce((sum, entry) => sum + (Number(entry.lost) || 0), 0);
+const cell = (text) => String(text ?? "").replace(/\|/g, "\\|").replace(/\n/g, " ");
+
+const lines = [
+  "# Reliability report",
+  "",
+  "Written by `npm run soak`, which runs the long forms of the fault and load",
+  "tests (`MAILROOM_SOAK=1`). `npm test` runs the same tests in short forms.",
+  "A figure appears below only when its test passed: every test asserts that",
+  "each message that got `250` is stored or delivered, so a lost message fails",
+  "the test and leaves its row out.",
+  "",
+  `- Run: ${started.toISOString()}, ${seconds} s, Node ${process.version}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+  `- Tests: ${passed} passed, ${failed} failed, ${skipped} skipped`,
+  `- Messages lost: ${failed ? "unknown (a test failed)" : lost}`,
+  "- Traffic: only 127.0.0.1, to servers the tests start; every loop is bounded in count and time.",
+  "",
+  ...ABOUT,
+  "## Figures",
+  "",
+];
+for (const entry of figures) {
+  lines.push(`### ${entry.test}`, "");
+  lines.push("| what | figure |", "|---|---|");
+  for (const key of ["load", "faults", "inputs", "delivered", "rss", "lost"]) {
+    if (entry[key] !== undefined) lines.push(`| ${key} | ${cell(entry[key])} |`);
+  }
+  lines.push("");
+}
+lines.push("## Tests", "", "| test | file | result | time |", "|---|---|---|---|");
+for (const test of results) {
+  lines.push(`| ${cell(test.name)} | ${test.file} | ${test.status} | ${(test.ms / 1000).toFixed(1)} s |`);
+}
+lines.push("");
+writeFileSync(out, lines.join("\n"));
+console.log(`wrote ${path.relative(root, out)}`);
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(run.status ?? 1);
