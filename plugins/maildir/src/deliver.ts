@@ -77,6 +77,38 @@ async function syncDirectory(dir: string): Promise<void> {
   }
 }
 
+interface DirectorySync {
+  running: Promise<void>;
+  next: Promise<void> | undefined;
+}
+const directorySyncs = new Map<string, DirectorySync>();
+
+/**
+ * Fsyncs a directory so that every entry made before the call is on disk,
+ * sharing fsyncs between concurrent deliveries (group commit). A caller that
+ * arrives while an fsync runs waits for the next one, which starts after the
+ * running one ends and so after the caller's rename; every caller arriving
+ * meanwhile joins that same next fsync. A failed fsync fails all who share it.
+ */
+function syncDirectoryShared(dir: string): Promise<void> {
+  const current = directorySyncs.get(dir);
+  if (current === undefined) return startDirectorySync(dir);
+  current.next ??= current.running.then(
+    () => startDirectorySync(dir),
+    () => startDirectorySync(dir),
+  );
+  return current.next;
+}
+
+function startDirectorySync(dir: string): Promise<void> {
+  const state: DirectorySync = { running: Promise.resolve(), next: undefined };
+  state.running = syncDirectory(dir).finally(() => {
+    if (directorySyncs.get(dir) === state) directorySyncs.delete(dir);
+  });
+  directorySyncs.set(dir, state);
+  return state.running;
+}
+
 /**
  * Creates `maildir` and its tmp/, new/ and cur/ folders (mode 0700) when they
  * are missing, and fsyncs the parent of every folder it created, so a new
@@ -207,7 +239,7 @@ export async function deliverToMaildir(
     await options.beforeMove?.(tmpPath);
 
     moved = await step("move", tmpPath, () => moveIntoNew(tmpPath, newDir, name, options.hostname));
-    await step("fsync-dir", newDir, () => syncDirectory(newDir));
+    await step("fsync-dir", newDir, () => syncDirectoryShared(newDir));
     return { name: moved, path: path.join(newDir, moved), size };
   } catch (error) {
     await handle?.close().catch(() => undefined);
