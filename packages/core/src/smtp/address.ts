@@ -4,7 +4,7 @@ import net from "node:net";
 export interface Address {
   /** Local part as the client meant it: quotes and escapes removed. */
   local: string;
-  /** Domain, lower-cased, without a trailing dot; an address literal keeps its brackets. */
+  /** Domain, lower-cased; an address literal keeps its brackets. Empty for a bare postmaster. */
   domain: string;
   /** The path exactly as the client sent it, without the angle brackets. */
   raw: string;
@@ -75,12 +75,13 @@ function octets(text: string): number {
 
 /**
  * Validates a domain or address literal and returns it in canonical form
- * (lower case, no trailing dot), or null when it is malformed.
+ * (lower case), or null when it is malformed.
  */
 export function parseDomain(text: string, utf8: boolean): string | null {
   if (text.startsWith("[")) return parseAddressLiteral(text);
 
-  const domain = text.endsWith(".") ? text.slice(0, -1) : text;
+  // RFC 5321 has no trailing dot in a Domain. Rejecting it keeps one spelling per domain.
+  const domain = text;
   if (domain === "" || octets(domain) > MAX_DOMAIN) return null;
 
   for (const label of domain.split(".")) {
@@ -104,7 +105,9 @@ function parseAddressLiteral(text: string): string | null {
 
   if (/^IPv6:/i.test(inner)) {
     const ip = inner.slice(5);
-    return net.isIPv6(ip) ? `[IPv6:${ip.toLowerCase()}]` : null;
+    // Only hex digits, colons and an embedded IPv4 part: no zone index (`%eth0`).
+    if (!/^[0-9A-Fa-f:.]+$/.test(ip) || !net.isIPv6(ip)) return null;
+    return `[IPv6:${ip.toLowerCase()}]`;
   }
   if (net.isIPv4(inner)) return `[${inner}]`;
 
@@ -159,14 +162,17 @@ export function parseMailbox(
     local = quoted.value;
     rest = raw.slice(quoted.end);
   } else {
-    const at = raw.lastIndexOf("@");
+    // A Dot-string has no `@`, so the first one ends it (an address literal may contain more).
+    const at = raw.indexOf("@");
     local = at === -1 ? raw : raw.slice(0, at);
     rest = at === -1 ? "" : raw.slice(at);
     if (!isDotString(local, utf8)) return { error: "invalid local part" };
   }
 
   if (!rest.startsWith("@")) return { error: "missing domain" };
-  if (octets(local) > MAX_LOCAL_PART) return { error: "local part too long" };
+  // The limit applies to the local part as written, quotes and escapes included.
+  const written = raw.length - rest.length;
+  if (octets(raw.slice(0, written)) > MAX_LOCAL_PART) return { error: "local part too long" };
 
   const domain = parseDomain(rest.slice(1), utf8);
   if (domain === null) return { error: "invalid domain" };
@@ -196,7 +202,16 @@ function findPathEnd(text: string): number {
 /** Removes an RFC 5321 source route (`@a,@b:`), which servers must ignore. */
 function stripSourceRoute(path: string, utf8: boolean): string | null {
   if (!path.startsWith("@")) return path;
-  const colon = path.indexOf(":");
+  // The route ends at the first colon outside an address literal (`@[IPv6:::1]:`).
+  let colon = -1;
+  let inLiteral = false;
+  for (let i = 0; i < path.length && colon === -1; i++) {
+    const char = path[i];
+    if (char === "[") inLiteral = true;
+    else if (char === "]") inLiteral = false;
+    else if (char === ":" && !inLiteral) colon = i;
+    else if (char === '"') return null;
+  }
   if (colon === -1) return null;
   const hops = path.slice(0, colon).split(",");
   const valid = hops.every(
@@ -240,8 +255,11 @@ export function splitPathArgument(
 ): { path: string; rest: string } | null {
   const text = argument.replace(/^ +/, "");
   if (!text.startsWith("<")) return null;
-  const end = findPathEnd(text);
-  if (end === -1) return null;
+  // An unbalanced quote leaves no `>` outside quotes. The last `>` then ends a
+  // path that parsePath rejects, so the client gets the path error, not a syntax error.
+  let end = findPathEnd(text);
+  if (end === -1) end = text.lastIndexOf(">");
+  if (end <= 0) return null;
   const rest = text.slice(end + 1);
   if (rest !== "" && !rest.startsWith(" ")) return null;
   return { path: text.slice(1, end), rest };
