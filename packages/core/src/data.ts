@@ -40,10 +40,11 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
   });
 
   wire.reply({ code: 354, message: "End data with <CR><LF>.<CR><LF>" });
-  const input = wire.startData();
 
   let reply: Reply;
   try {
+    // Throws when the client left before DATA started; the spool file still goes.
+    const input = wire.startData();
     reply = await receiveAndStore(context, input, spool);
   } catch (error) {
     transaction.logger.error({ err: error }, "message not received");

@@ -2,12 +2,45 @@ import { createWriteStream, type WriteStream } from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
 import { Writable } from "node:stream";
-import { Splitter, type Headers, type SplitterNode } from "mailsplit";
+import { Headers, type HeaderLine } from "mailsplit";
 
 const CR = 0x0d;
 const LF = 0x0a;
 const CRLF = Buffer.from("\r\n");
 const CR_BYTE = Buffer.from([CR]);
+
+/** The header block kept for plugins; mailsplit's own parser stops at the same size. */
+export const MAX_HEADER_BLOCK = 1024 * 1024;
+
+/**
+ * Splits a header block into header fields, each with its folded
+ * continuation lines, in linear time. (mailsplit's Splitter and Headers
+ * parsers take quadratic time on many folded lines or long runs of bare CRs,
+ * which a client controls.)
+ */
+export function parseHeaderBlock(block: Buffer): Headers {
+  const lines = block.toString("latin1").replace(/[\r\n]+$/, "").split(/\r?\n/);
+  const fields: HeaderLine[] = [];
+  let parts: string[] = [];
+  const flush = () => {
+    if (parts.length === 0) return;
+    const line = parts.join("\r\n");
+    const colon = line.indexOf(":");
+    fields.push({ key: (colon === -1 ? "" : line.slice(0, colon)).toLowerCase().trim(), line });
+    parts = [];
+  };
+  for (const line of lines) {
+    const first = line.charAt(0);
+    if ((first === " " || first === "\t") && parts.length > 0) {
+      parts.push(line);
+      continue;
+    }
+    flush();
+    if (line !== "") parts.push(line);
+  }
+  flush();
+  return new Headers(fields);
+}
 
 /** The treatment of line endings other than CRLF inside a message. */
 export type LineEndingPolicy = "strict" | "normalize";
@@ -36,7 +69,7 @@ export interface SpoolResult {
 
 /**
  * Receives the dot-unstuffed DATA bytes, checks size, line length and line
- * endings, feeds the header block to mailsplit and writes the bytes to a spool
+ * endings, keeps the header block for plugins and writes the bytes to a spool
  * file. Once a limit is passed it keeps counting but stops writing, so the
  * reply can wait for the final dot without buffering anything.
  */
@@ -51,7 +84,11 @@ export class SpoolWriter extends Writable {
   private tooBig = false;
   private lineTooLong = false;
   private bareLineEnding = false;
-  private splitter: Splitter | undefined = new Splitter({ ignoreEmbedded: true });
+  /** Header lines collected so far; undefined after the blank line, or once the message is rejected. */
+  private headerBlock: Buffer[] | undefined = [];
+  private headerBytes = 0;
+  /** The current header line did not end in the previous chunk. */
+  private headerLineOpen = false;
   private headers: Headers | undefined;
 
   constructor(options: SpoolOptions) {
@@ -60,22 +97,35 @@ export class SpoolWriter extends Writable {
     this.path = path.join(options.dir, options.name);
     this.file = createWriteStream(this.path, { flags: "wx" });
     this.file.on("error", (error) => this.destroy(error));
-
-    this.splitter!.on("data", (item: SplitterNode | { type: string }) => {
-      if (item.type === "node" && (item as SplitterNode).root) {
-        this.headers = (item as SplitterNode).headers;
-        this.stopHeaderParser();
-      }
-    });
-    this.splitter!.on("error", () => this.stopHeaderParser());
   }
 
-  private stopHeaderParser(): void {
-    const splitter = this.splitter;
-    this.splitter = undefined;
-    splitter?.removeAllListeners("data");
-    splitter?.on("error", () => {});
-    splitter?.destroy();
+  /** Collects the header block: every line up to the first empty one, within MAX_HEADER_BLOCK. */
+  private collectHeaders(bytes: Buffer): void {
+    const block = this.headerBlock;
+    if (!block) return;
+    let start = 0;
+    while (start < bytes.length) {
+      const lf = bytes.indexOf(LF, start);
+      const end = lf === -1 ? bytes.length : lf + 1;
+      const line = bytes.subarray(start, end);
+      const empty = !this.headerLineOpen && lf !== -1 && (end - start === 1 || (end - start === 2 && line[0] === CR));
+      if (empty) return this.finishHeaders();
+      if (this.headerBytes + line.length > MAX_HEADER_BLOCK) return this.finishHeaders();
+      block.push(line);
+      this.headerBytes += line.length;
+      this.headerLineOpen = lf === -1;
+      start = end;
+    }
+  }
+
+  private finishHeaders(): void {
+    const block = this.headerBlock;
+    if (!block) return;
+    this.headerBlock = undefined;
+    let joined = Buffer.concat(block);
+    // A header line cut by the size limit or by the end of the message is dropped.
+    if (this.headerLineOpen) joined = joined.subarray(0, joined.lastIndexOf(LF) + 1);
+    this.headers = parseHeaderBlock(joined);
   }
 
   /** Scans a chunk for line endings and long lines; returns the bytes to store. */
@@ -152,7 +202,9 @@ export class SpoolWriter extends Writable {
     if (this.received > this.options.maxSize) this.tooBig = true;
 
     const bytes = this.inspect(chunk);
-    this.splitter?.write(bytes);
+    // A message that will be rejected needs no headers.
+    if (this.refusing) this.headerBlock = undefined;
+    else this.collectHeaders(bytes);
 
     if (this.refusing) {
       callback();
@@ -168,24 +220,16 @@ export class SpoolWriter extends Writable {
       this.pendingCR = false;
       this.bareLineEnding = true;
       const tail = this.options.lineEndings === "normalize" ? CRLF : CR_BYTE;
-      if (!this.refusing) this.file.write(tail);
+      if (!this.refusing) {
+        this.file.write(tail);
+        this.collectHeaders(tail);
+      }
     }
-    // A message without a blank line after its headers never completes the
-    // splitter's header block, so end it to get whatever headers there are.
-    const splitter = this.splitter;
+    // A message without a blank line after its headers is all header.
+    if (this.refusing) this.headerBlock = undefined;
+    else this.finishHeaders();
     this.file.end();
-    if (!splitter) return callback();
-    // The splitter either ends, or is destroyed once it has found the headers.
-    let called = false;
-    const done = () => {
-      if (called) return;
-      called = true;
-      this.stopHeaderParser();
-      callback();
-    };
-    splitter.once("end", done);
-    splitter.once("close", done);
-    splitter.end();
+    callback();
   }
 
   /** Waits for the spool file to be closed and returns what the scan found. */
@@ -209,7 +253,13 @@ export class SpoolWriter extends Writable {
 
   /** Deletes the spool file, ignoring one that is already gone. */
   async remove(): Promise<void> {
-    this.file.destroy();
+    // The file is opened asynchronously: wait until it is closed, or an open
+    // still in flight would create it again after the unlink.
+    if (!this.file.closed) {
+      const closed = new Promise<void>((resolve) => this.file.once("close", () => resolve()));
+      this.file.destroy();
+      await closed;
+    }
     // unlink directly: rm({ force }) costs two extra lstat calls per message.
     await unlink(this.path).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== "ENOENT") throw error;

@@ -1,0 +1,126 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { MAX_HEADER_BLOCK, parseHeaderBlock, SpoolWriter, type SpoolOptions } from "./spool.js";
+
+let dir: string;
+let counter = 0;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-spool-unit-"));
+});
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+/** Writes the chunks to a new spool and returns what it found and stored. */
+async function spool(chunks: (string | Buffer)[], options: Partial<SpoolOptions> = {}) {
+  const writer = new SpoolWriter({
+    dir,
+    name: `m${++counter}.eml`,
+    maxSize: 1_000_000,
+    maxLineLength: 1000,
+    lineEndings: "strict",
+    ...options,
+  });
+  for (const chunk of chunks) writer.write(typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk);
+  await new Promise<void>((resolve, reject) => writer.end((error?: Error | null) => (error ? reject(error) : resolve())));
+  const result = await writer.result();
+  const stored = await readFile(result.path, "latin1");
+  await writer.remove();
+  return { ...result, stored };
+}
+
+describe("line endings", () => {
+  test("a CRLF message is stored byte for byte, however it is chunked", async () => {
+    const text = "Subject: a\r\n\r\nline one\r\nline two\r\n";
+    for (let cut = 1; cut < text.length; cut += 3) {
+      const result = await spool([text.slice(0, cut), text.slice(cut)]);
+      expect(result.stored).toBe(text);
+      expect(result.bareLineEnding).toBe(false);
+    }
+  });
+
+  test.each(["a\nb\r\n", "a\rb\r\n", "a\r\n\n", "a\r\r\n", "ab\r"])("strict mode flags %j and stores nothing more", async (text) => {
+    const result = await spool(["Subject: x\r\n\r\n", text]);
+    expect(result.bareLineEnding).toBe(true);
+  });
+
+  test("normalize mode rewrites bare CR and LF to CRLF", async () => {
+    const result = await spool(["Subject: x\n\nA\rB\nC\r", "\nD\r"], { lineEndings: "normalize" });
+    expect(result.stored).toBe("Subject: x\r\n\r\nA\r\nB\r\nC\r\nD\r\n");
+    expect(result.bareLineEnding).toBe(true);
+    expect(result.headers?.getFirst("subject")).toBe("x");
+  });
+});
+
+describe("limits", () => {
+  test("size counts every octet and stops storing past the limit", async () => {
+    const result = await spool(["a".repeat(60) + "\r\n", "b".repeat(60) + "\r\n"], { maxSize: 100 });
+    expect(result.tooBig).toBe(true);
+    expect(result.received).toBe(124);
+    expect(result.size).toBe(62);
+  });
+
+  test("a line over the limit is flagged, CR and LF not counted", async () => {
+    expect((await spool([`${"x".repeat(1000)}\r\n`])).lineTooLong).toBe(false);
+    expect((await spool([`${"x".repeat(600)}`, `${"x".repeat(401)}\r\n`])).lineTooLong).toBe(true);
+  });
+});
+
+describe("headers", () => {
+  test("folded fields are kept whole and the body is not parsed", async () => {
+    const result = await spool([
+      "Received: from a\r\n\tby b\r\nSubject: hello\r\n world\r\nReceived: from c\r\n\r\nNot-A: header\r\n",
+    ]);
+    expect(result.headers?.get("received")).toEqual(["Received: from a\r\n\tby b", "Received: from c"]);
+    expect(result.headers?.getFirst("subject")).toBe("hello world");
+    expect(result.headers?.get("not-a")).toEqual([]);
+  });
+
+  test("a message without a blank line is all header", async () => {
+    const result = await spool(["Subject: only\r\nX-A: 1\r\n"]);
+    expect(result.headers?.getList().map((line) => line.key)).toEqual(["subject", "x-a"]);
+  });
+
+  test("the blank line may arrive split across chunks", async () => {
+    const result = await spool(["Subject: s\r", "\n\r", "\nX-Body: no\r\n"]);
+    expect(result.headers?.getList().map((line) => line.key)).toEqual(["subject"]);
+  });
+
+  test("a header block over the limit keeps the complete lines before it", async () => {
+    const line = `X-Filler: ${"f".repeat(1000)}\r\n`;
+    const count = Math.ceil(MAX_HEADER_BLOCK / line.length) + 5;
+    const result = await spool([line.repeat(count), "\r\nbody\r\n"], { maxSize: 10 * MAX_HEADER_BLOCK, maxLineLength: 2000 });
+    const kept = result.headers!.get("x-filler").length;
+    expect(kept).toBe(Math.floor(MAX_HEADER_BLOCK / line.length));
+  });
+
+  test("a refused message is not parsed at all", async () => {
+    const result = await spool(["Subject: x\n\n"]);
+    expect(result.headers).toBeUndefined();
+  });
+});
+
+describe("header parsing takes linear time", () => {
+  /** The fastest of a few runs, so a busy machine disturbs the ratio less. */
+  function time(run: () => void): number {
+    let best = Infinity;
+    for (let i = 0; i < 5; i++) {
+      const start = process.hrtime.bigint();
+      run();
+      best = Math.min(best, Number(process.hrtime.bigint() - start));
+    }
+    return best;
+  }
+
+  test("on many folded lines and long runs of CR", () => {
+    for (const unit of ["\r\n x", "\r", "\r\nX-A: b"]) {
+      const block = (count: number) => Buffer.from(`Subject: s${unit.repeat(count)}\r\n`, "latin1");
+      const small = block(20_000);
+      const large = block(160_000);
+      parseHeaderBlock(small).getList();
+      const ratio = time(() => parseHeaderBlock(large).getList()) / Math.max(1, time(() => parseHeaderBlock(small).getList()));
+      // Eight times the input: linear is about 8, quadratic about 64.
+      expect(ratio, JSON.stringify(unit)).toBeLessThan(30);
+    }
+  });
+});
