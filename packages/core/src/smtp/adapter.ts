@@ -7,7 +7,7 @@
  *
  * It relies on these smtp-server 3.21 members, all checked by adapter.test.ts:
  * SMTPConnection#_setListeners, #_createParser, #_onCommand, #_onClose,
- * #_nextHandler, #_upgrading, #_handlerPending, #_parser, #_ready,
+ * #_onTimeout, #_dataStream, #_nextHandler, #_upgrading, #_handlerPending, #_parser, #_ready,
  * #_resetSession, #_getEnhancedStatusCode, #send, #close, #upgrade; SMTPStream#_feedDataStream,
  * #_dataMode, #startDataMode, #continue, #isClosed; the SASL table's
  * SASL_PLAIN and SASL_LOGIN; SMTPServer#connect and options.onAuth/onSecure.
@@ -312,6 +312,19 @@ class AdaptedConnection extends SMTPConnection {
     throw new Error("smtp-server's command dispatcher was called; the adapter no longer matches this smtp-server version");
   }
 
+  /**
+   * The idle timeout: 421 4.4.2 when the client owes us a command or DATA
+   * bytes. While the engine works on a command (a hook, the queue) the client
+   * is waiting for us, so smtp-server re-arms the timer instead.
+   */
+  override _onTimeout(): void {
+    const self = this as unknown as Internals;
+    const parser = self._parser;
+    const inData = parser ? parser._dataMode : false;
+    if (self._closing || (self._handlerPending && !inData)) return super._onTimeout();
+    this.wire.reply({ code: 421, enhanced: "4.4.2", message: "Idle timeout, closing connection", close: true });
+  }
+
   /** Enhanced code for the SASL failure reply that smtp-server writes itself; see onAuth. */
   pendingEnhanced: string | undefined;
 
@@ -338,6 +351,8 @@ interface Internals {
   _handlerPending: boolean;
   _nextHandler: ((this: SMTPConnection, line: Buffer, callback: () => void) => void) | false;
   _parser: CommandReader | false;
+  _dataStream: Readable | null;
+  _onTimeout(): void;
   _socket: import("node:net").Socket;
   upgrade(callback: () => void, secureCallback?: () => void): void;
   session: { id: string; user?: unknown };
@@ -367,11 +382,15 @@ function makeWire(connection: AdaptedConnection): Wire {
       const parser = self._parser;
       if (!parser) throw new Error("connection closed before DATA");
       const stream = parser.startDataMode(Infinity) as unknown as Readable;
+      // smtp-server's close handler destroys this stream when the client goes
+      // away mid-message, so the reader of the message never waits forever.
+      self._dataStream = stream;
       // The reader must go on reading for the message to arrive.
       connection.releaseLine();
       return stream;
     },
     endData() {
+      self._dataStream = null;
       const parser = self._parser;
       if (parser) parser.continue();
     },
