@@ -155,7 +155,8 @@ export class Session implements SessionDriver {
     const verb = (space === -1 ? text : text.slice(0, space)).toUpperCase();
     const argument = space === -1 ? "" : text.slice(space + 1);
     const isAuth = verb === "AUTH";
-    if (!isAuth && Buffer.byteLength(text) > this.limits.maxCommandLength) {
+    // RFC 5321 section 4.5.3.1.4 counts the command line with its CRLF.
+    if (!isAuth && line.bytes.length + 2 > this.limits.maxCommandLength) {
       return this.protocolError({ code: 500, enhanced: "5.5.2", message: "Line too long" });
     }
 
