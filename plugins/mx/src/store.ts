@@ -66,14 +66,18 @@ async function fsyncPath(target: string): Promise<void> {
   }
 }
 
+/** Writes a new file and fsyncs it; on failure (a full disk) the partial file is removed. */
 async function writeDurably(file: string, data: string): Promise<void> {
   const handle = await open(file, "wx", 0o600);
   try {
     await handle.writeFile(data);
     await handle.sync();
-  } finally {
-    await handle.close();
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    await unlink(file).catch(() => undefined);
+    throw error;
   }
+  await handle.close();
 }
 
 function parseRecord(text: string): QueueRecord {
