@@ -61,6 +61,10 @@ function files(dir: string): string[] {
 interface Setup {
   name: string;
   to: string;
+  /** The maildir that receives the messages, when they go to one. */
+  maildir?: (mount: string) => string;
+  /** Server settings on top of the hostname. */
+  server?: (mount: string) => Record<string, unknown>;
   plugins: (mount: string) => Record<string, unknown>[];
   /** Where a stored message is visible, and where a partial one would be. */
   visible: (mount: string) => string[];
@@ -74,6 +78,7 @@ const SETUPS: Setup[] = [
     plugins: (mount) => [
       { use: "@mailroom/plugin-maildir", with: { root: mount, domains: { "local.test": { mailboxes: ["bob"] } } } },
     ],
+    maildir: (mount) => path.join(mount, "local.test/bob/Maildir"),
     visible: (mount) => files(path.join(mount, "local.test/bob/Maildir/new")),
     scratch: (mount) => path.join(mount, "local.test/bob/Maildir/tmp"),
   },
@@ -86,6 +91,20 @@ const SETUPS: Setup[] = [
     ],
     visible: (mount) => files(path.join(mount, "active")),
     scratch: (mount) => path.join(mount, "tmp"),
+  },
+  {
+    name: "spool folder",
+    to: "bob@local.test",
+    server: (mount) => ({ spoolDir: mount }),
+    plugins: (mount) => [
+      {
+        use: "@mailroom/plugin-maildir",
+        with: { root: path.join(path.dirname(mount), "mail"), domains: { "local.test": { mailboxes: ["bob"] } } },
+      },
+    ],
+    maildir: (mount) => path.join(path.dirname(mount), "mail/local.test/bob/Maildir"),
+    visible: (mount) => files(path.join(path.dirname(mount), "mail/local.test/bob/Maildir/new")),
+    scratch: (mount) => mount,
   },
 ];
 
@@ -101,7 +120,10 @@ describe.each(SETUPS)("a full file system under the $name", (setup) => {
     mkdirSync(mount);
     skip = mountTmpfs(mount, "1m");
     if (skip) return;
-    server = await startTestServer({ server: { hostname: "mx.full.test" }, plugins: setup.plugins(mount) }, { dir: base });
+    server = await startTestServer(
+      { server: { hostname: "mx.full.test", ...setup.server?.(mount) }, plugins: setup.plugins(mount) },
+      { dir: base },
+    );
   });
 
   afterAll(async () => {
@@ -128,10 +150,10 @@ describe.each(SETUPS)("a full file system under the $name", (setup) => {
       const free = (round % 8) * 8192;
       if (free) truncateSync(filler, size - free);
       const id = `full-${round}`;
-      const full = await send(server!, setup.to, id, round === 0 ? 1 : Math.floor(Math.random() * 700));
+      const full = await send(server!, setup.to, id, round === 0 ? 30_000 : Math.floor(Math.random() * 700));
       expect(full.rcpt.code).toBe(250);
       expect(full.noop.code).toBe(250);
-      expect(files(setup.scratch(mount))).toEqual([]);
+      expect(files(setup.scratch(mount)).filter((name) => name !== "filler")).toEqual([]);
       if (free === 0 || full.reply.code !== 250) {
         expect([full.reply.code, full.reply.enhanced]).toEqual([452, "4.3.1"]);
         expect(setup.visible(mount)).toEqual(stored);
@@ -146,8 +168,8 @@ describe.each(SETUPS)("a full file system under the $name", (setup) => {
       expected.push(`after-${round}`);
       stored.splice(0, stored.length, ...setup.visible(mount));
     }
-    if (setup.name === "maildir") {
-      const entries = readMaildir(path.join(mount, "local.test/bob/Maildir"));
+    if (setup.maildir) {
+      const entries = readMaildir(setup.maildir(mount));
       expect(entries.map((entry) => entry.testId).sort()).toEqual(expected.sort());
       expect(entries.filter((entry) => entry.lastLine !== `END ${entry.testId}`)).toEqual([]);
     } else {

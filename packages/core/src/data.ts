@@ -48,7 +48,12 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
     reply = await receiveAndStore(context, input, spool);
   } catch (error) {
     transaction.logger.error({ err: error }, "message not received");
-    reply = { code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" };
+    const code = (error as { code?: string }).code;
+    // A full spool file system is a storage problem the client can wait out.
+    reply =
+      code === "ENOSPC" || code === "EDQUOT"
+        ? { code: 452, enhanced: "4.3.1", message: "Insufficient system storage" }
+        : { code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" };
   } finally {
     await spool.remove().catch((error: unknown) => {
       transaction.logger.warn({ err: error, path: spool.path }, "spool file not removed");
