@@ -1,41 +1,13 @@
 // A full file system under the mailboxes and under the outbound queue: the
 // client gets 452 4.3.1, nothing partial stays, and mail flows again by
 // itself once space is freed.
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, truncateSync, writeSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, truncateSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { startTestServer, type TestServer } from "@mailroom/testing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { mountTmpfs, readMaildir, report, scale, unmount } from "./fault-kit.js";
-
-/** Writes a file until the file system is full; returns its size. Bounded by the chunk count. */
-function fill(file: string): number {
-  const chunk = Buffer.alloc(16 * 1024, 0x66);
-  const fd = openSync(file, "w");
-  let written = 0;
-  try {
-    for (let index = 0; index < 10_000; index++) {
-      try {
-        written += writeSync(fd, chunk);
-      } catch (error) {
-        if ((error as { code?: string }).code === "ENOSPC") break;
-        throw error;
-      }
-    }
-    // Small writes take the last partial chunk of space too.
-    for (let index = 0; index < 64; index++) {
-      try {
-        written += writeSync(fd, chunk.subarray(0, 256));
-      } catch {
-        break;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return written;
-}
+import { fill, mountTmpfs, readMaildir, report, scale, unmount } from "./fault-kit.js";
 
 async function send(server: TestServer, to: string, id: string, lines = 1) {
   const client = await server.connect();

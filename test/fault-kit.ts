@@ -2,7 +2,7 @@
 // process, a loopback sink that plays a remote mail exchanger, a tmpfs, an
 // independent maildir reader, and the figures that `npm run soak` reports.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { appendFileSync, readFileSync } from "node:fs";
+import { appendFileSync, closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import type net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -83,6 +83,34 @@ export function mountTmpfs(dir: string, size: string): string | undefined {
   } catch (error) {
     return `cannot mount a tmpfs here (${(error as Error).message.split("\n")[0]}); this test needs root`;
   }
+}
+
+/** Writes a file until the file system is full; returns its size. Bounded by the chunk count. */
+export function fill(file: string): number {
+  const chunk = Buffer.alloc(16 * 1024, 0x66);
+  const fd = openSync(file, "w");
+  let written = 0;
+  try {
+    for (let index = 0; index < 10_000; index++) {
+      try {
+        written += writeSync(fd, chunk);
+      } catch (error) {
+        if ((error as { code?: string }).code === "ENOSPC") break;
+        throw error;
+      }
+    }
+    // Small writes take the last partial chunk of space too.
+    for (let index = 0; index < 64; index++) {
+      try {
+        written += writeSync(fd, chunk.subarray(0, 256));
+      } catch {
+        break;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return written;
 }
 
 export function unmount(dir: string): void {

@@ -39,8 +39,25 @@ export class Scheduler {
   private loop: Promise<void> | undefined;
   private readonly jobs = new Set<Promise<void>>();
   private bouncing = false;
+  /** Claimed records whose new state could not be written (a full disk); written again at each scan. */
+  private readonly unreleased = new Map<string, QueueRecord>();
 
   constructor(private readonly env: SchedulerEnv) {}
+
+  /**
+   * Writes a claimed record's new state back to the queue. When that fails,
+   * the record stays claimed by this process and each scan tries again, so
+   * it is not stuck until a restart once the disk has space again.
+   */
+  private async releaseOrKeep(record: QueueRecord): Promise<void> {
+    try {
+      await this.env.store.release(record);
+      this.unreleased.delete(record.id);
+    } catch (error) {
+      this.env.logger.error({ err: error, id: record.id }, "queue record state not written; retrying at the next scan");
+      this.unreleased.set(record.id, record);
+    }
+  }
 
   start(): void {
     this.loop ??= this.run();
@@ -92,6 +109,7 @@ export class Scheduler {
   /** Starts what is due; returns the time until the next record is due. */
   private async tick(): Promise<number> {
     const { store, options, clock } = this.env;
+    for (const record of [...this.unreleased.values()]) await this.releaseOrKeep(record);
     const now = clock.now();
     const records = await store.list();
     let next = Infinity;
@@ -119,7 +137,7 @@ export class Scheduler {
         while (list.length > 0 && claimed.length < options.maxMessagesPerConnection) {
           const record = await store.claim(list.shift()!.id);
           if (record && record.pending.length > 0) claimed.push(record);
-          else if (record) await store.release(record);
+          else if (record) await this.releaseOrKeep(record);
         }
         if (claimed.length > 0) this.spawn(domain, () => this.attempt(domain, claimed));
       }
@@ -266,7 +284,7 @@ export class Scheduler {
     }
 
     if (record.pending.length === 0 && record.failed.length === 0) await store.finish(record.id);
-    else await store.release(record);
+    else await this.releaseOrKeep(record);
   }
 
   /**

@@ -1,0 +1,115 @@
+// The outbound queue's disk fills up while a delivery attempt runs, so the
+// record's new state cannot be written: once space is back, the record is
+// retried and delivered by the running server, without a restart.
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, expect, test } from "vitest";
+import { fill, mountTmpfs, unmount } from "./fault-kit.js";
+import { makeServerDir, startDns, startMailroom, submit, TestClock, waitFor } from "./mx-kit.js";
+
+const cleanup: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+/** A remote that holds its RCPT reply until `open()`, then defers; later it accepts. */
+async function startGatedMx() {
+  const state = { port: 0, accept: false, received: 0, rcptSeen: false, open: () => undefined as void };
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  state.open = () => release();
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+    let buffer = "";
+    let inData = false;
+    socket.write("220 gated.test ESMTP\r\n");
+    socket.on("data", async (chunk: Buffer) => {
+      buffer += chunk.toString("latin1");
+      for (let guard = 0; guard < 1000; guard++) {
+        if (inData) {
+          const end = buffer.indexOf("\r\n.\r\n");
+          if (end === -1) return;
+          buffer = buffer.slice(end + 5);
+          inData = false;
+          state.received += 1;
+          socket.write("250 2.0.0 queued\r\n");
+          continue;
+        }
+        const index = buffer.indexOf("\r\n");
+        if (index === -1) return;
+        const verb = buffer.slice(0, 4).toUpperCase();
+        buffer = buffer.slice(index + 2);
+        if (verb === "RCPT" && !state.accept) {
+          state.rcptSeen = true;
+          await gate;
+          socket.write("451 4.7.1 try again later\r\n");
+        } else if (verb === "DATA") {
+          inData = true;
+          socket.write("354 go on\r\n");
+        } else if (verb === "QUIT") {
+          return void socket.end("221 2.0.0 bye\r\n");
+        } else if (verb === "EHLO") {
+          socket.write("250-gated.test\r\n250 8BITMIME\r\n");
+        } else {
+          socket.write("250 2.0.0 ok\r\n");
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  state.port = (server.address() as net.AddressInfo).port;
+  cleanup.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return state;
+}
+
+test("a full queue disk during an attempt delays, then delivers", async (context) => {
+  const base = await mkdtemp(path.join(os.tmpdir(), "mailroom-queue-disk-"));
+  cleanup.push(() => rm(base, { recursive: true, force: true }));
+  const mount = path.join(base, "queue");
+  mkdirSync(mount);
+  const skip = mountTmpfs(mount, "1m");
+  if (skip) context.skip(skip);
+  cleanup.push(() => unmount(mount));
+
+  const remote = await startGatedMx();
+  const dns = await startDns({ "ok.test": { MX: [[10, "mx.ok.test"]] }, "mx.ok.test": { A: ["127.0.0.1"] } });
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const clock = new TestClock();
+  const server = await startMailroom({ dir, dns, clock, mx: { port: remote.port, queueDir: mount } });
+  cleanup.push(() => server.stop());
+
+  const codes = await submit(server, "alice@local.test", ["bob@ok.test"]);
+  expect(codes.at(-1)).toBe(250);
+  await waitFor(() => remote.rcptSeen, "the delivery attempt");
+  // The attempt is under way: fill the disk, then let the remote defer.
+  const filler = path.join(mount, "filler");
+  fill(filler);
+  remote.open();
+  await waitFor(
+    () => server.logs.some((line) => line.level === 50 && JSON.stringify(line).includes("ENOSPC")),
+    "the failed state write",
+  );
+  expect(readdirSync(path.join(mount, "claimed"))).toHaveLength(1);
+  expect(readdirSync(path.join(mount, "tmp"))).toEqual([]);
+
+  rmSync(filler);
+  remote.accept = true;
+  clock.advance(6 * 60_000);
+  await waitFor(() => remote.received === 1, "the delivery after space came back", 10_000);
+  await waitFor(() => readdirSync(path.join(mount, "claimed")).length === 0, "the finished record");
+  expect(readdirSync(path.join(mount, "active")).filter((name) => name !== "filler")).toEqual([]);
+  expect(await server.local()).toHaveLength(0);
+});
