@@ -13,6 +13,7 @@ const out = path.resolve(root, outArg === -1 ? "docs/reliability.md" : process.a
 const files = [
   "test/fault-kill.test.ts",
   "test/fault-full-disk.test.ts",
+  "test/fault-queue-disk.test.ts",
   "test/fault-plugins.test.ts",
   "test/fault-remote.test.ts",
   "test/load-connections.test.ts",
@@ -26,7 +27,8 @@ const ABOUT = `## What the tests do
 |---|---|---|
 | kill -9 while 20 clients send | test/fault-kill.test.ts | The real \`mailroom start\` process (once as one process, once with \`server.workers: 2\`) is killed with SIGKILL at a random moment while 20 clients send messages to two local mailboxes and two remote domains. Every message that got \`250\` is afterwards stored exactly once per recipient, in a maildir (read with Python's \`mailbox.Maildir\`) or in the outbound queue, reconciled by an \`X-Test-Id\` header; every stored file is whole; the restarted server delivers each queued copy to a loopback sink exactly once. With workers, one worker is killed first while the other goes on. |
 | spool left by a killed server | test/fault-kill.test.ts | The temporary folder of a killed server is removed when a server starts. |
-| full disk | test/fault-full-disk.test.ts | A 1 MiB tmpfs under the mailboxes, then under the queue, is filled to ENOSPC: the message gets \`452 4.3.1\`, no file is left in \`tmp/\`, \`new/\` or \`active/\`, the session goes on, and once the filler file is deleted the next message gets \`250\` without a restart. |
+| full disk | test/fault-full-disk.test.ts | A 1 MiB tmpfs under the mailboxes, under the queue, then under \`server.spoolDir\`, is filled with 0 to 56 KiB left free, and messages of up to 2 MiB are sent: each gets \`250\` and is stored whole, or gets \`452 4.3.1\` and leaves no file in \`tmp/\`, \`new/\`, \`active/\` or the spool; the session goes on, and once the filler file is deleted the next message gets \`250\` without a restart. |
+| full queue disk mid-delivery | test/fault-queue-disk.test.ts | The queue's disk fills while plugin-mx is in a delivery attempt that the remote defers, so the record's new state cannot be written. Once space is back, the running server delivers it, once. |
 | failing plugins | test/fault-plugins.test.ts | A plugin that throws, rejects, never settles, busy-loops 200 ms then hangs or throws, or busy-loops past the hook deadline, at ehlo, rcpt, data_post and queue: \`451 4.3.0\` (\`451\` at EHLO, which RFC 2034 keeps free of enhanced codes) within the deadline, nothing stored, the session usable, and a bystander connection completes its transaction meanwhile. A connect handler that never settles gets \`421 4.3.0\`. test/hook-failures.test.ts covers the mail hook and the reset and disconnect hooks. |
 | remote faults | test/fault-remote.test.ts | plugin-mx against a hand-written mail exchanger that resets the connection mid-DATA or stalls after \`354\`, or whose STARTTLS handshake fails, and a dns2 server whose MX answers are truncated, carry the wrong id, answer another question or hold records of another name: the message is deferred (no bounce, nothing sent elsewhere), and once the fault is gone the retry delivers it exactly once. A failed handshake falls back to plaintext only when TLS is not required. |
 | idle and slow connections | test/load-connections.test.ts | Idle connections and clients sending one byte a second hold the real server; a new client still gets its banner and a NOOP answer; connections past \`maxConnections\` get \`421\`; \`idleTimeout\` closes the idle ones and the slow ones with \`421 4.4.2\`; server RSS is recorded and must grow by less than 300 MB. |
@@ -38,12 +40,17 @@ const ABOUT = `## What the tests do
 - A hook handler that blocked the event loop past \`server.hookTimeout\` and then answered was obeyed, because its answer settled before the deadline timer could run: a late answer now counts as a timeout (\`451 4.3.0\`).
 - The DNS resolver used answer records of any owner name, so a reply holding records of another name could route mail to a host the domain never named: only records of the name asked for (or its CNAME chain) count now, and a reply holding only others is a temporary failure, so the message is deferred.
 - A client sending one byte a second was never closed, since the socket's idle timer restarts at every byte: a command line must now arrive whole within \`idleTimeout\` of its first byte, or the server replies \`421 4.4.2\` and closes.
+- A full spool file system (\`server.spoolDir\`) answered \`451 4.3.0\`: it now answers \`452 4.3.1\` like a full mailbox or queue.
+- A queue state file whose write failed on a full disk stayed in the queue's \`tmp/\`: it is now removed.
+- A queue record whose new state could not be written after a delivery attempt stayed claimed by the running process, so it was not tried again until a restart: each queue scan now writes it again, and delivery resumes once the disk has space.
 - A server killed with SIGKILL left its spool folder in the system temp folder: spool folders are now named after the process, and a starting server removes those of processes that are gone.
 
 ## Limits
 
 - A handler that blocks the event loop for longer than the hook deadline delays every connection of that process; hooks of other connections waiting at that moment may miss their deadline too and answer \`451\`, a temporary failure the client retries. Nothing is lost, but such a plugin must be fixed.
 - A message cut by a kill before its \`250\` may be stored for some recipients and not others; the client did not get \`250\` and sends it again, so those recipients may get it twice. Stored copies are never partial.
+- Delivery is at least once: a server killed after the remote accepted a message but before its queue record was finished sends it again after the restart. The kill tests queue without delivering during the kills, so they count exact copies.
+- When one message goes to several remote domains and the disk fills between writing their records, the records already written are removed again and the client gets \`452\`. With workers, another process that claimed one of those records in that moment keeps a record whose message file was removed; no test covers this window, which lasts one file write.
 - Spool files in a configured \`server.spoolDir\` that a killed process leaves are not removed, since workers share the folder; they hold no accepted mail and can be deleted when no server runs.
 
 `;

@@ -7,7 +7,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, expect, test } from "vitest";
-import { fill, mountTmpfs, unmount } from "./fault-kit.js";
+import { fill, mountTmpfs, report, unmount } from "./fault-kit.js";
 import { makeServerDir, startDns, startMailroom, submit, TestClock, waitFor } from "./mx-kit.js";
 
 const cleanup: (() => Promise<unknown> | void)[] = [];
@@ -112,4 +112,10 @@ test("a full queue disk during an attempt delays, then delivers", async (context
   await waitFor(() => readdirSync(path.join(mount, "claimed")).length === 0, "the finished record");
   expect(readdirSync(path.join(mount, "active")).filter((name) => name !== "filler")).toEqual([]);
   expect(await server.local()).toHaveLength(0);
+  report("full queue disk during a delivery attempt", {
+    load: "one message through plugin-mx with its queue on a 1 MiB tmpfs",
+    faults: "the disk fills while the remote holds its RCPT reply, then the remote defers with 451",
+    inputs: "1 message: its new state could not be written, then it was delivered once after the filler was removed",
+    lost: 0,
+  });
 });
