@@ -193,11 +193,15 @@ export async function startSink(): Promise<Sink> {
 }
 
 /** Waits until `check` is truthy; bounded in time. */
-export async function until<T>(check: () => T | Promise<T>, what: string, timeout = 15_000): Promise<T> {
+export async function until<T>(
+  check: () => T | Promise<T>,
+  what: string,
+  timeout = 15_000,
+): Promise<Exclude<T, undefined | null | false | 0 | "">> {
   const deadline = Date.now() + timeout;
   for (;;) {
     const value = await check();
-    if (value) return value;
+    if (value) return value as Exclude<T, undefined | null | false | 0 | "">;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
