@@ -114,7 +114,7 @@ const lines = [
   `- Messages lost: ${failed ? "unknown (a test failed)" : lost}`,
   "- Traffic: only 127.0.0.1, to servers the tests start; every loop is bounded in count and time.",
   "",
-  ...ABOUT,
+  ...ABOUT.split("\n"),
   "## Figures",
   "",
 ];
