@@ -12,6 +12,7 @@ const outArg = process.argv.indexOf("--out");
 const out = path.resolve(root, outArg === -1 ? "docs/reliability.md" : process.argv[outArg + 1]);
 const files = [
   "test/fault-kill.test.ts",
+  "test/fault-kill-delivering.test.ts",
   "test/fault-full-disk.test.ts",
   "test/fault-queue-disk.test.ts",
   "test/fault-plugins.test.ts",
@@ -26,6 +27,7 @@ const ABOUT = `## What the tests do
 | test | file | what must hold |
 |---|---|---|
 | kill -9 while 20 clients send | test/fault-kill.test.ts | The real \`mailroom start\` process (once as one process, once with \`server.workers: 2\`) is killed with SIGKILL at a random moment while 20 clients send messages to two local mailboxes and two remote domains. Every message that got \`250\` is afterwards stored exactly once per recipient, in a maildir (read with Python's \`mailbox.Maildir\`) or in the outbound queue, reconciled by an \`X-Test-Id\` header; every stored file is whole; the restarted server delivers each queued copy to a loopback sink exactly once. With workers, one worker is killed first while the other goes on. |
+| kill -9 while delivering | test/fault-kill-delivering.test.ts | As above, but plugin-mx delivers to the sink during the kills: every accepted local copy is in its maildir once, every accepted remote copy reaches the sink at least once, and the copies sent twice (accepted by the sink just before a kill) are counted. |
 | spool left by a killed server | test/fault-kill.test.ts | The temporary folder of a killed server is removed when a server starts. |
 | full disk | test/fault-full-disk.test.ts | A 1 MiB tmpfs under the mailboxes, under the queue, then under \`server.spoolDir\`, is filled with 0 to 56 KiB left free, and messages of up to 2 MiB are sent: each gets \`250\` and is stored whole, or gets \`452 4.3.1\` and leaves no file in \`tmp/\`, \`new/\`, \`active/\` or the spool; the session goes on, and once the filler file is deleted the next message gets \`250\` without a restart. |
 | full queue disk mid-delivery | test/fault-queue-disk.test.ts | The queue's disk fills while plugin-mx is in a delivery attempt that the remote defers, so the record's new state cannot be written. Once space is back, the running server delivers it, once. |
@@ -49,7 +51,7 @@ const ABOUT = `## What the tests do
 
 - A handler that blocks the event loop for longer than the hook deadline delays every connection of that process; hooks of other connections waiting at that moment may miss their deadline too and answer \`451\`, a temporary failure the client retries. Nothing is lost, but such a plugin must be fixed.
 - A message cut by a kill before its \`250\` may be stored for some recipients and not others; the client did not get \`250\` and sends it again, so those recipients may get it twice. Stored copies are never partial.
-- Delivery is at least once: a server killed after the remote accepted a message but before its queue record was finished sends it again after the restart. The kill tests queue without delivering during the kills, so they count exact copies.
+- Delivery is at least once: a server killed after the remote accepted a message but before its queue record was finished sends it again after the restart. The figures of the delivering kill test count such copies.
 - When one message goes to several remote domains and the disk fills between writing their records, the records already written are removed again and the client gets \`452\`. With workers, another process that claimed one of those records in that moment keeps a record whose message file was removed; no test covers this window, which lasts one file write.
 - Spool files in a configured \`server.spoolDir\` that a killed process leaves are not removed, since workers share the folder; they hold no accepted mail and can be deleted when no server runs.
 
