@@ -17,7 +17,7 @@ const { values: opts } = parseArgs({
   options: {
     repeats: { type: "string", default: "5" },
     scale: { type: "string", default: "1" },
-    warmup: { type: "string", default: "300" },
+    warmup: { type: "string", default: "200" },
     servers: { type: "string", default: Object.keys(SERVERS).filter((name) => name !== "smtp-server-stock").join(",") },
     workloads: { type: "string", default: Object.keys(WORKLOADS).join(",") },
     baseline: { type: "string", default: "haraka" },

@@ -13,7 +13,7 @@ import {
 
 export const DOMAIN = "bench.test";
 
-function mailroomConfig({ port, workDir, store, workers = 1 }) {
+function mailroomConfig({ port, workDir, store, workers = 1, limits }) {
   const spool = path.join(workDir, "spool");
   mkdirSync(spool, { recursive: true });
   const plugins =
@@ -42,6 +42,7 @@ function mailroomConfig({ port, workDir, store, workers = 1 }) {
       logLevel: "warn",
       spoolDir: spool,
       ...(workers > 1 ? { workers } : {}),
+      ...(limits ? { limits } : {}),
     },
     plugins,
   };
@@ -109,9 +110,9 @@ export const SERVERS = {
   },
   "mailroom-discard": {
     label: "Mailroom, discard",
-    command: ({ port, workDir, nodeFlags }) => ({
+    command: ({ port, workDir, nodeFlags, limits }) => ({
       file: process.execPath,
-      args: [...nodeFlags, MAILROOM_BIN, "start", "-c", mailroomConfig({ port, workDir, store: "discard" })],
+      args: [...nodeFlags, MAILROOM_BIN, "start", "-c", mailroomConfig({ port, workDir, store: "discard", limits })],
     }),
   },
   "mailroom-discard-2": {
@@ -162,9 +163,9 @@ async function waitReady(port, child, timeoutMs) {
 }
 
 /** Starts a server in its own process group; its output goes to workDir/server.log. */
-export async function startServer(name, { port, workDir, nodeFlags = [] }) {
+export async function startServer(name, { port, workDir, nodeFlags = [], limits }) {
   mkdirSync(workDir, { recursive: true });
-  const { file, args, env } = SERVERS[name].command({ port, workDir, nodeFlags });
+  const { file, args, env } = SERVERS[name].command({ port, workDir, nodeFlags, limits });
   const log = openSync(path.join(workDir, "server.log"), "a");
   const child = spawn(file, args, {
     cwd: workDir,

@@ -7,22 +7,22 @@ export const WORKLOADS = {
   "1k-c20": {
     label: "1 KB, 20 clients, one connection per message",
     args: ["-s", "20", "-l", "1024"],
-    messages: 10_000,
+    messages: 3_000,
   },
   "100k-c20": {
     label: "100 KB, 20 clients, one connection per message",
     args: ["-s", "20", "-l", "102400"],
-    messages: 2_000,
+    messages: 1_000,
   },
   "1k-seq": {
     label: "1 KB, 1 client, one connection per message",
     args: ["-s", "1", "-l", "1024"],
-    messages: 3_000,
+    messages: 1_500,
   },
   "1k-c20-reuse": {
     label: "1 KB, 20 clients reusing their connection",
     args: ["-s", "20", "-l", "1024", "-d"],
-    messages: 20_000,
+    messages: 6_000,
   },
 };
 
@@ -31,9 +31,10 @@ export const WORKLOADS = {
  * seconds. smtp-source exits non-zero when the server answers anything but
  * the expected positive reply, so a resolved run delivered every message.
  */
-export function runSource(workload, { port, messages, timeoutMs = 300_000 }) {
+export function runSource(workload, { port, messages, size, timeoutMs = 300_000 }) {
+  const base = WORKLOADS[workload].args;
   const args = [
-    ...WORKLOADS[workload].args,
+    ...(size === undefined ? base : [...base.slice(0, base.indexOf("-l")), "-l", String(size), ...base.slice(base.indexOf("-l") + 2)]),
     "-m",
     String(messages),
     "-M",
