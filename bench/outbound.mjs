@@ -11,6 +11,7 @@ import { BENCH_DIR, HARAKA_BIN, MAILROOM_BIN, SMTP_SINK, SMTP_SOURCE, postfixEnv
 import { cpuSeconds, peakRss, processTree, resetPeakRss } from "./lib/proc.mjs";
 import { startServer, stopServer, SERVERS } from "./lib/servers.mjs";
 import { median } from "./lib/stats.mjs";
+import { summarizeProfiles } from "./lib/cpuprofile.mjs";
 import { setup } from "./setup.mjs";
 
 const { values: opts } = parseArgs({
@@ -20,6 +21,7 @@ const { values: opts } = parseArgs({
     repeats: { type: "string", default: "3" },
     servers: { type: "string", default: "haraka-outbound,mailroom-outbound" },
     "timeout-s": { type: "string", default: "300" },
+    profile: { type: "boolean", default: false },
   },
 });
 setup();
@@ -29,7 +31,7 @@ const SINK_PORT = 26301;
 
 SERVERS["mailroom-outbound"] = {
   label: "Mailroom, relay + mx",
-  command: ({ port, workDir }) => {
+  command: ({ port, workDir, nodeFlags }) => {
     const config = {
       server: { hostname: "out.bench.test", listen: [`127.0.0.1:${port}`], logLevel: "warn", spoolDir: path.join(workDir, "spool") },
       plugins: [
@@ -46,19 +48,19 @@ SERVERS["mailroom-outbound"] = {
     mkdirSync(path.join(workDir, "spool"), { recursive: true });
     const file = path.join(workDir, "mailroom.yaml");
     writeFileSync(file, JSON.stringify(config, null, 2));
-    return { file: process.execPath, args: [MAILROOM_BIN, "start", "-c", file] };
+    return { file: process.execPath, args: [...nodeFlags, MAILROOM_BIN, "start", "-c", file] };
   },
 };
 SERVERS["haraka-outbound"] = {
   label: "Haraka, 1 process, outbound",
-  command: ({ port, workDir }) => {
+  command: ({ port, workDir, nodeFlags }) => {
     const dir = path.join(workDir, "haraka");
     cpSync(path.join(BENCH_DIR, "node_modules/Haraka/config"), path.join(dir, "config"), { recursive: true });
     cpSync(path.join(BENCH_DIR, "haraka-outbound"), dir, { recursive: true });
     writeFileSync(path.join(dir, "config/smtp.ini"), `listen=127.0.0.1:${port}\nnodes=0\n`);
     return {
       file: process.execPath,
-      args: [HARAKA_BIN, "-c", dir],
+      args: [...nodeFlags, HARAKA_BIN, "-c", dir],
       env: { ...process.env, BENCH_SINK_PORT: String(SINK_PORT) },
     };
   },
@@ -110,7 +112,8 @@ for (let repeat = 0; repeat < Number(opts.repeats); repeat++) {
     const record = { server: name, repeat, messages };
     let server;
     try {
-      server = await startServer(name, { port: SERVER_PORT, workDir });
+      const nodeFlags = opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${path.join(workDir, "profile")}`] : [];
+      server = await startServer(name, { port: SERVER_PORT, workDir, nodeFlags });
       // Warm-up: 100 messages to one domain, all delivered before the clock starts.
       await source(100, "user@warmup.bench.test");
       await waitFor(() => sink.count() >= 100, timeoutMs);
@@ -137,7 +140,11 @@ for (let repeat = 0; repeat < Number(opts.repeats); repeat++) {
       if (server) await stopServer(server);
       await stopServer(sink);
     }
-    if (!record.error) rmSync(workDir, { recursive: true, force: true });
+    if (opts.profile && !record.error) {
+      console.log(`\n${name}:\n\n${summarizeProfiles(path.join(workDir, "profile"), { messages, top: 25 }).join("\n")}`);
+    } else if (!record.error) {
+      rmSync(workDir, { recursive: true, force: true });
+    }
     records.push(record);
     console.log(
       `outbound: [${repeat + 1}] ${name}: ` +
