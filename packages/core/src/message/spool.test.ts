@@ -115,12 +115,13 @@ describe("header parsing takes linear time", () => {
   test("on many folded lines and long runs of CR", () => {
     for (const unit of ["\r\n x", "\r", "\r\nX-A: b"]) {
       const block = (count: number) => Buffer.from(`Subject: s${unit.repeat(count)}\r\n`, "latin1");
-      const small = block(20_000);
+      const small = block(10_000);
       const large = block(160_000);
       parseHeaderBlock(small).getList();
       const ratio = time(() => parseHeaderBlock(large).getList()) / Math.max(1, time(() => parseHeaderBlock(small).getList()));
-      // Eight times the input: linear is about 8, quadratic about 64.
-      expect(ratio, JSON.stringify(unit)).toBeLessThan(30);
+      // Sixteen times the input: linear is about 16, quadratic about 256.
+      // The bound sits far from both, because a loaded machine skews timings.
+      expect(ratio, JSON.stringify(unit)).toBeLessThan(80);
     }
   });
 });
