@@ -21,7 +21,7 @@ async function send(server: TestServer, to: string, id: string, lines = 1) {
   return { rcpt: replies[2]!, reply: replies.at(-1)!, noop };
 }
 
-/** Files anywhere under `dir`, as paths relative to it. */
+/** Lists the files anywhere under `dir`, as paths relative to it. */
 function files(dir: string): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir, { recursive: true, withFileTypes: true })
@@ -38,8 +38,9 @@ interface Setup {
   /** Server settings on top of the hostname. */
   server?: (mount: string) => Record<string, unknown>;
   plugins: (mount: string) => Record<string, unknown>[];
-  /** Where a stored message is visible, and where a partial one would be. */
+  /** Files where a stored message is visible. */
   visible: (mount: string) => string[];
+  /** The folder where a partial file would be left. */
   scratch: (mount: string) => string;
 }
 

@@ -22,7 +22,7 @@ afterEach(async () => {
   dir = undefined;
 });
 
-/** How many times the sink received each (message, recipient) pair. */
+/** Counts how many times the sink received each (message, recipient) pair. */
 function sinkCounts(received: Sink["received"]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const message of received) {

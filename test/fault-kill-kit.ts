@@ -47,7 +47,7 @@ function pickRecipients(): string[] {
   return chosen.length ? chosen : [all[Math.floor(Math.random() * all.length)]!];
 }
 
-/** One client: sends messages back to back until the connection dies or time is up. */
+/** Sends messages back to back, as one client, until the connection dies or time is up. */
 export async function sender(port: number, ledger: Ledger, until: number, round: number, index: number): Promise<void> {
   let serial = 0;
   // Bounded: at most 10,000 messages per client, and never past `until`.
@@ -92,7 +92,7 @@ export async function sender(port: number, ledger: Ledger, until: number, round:
   }
 }
 
-/** Where every (message, recipient) pair is stored, with the checks that nothing is half there. */
+/** Lists where each (message, recipient) pair is stored, and every stored file that is not whole. */
 export async function inventory(dir: string) {
   const stored = new Map<string, string[]>();
   const problems: string[] = [];
@@ -147,7 +147,7 @@ export function expectEveryAcceptedStoredOnce(ledger: Ledger, stored: Map<string
   return missing.length;
 }
 
-/** Process ids of the processes that logged "listening": the workers, or the single server. */
+/** Returns the ids of the processes that logged "listening": the workers, or the single server. */
 export function listeningPids(server: CliServer): number[] {
   return server
     .logs()
@@ -165,7 +165,7 @@ function alive(pid: number): boolean {
   }
 }
 
-/** SIGKILL to the server and every worker it started, all at once. */
+/** Sends SIGKILL to the server and every worker it started, all at once. */
 export async function killAll(server: CliServer): Promise<void> {
   const pids = [...new Set([server.child.pid!, ...listeningPids(server)])];
   for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");

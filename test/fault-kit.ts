@@ -164,7 +164,7 @@ export interface Sink {
   close(): Promise<void>;
 }
 
-/** A real SMTP server on 127.0.0.1 that stands in for the remote mail exchanger. */
+/** Starts a real SMTP server on 127.0.0.1 that plays the remote mail exchanger. */
 export async function startSink(): Promise<Sink> {
   const sink: Sink = { port: 0, received: [], close: async () => undefined };
   const server = new SMTPServer({

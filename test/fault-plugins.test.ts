@@ -78,7 +78,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Messages the plugin stored that carry a "Fault:" header. */
+/** Counts the stored messages that carry a "Fault:" header. */
 async function storedFaulty(): Promise<number> {
   const names = await readdir(path.join(dir, "box")).catch(() => [] as string[]);
   const texts = await Promise.all(names.map((name) => readFile(path.join(dir, "box", name), "utf8")));
@@ -88,7 +88,7 @@ async function storedFaulty(): Promise<number> {
 /** Reads the next reply, failing when it takes ten times the hook deadline. */
 const reply = (client: SmtpTestClient) => client.read(HOOK_TIMEOUT * 10);
 
-/** A full transaction on another connection, as a bystander runs it. */
+/** Runs a full transaction on another connection; returns the final reply code. */
 async function bystander(): Promise<number> {
   const client = await server.connect();
   const replies = await client.send({ from: "a@client.test", to: ["fine@local.test"], message: "Subject: ok\r\n\r\nfine\r\n" });
@@ -100,10 +100,9 @@ async function bystander(): Promise<number> {
 const FAULTS = ["throw", "reject", "hang", "spin-hang", "spin-throw", "spin-late"];
 
 /**
- * What a bystander may get. A handler that blocks the event loop for longer
- * than the hook deadline ("spin-late") makes every hook waiting meanwhile miss
- * its deadline as well, so a bystander may get a temporary 451 then, never a
- * 5xx and never a lost message; a later transaction gets 250.
+ * Checks a bystander's final code. A handler that blocks the loop past the
+ * deadline ("spin-late") makes hooks waiting meanwhile miss theirs too, so
+ * there a 451 is allowed, and a later transaction must get 250.
  */
 async function expectBystander(fault: string, code: number): Promise<void> {
   if (fault === "spin-late") {

@@ -15,7 +15,7 @@ afterEach(async () => {
   for (const step of cleanup.splice(0).reverse()) await step();
 });
 
-/** A remote that holds its RCPT reply until `open()`, then defers; later it accepts. */
+/** Starts a remote that holds its RCPT reply until `open()` and then defers, or accepts once `accept` is set. */
 async function startGatedMx() {
   const state = { port: 0, accept: false, received: 0, rcptSeen: false, open: () => undefined as void };
   let release: () => void = () => undefined;

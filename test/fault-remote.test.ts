@@ -94,7 +94,7 @@ async function startScriptedMx(mode: MxMode): Promise<ScriptedMx> {
 
 type DnsMode = "good" | "truncated" | "wrong-id" | "other-question" | "foreign-answer";
 
-/** A dns2 server on 127.0.0.1 for ok.test, whose answers the test spoils. */
+/** Starts a dns2 server on 127.0.0.1 for ok.test, whose answers the test spoils. */
 async function startSpoiledDns(): Promise<DnsFixture & { mode: DnsMode }> {
   const { Packet } = DNS;
   const fixture = {

@@ -60,7 +60,7 @@ async function expectAllSlotsFree(): Promise<void> {
   );
 }
 
-/** One abusive connection that ends at a random early moment. */
+/** Opens one abusive connection that ends at an early moment chosen by `kind`. */
 function storm(kind: number): Promise<void> {
   return new Promise((resolve) => {
     const socket = net.connect(server.port, "127.0.0.1");
@@ -95,7 +95,7 @@ test("connect/close storm leaks no slot", async () => {
   });
 });
 
-/** A TLS client that vanishes after `ms`, mid-handshake on STARTTLS or implicit TLS. */
+/** Starts a TLS handshake (STARTTLS or implicit TLS) and vanishes after `ms`. */
 async function vanishingTls(implicit: boolean, ms: number): Promise<void> {
   const raw = net.connect(implicit ? tlsPort : server.port, "127.0.0.1");
   raw.on("error", () => undefined);
