@@ -40,20 +40,20 @@ const ABOUT = `## What the tests do
 
 - A configured \`server.spoolDir\` that did not exist made every message fail with \`451 4.3.0\`: the server now creates it at start.
 - A hook handler that blocked the event loop past \`server.hookTimeout\` and then answered was obeyed, because its answer settled before the deadline timer could run: a late answer now counts as a timeout (\`451 4.3.0\`).
-- The DNS resolver used answer records of any owner name, so a reply holding records of another name could route mail to a host the domain never named: only records of the name asked for (or its CNAME chain) count now, and a reply holding only others is a temporary failure, so the message is deferred.
+- The DNS resolver used answer records of any owner name, so a reply holding records of another name could route mail to a host the domain never named. Only records of the name asked for (or its CNAME chain) count now. A reply holding only others is a temporary failure, so the message is deferred.
 - A client sending one byte a second was never closed, since the socket's idle timer restarts at every byte: a command line must now arrive whole within \`idleTimeout\` of its first byte, or the server replies \`421 4.4.2\` and closes.
 - A full spool file system (\`server.spoolDir\`) answered \`451 4.3.0\`: it now answers \`452 4.3.1\` like a full mailbox or queue.
 - A queue state file whose write failed on a full disk stayed in the queue's \`tmp/\`: it is now removed.
-- A queue record whose new state could not be written after a delivery attempt stayed claimed by the running process, so it was not tried again until a restart: each queue scan now writes it again, and delivery resumes once the disk has space.
+- A queue record whose new state could not be written after a delivery attempt stayed claimed by the running process, so it was not tried again until a restart. Each queue scan now writes it again, and delivery resumes once the disk has space.
 - A server killed with SIGKILL left its spool folder in the system temp folder: spool folders are now named after the process, and a starting server removes those of processes that are gone.
 
 ## Limits
 
-- A handler that blocks the event loop for longer than the hook deadline delays every connection of that process; hooks of other connections waiting at that moment may miss their deadline too and answer \`451\`, a temporary failure the client retries. Nothing is lost, but such a plugin must be fixed.
+- A handler that blocks the event loop for longer than the hook deadline delays every connection of that process. Hooks of other connections waiting at that moment may miss their deadline too and answer \`451\`, a temporary failure the client retries. Nothing is lost, but such a plugin must be fixed.
 - A message cut by a kill before its \`250\` may be stored for some recipients and not others; the client did not get \`250\` and sends it again, so those recipients may get it twice. Stored copies are never partial.
 - Delivery is at least once: a server killed after the remote accepted a message but before its queue record was finished sends it again after the restart. The figures of the delivering kill test count such copies.
-- When one message goes to several remote domains and the disk fills between writing their records, the records already written are removed again and the client gets \`452\`. With workers, another process that claimed one of those records in that moment keeps a record whose message file was removed; no test covers this window, which lasts one file write.
-- Spool files in a configured \`server.spoolDir\` that a killed process leaves are not removed, since workers share the folder; they hold no accepted mail and can be deleted when no server runs.
+- When one message goes to several remote domains and the disk fills between writing their records, the records already written are removed again and the client gets \`452\`. With workers, another process that claimed one of those records in that moment keeps a record whose message file was removed. No test covers this window, which lasts one file write.
+- Spool files in a configured \`server.spoolDir\` that a killed process leaves are not removed, since workers share the folder. They hold no accepted mail and can be deleted when no server runs.
 
 `;
 
