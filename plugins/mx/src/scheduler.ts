@@ -39,7 +39,7 @@ export class Scheduler {
   private loop: Promise<void> | undefined;
   private readonly jobs = new Set<Promise<void>>();
   private bouncing = false;
-  /** Claimed records whose new state could not be written (a full disk); written again at each scan. */
+  /** Claimed records whose new state could not be written (a full disk), written again at each scan. */
   private readonly unreleased = new Map<string, QueueRecord>();
 
   constructor(private readonly env: SchedulerEnv) {}
@@ -54,7 +54,7 @@ export class Scheduler {
       await this.env.store.release(record);
       this.unreleased.delete(record.id);
     } catch (error) {
-      this.env.logger.error({ err: error, id: record.id }, "queue record state not written; retrying at the next scan");
+      this.env.logger.error({ err: error, id: record.id }, "queue record state not written, retrying at the next scan");
       this.unreleased.set(record.id, record);
     }
   }

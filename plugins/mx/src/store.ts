@@ -66,7 +66,7 @@ async function fsyncPath(target: string): Promise<void> {
   }
 }
 
-/** Writes a new file and fsyncs it; on failure (a full disk) the partial file is removed. */
+/** Writes a new file and fsyncs it. On failure (a full disk) the partial file is removed. */
 async function writeDurably(file: string, data: string): Promise<void> {
   const handle = await open(file, "wx", 0o600);
   try {

@@ -73,7 +73,7 @@ export class HookRunner {
         deadline,
       ]);
       // A handler that blocked the event loop past the deadline settles
-      // before the timer can fire; its late answer counts as a timeout too.
+      // before the timer can fire, so its late answer counts as a timeout too.
       if (performance.now() - started > this.timeout) {
         throw new HookTimeoutError(plugin.name, hook, this.timeout);
       }
