@@ -94,8 +94,15 @@ async function startScriptedMx(mode: MxMode): Promise<ScriptedMx> {
 
 type DnsMode = "good" | "truncated" | "wrong-id" | "other-question" | "foreign-answer";
 
-/** Starts a dns2 server on 127.0.0.1 for ok.test, whose answers the test spoils. */
-async function startSpoiledDns(): Promise<DnsFixture & { mode: DnsMode }> {
+type Handler = DNS.DnsHandler;
+type Request = Parameters<Handler>[0];
+type Send = Parameters<Handler>[1];
+
+/**
+ * Starts a dns2 server on 127.0.0.1 for ok.test, whose UDP answers the test
+ * spoils. `serveTcp()` adds whole answers over TCP on the same port.
+ */
+async function startSpoiledDns(): Promise<DnsFixture & { mode: DnsMode; serveTcp(): Promise<void> }> {
   const { Packet } = DNS;
   const fixture = {
     mode: "good" as DnsMode,
@@ -103,40 +110,44 @@ async function startSpoiledDns(): Promise<DnsFixture & { mode: DnsMode }> {
     nameserver: "",
     queries: [] as { name: string; type: string }[],
     close: async () => undefined as void,
+    serveTcp: async () => undefined as void,
   };
-  const server = DNS.createServer({
-    udp: true,
-    handle(request, send) {
-      const question = request.questions[0]!;
-      const name = question.name.toLowerCase().replace(/\.$/, "");
-      fixture.queries.push({ name, type: String(question.type) });
-      const response = Packet.createResponseFromRequest(request);
-      const base = { name: question.name, class: Packet.CLASS.IN, ttl: 60 };
-      const mode = fixture.mode;
-      if (name === "ok.test" && question.type === Packet.TYPE.MX) {
-        if (mode === "truncated") {
-          // The TC bit with no answers: the client must not take this as "no MX".
-          response.header.tc = 1;
-          return send(response);
-        }
-        if (mode === "wrong-id") response.header.id = (request.header.id + 1) & 0xffff;
-        if (mode === "other-question") response.questions[0] = { ...question, name: "other.test" };
-        const owner = mode === "foreign-answer" ? "evil.test" : question.name;
-        const exchange = mode === "foreign-answer" ? "mx.evil.test" : "mx.ok.test";
-        response.answers.push({ ...base, name: owner, type: Packet.TYPE.MX, priority: 10, exchange } as never);
-      } else if (name === "ok.test" || name === "mx.ok.test" || name === "mx.evil.test") {
-        // The domain's own address would be the implicit MX: also 127.0.0.1.
-        if (question.type === Packet.TYPE.A) response.answers.push({ ...base, type: Packet.TYPE.A, address: "127.0.0.1" } as never);
-      } else {
-        response.header.rcode = Packet.RCODE.NXDOMAIN;
+  const answer = (mode: DnsMode, request: Request, send: Send) => {
+    const question = request.questions[0]!;
+    const name = question.name.toLowerCase().replace(/\.$/, "");
+    fixture.queries.push({ name, type: String(question.type) });
+    const response = Packet.createResponseFromRequest(request);
+    const base = { name: question.name, class: Packet.CLASS.IN, ttl: 60 };
+    if (name === "ok.test" && question.type === Packet.TYPE.MX) {
+      if (mode === "truncated") {
+        // The TC bit with no answers: the client must not take this as "no MX".
+        response.header.tc = 1;
+        return send(response);
       }
-      send(response);
-    },
-  });
+      if (mode === "wrong-id") response.header.id = (request.header.id + 1) & 0xffff;
+      if (mode === "other-question") response.questions[0] = { ...question, name: "other.test" };
+      const owner = mode === "foreign-answer" ? "evil.test" : question.name;
+      const exchange = mode === "foreign-answer" ? "mx.evil.test" : "mx.ok.test";
+      response.answers.push({ ...base, name: owner, type: Packet.TYPE.MX, priority: 10, exchange } as never);
+    } else if (name === "ok.test" || name === "mx.ok.test" || name === "mx.evil.test") {
+      // The domain's own address would be the implicit MX: also 127.0.0.1.
+      if (question.type === Packet.TYPE.A) response.answers.push({ ...base, type: Packet.TYPE.A, address: "127.0.0.1" } as never);
+    } else {
+      response.header.rcode = Packet.RCODE.NXDOMAIN;
+    }
+    send(response);
+  };
+  const server = DNS.createServer({ udp: true, handle: (request, send) => answer(fixture.mode, request, send) });
   const addresses = await server.listen({ udp: { port: 0, address: "127.0.0.1" } });
   fixture.port = (addresses as { udp: { port: number } }).udp.port;
   fixture.nameserver = `127.0.0.1:${fixture.port}`;
   fixture.close = () => server.close().then(() => undefined);
+  fixture.serveTcp = async () => {
+    const tcp = DNS.createServer({ tcp: true, handle: (request, send) => answer("good", request, send) });
+    await tcp.listen({ tcp: { port: fixture.port, address: "127.0.0.1" } });
+    const closeUdp = fixture.close;
+    fixture.close = () => Promise.all([closeUdp(), tcp.close()]).then(() => undefined);
+  };
   return fixture;
 }
 
@@ -226,6 +237,19 @@ describe("a remote mail exchanger that fails", () => {
 });
 
 describe("a DNS server that spoils its answers", () => {
+  test("truncated UDP answer is retried over TCP", async () => {
+    const mx = await startScriptedMx("accept");
+    cleanup.push(() => mx.close());
+    const setup = await world({ mx, dns: "truncated" });
+    await setup.dns.serveTcp();
+    const codes = await submit(setup.server, "alice@local.test", ["bob@ok.test"], "X-Test-Id: remote\r\n\r\nbody\r\n");
+    expect(codes.at(-1)).toBe(250);
+    await waitFor(() => mx.received.length === 1, "delivery after the TCP retry");
+    await waitFor(async () => (await setup.queue.list()).length === 0, "an empty queue");
+    expect(mx.received).toHaveLength(1);
+    tried.push("DNS truncated, whole over TCP");
+  });
+
   test.each(["truncated", "wrong-id", "other-question", "foreign-answer"] as const)(
     "%s answer: deferred, then delivered once",
     async (mode) => {
@@ -240,7 +264,7 @@ describe("a DNS server that spoils its answers", () => {
       if (mode === "foreign-answer") {
         report("remote side faults for plugin-mx", {
           load: "one message per case through the outbound queue, retried after the fault is gone",
-          faults: "connection reset mid-DATA, stall after 354, a broken STARTTLS handshake, DNS answers truncated, with the wrong id, for another question or with records of another name",
+          faults: "connection reset mid-DATA, stall after 354, a broken STARTTLS handshake, DNS answers truncated (with and without a TCP answer), with the wrong id, for another question or with records of another name",
           inputs: `${tried.length} cases: ${tried.join("; ")}`,
           lost: 0,
         });
