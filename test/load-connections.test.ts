@@ -28,7 +28,6 @@ beforeAll(async () => {
   listen: ["127.0.0.1:0"]
   limits:
     maxConnections: ${IDLE + SLOW + 5}
-    maxConnectionsPerIp: ${IDLE + SLOW + 5}
     idleTimeout: ${IDLE_TIMEOUT}
 `,
   );
@@ -47,9 +46,10 @@ interface Raw {
   closed: boolean;
 }
 
-function open(port: number): Promise<Raw> {
+/** Connects from `localAddress` (any address of 127.0.0.0/8) and waits for the greeting. */
+function open(port: number, localAddress: string): Promise<Raw> {
   return new Promise((resolve, reject) => {
-    const raw: Raw = { socket: net.connect(port, "127.0.0.1"), text: "", closed: false };
+    const raw: Raw = { socket: net.connect({ port, host: "127.0.0.1", localAddress }), text: "", closed: false };
     raw.socket.setEncoding("latin1");
     raw.socket.on("data", (chunk: string) => {
       raw.text += chunk;
@@ -64,23 +64,30 @@ function open(port: number): Promise<Raw> {
   });
 }
 
-/** Opens `count` connections, 50 at a time, each waiting for its greeting. */
-async function openMany(port: number, count: number): Promise<Raw[]> {
+/** Opens `count` connections, 50 at a time, the one at `index` from `from(index)`. */
+async function openMany(port: number, count: number, from: (index: number) => string): Promise<Raw[]> {
   const all: Raw[] = [];
   for (let start = 0; start < count; start += 50) {
-    all.push(...(await Promise.all(Array.from({ length: Math.min(50, count - start) }, () => open(port)))));
+    const batch = Array.from({ length: Math.min(50, count - start) }, (_, offset) => open(port, from(start + offset)));
+    all.push(...(await Promise.all(batch)));
   }
   return all;
 }
 
+// The idle clients come from 127.1.N.1, 50 per address: the default
+// maxConnectionsPerIp. Slow clients and extras each have an address of their own.
+const idleAddress = (index: number) => `127.1.${Math.floor(index / 50)}.1`;
+const slowAddress = (index: number) => `127.2.0.${index + 1}`;
+const extraAddress = (index: number) => `127.3.0.${index + 1}`;
+
 test("newcomer served; idle and slow clients closed", async () => {
   const pid = server.child.pid!;
   const rssStart = rssOf(pid);
-  const idle = await openMany(server.port, IDLE);
+  const idle = await openMany(server.port, IDLE, idleAddress);
   expect(idle.every((raw) => raw.text.startsWith("220 "))).toBe(true);
 
   // Slow clients: one byte a second of a command line that never ends.
-  const slow = await openMany(server.port, SLOW);
+  const slow = await openMany(server.port, SLOW, slowAddress);
   let bytes = 0;
   const dribble = setInterval(() => {
     for (const raw of slow) {
@@ -98,8 +105,13 @@ test("newcomer served; idle and slow clients closed", async () => {
     expect(newcomer.greeting.code).toBe(220);
     expect((await newcomer.command("NOOP")).code).toBe(250);
 
+    // An address that already has 50 connections gets 421 for the next one.
+    const [crowded] = await openMany(server.port, 1, () => idleAddress(0));
+    expect(crowded!.text).toMatch(/^421 4\.7\.0 /);
+    await until(() => crowded!.closed, "the refused connection to close");
+
     // maxConnections leaves four more places; past them the server says 421 and closes.
-    const extra = await openMany(server.port, EXTRA);
+    const extra = await openMany(server.port, EXTRA, extraAddress);
     expect(extra.filter((raw) => raw.text.startsWith("220 "))).toHaveLength(4);
     expect(extra.filter((raw) => raw.text.startsWith("421 "))).toHaveLength(EXTRA - 4);
     await until(() => extra.every((raw) => raw.closed || raw.text.startsWith("220 ")), "the refused connections to close");
@@ -123,9 +135,9 @@ test("newcomer served; idle and slow clients closed", async () => {
     const rssEnd = rssOf(pid);
     expect(rssPeak - rssStart).toBeLessThan(300 * MB);
     report("idle and slow connections", {
-      load: `${IDLE} idle connections and ${SLOW} clients sending one byte a second, idleTimeout ${IDLE_TIMEOUT} ms; ${EXTRA} more past maxConnections`,
+      load: `${IDLE} idle connections from ${IDLE / 50} addresses (50 each, the per-address limit) and ${SLOW} clients sending one byte a second, idleTimeout ${IDLE_TIMEOUT} ms; ${EXTRA} more near maxConnections`,
       faults: "clients that never send a command; command lines that never end",
-      inputs: `${bytes} dribbled bytes; ${EXTRA} refused with 421; the newcomer got 220 and 250`,
+      inputs: `${bytes} dribbled bytes; one connection over the per-address limit and ${EXTRA - 4} over maxConnections refused with 421; the newcomer got 220 and 250`,
       rss: `server RSS ${(rssStart / MB).toFixed(1)} MB at start, ${(rssPeak / MB).toFixed(1)} MB under load, ${(rssEnd / MB).toFixed(1)} MB after`,
       lost: 0,
     });
