@@ -65,10 +65,11 @@ export async function sender(port: number, ledger: Ledger, until: number, round:
         const to = pickRecipients();
         if ((await client.command("MAIL FROM:<sender@client.test>")).code !== 250) break;
         for (const rcpt of to) await client.command(`RCPT TO:<${rcpt}>`);
+        // Mostly small messages, and one in twenty of about 290 KiB, so kills also land mid-write.
         const filler = "x".repeat(70) + "\r\n";
         const body =
           `Message-ID: <${id}@client.test>\r\nX-Test-Id: ${id}\r\nSubject: kill test\r\n\r\n` +
-          filler.repeat(10 + Math.floor(Math.random() * 200)) +
+          filler.repeat(Math.random() < 0.05 ? 4000 : 10 + Math.floor(Math.random() * 200)) +
           `END ${id}\r\n`;
         const start = await client.command("DATA");
         if (start.code !== 354) break;
