@@ -151,7 +151,7 @@ describe.each(SETUPS)("a full file system under the $name", (setup) => {
     report(`full disk under the ${setup.name}`, {
       load: "one client at a time on a 1 MiB tmpfs",
       faults: `${rounds} fill(s) of the file system, leaving 0 to 56 KiB free, each freed again while the server runs`,
-      inputs: `${rounds * 2 + 1} messages of up to 48 KiB: ${refused} refused with 452 4.3.1, ${expected.length} accepted and stored whole`,
+      inputs: `${rounds * 2 + 1} messages, one of 2 MiB and the rest up to 48 KiB: ${refused} refused with 452 4.3.1, ${expected.length} accepted and stored whole`,
       lost: 0,
     });
   });

@@ -83,7 +83,7 @@ test("delivering server keeps every accepted message", async () => {
   report("kill -9 while 20 clients send and the server delivers", {
     load: `20 clients sending back to back for ~${sendFor / 1000} s per round, ${rounds} round(s), while plugin-mx delivers to a loopback sink`,
     faults: `${rounds} SIGKILL(s) of the mailroom process at a random moment`,
-    inputs: `${ledger.accepted.size} messages accepted, ${remote.length} remote copies among them, ${ledger.unanswered} cut before their reply`,
+    inputs: `${ledger.accepted.size} messages accepted with ${remote.length} copies for remote recipients, ${ledger.unanswered} cut before their reply`,
     delivered: `every accepted remote copy reached the sink; ${again} copies were delivered twice (accepted by the sink just before a kill)`,
     lost: 0,
   });
