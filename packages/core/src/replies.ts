@@ -159,7 +159,17 @@ export function formatReply(reply: { code: number; enhanced?: string; message: s
     .map((line, index) => {
       const separator = index < lines.length - 1 ? "-" : " ";
       const text = line.replace(/[\x00-\x1f\x7f]/g, " ");
-      return `${reply.code}${separator}${enhanced}${text}`.trimEnd();
+      return truncate(`${reply.code}${separator}${enhanced}${text}`.trimEnd());
     })
     .join("\r\n");
+}
+
+/** RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. */
+const MAX_REPLY_LINE = 510;
+
+function truncate(line: string): string {
+  if (Buffer.byteLength(line) <= MAX_REPLY_LINE) return line;
+  let cut = line.slice(0, MAX_REPLY_LINE);
+  while (Buffer.byteLength(cut) > MAX_REPLY_LINE) cut = cut.slice(0, -1);
+  return cut;
 }

@@ -15,6 +15,7 @@
 import type { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
+import { formatReply } from "../replies.js";
 import SASL from "smtp-server/lib/sasl.js";
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import { SMTPStream } from "smtp-server/lib/smtp-stream.js";
@@ -119,6 +120,8 @@ class CommandReader extends SMTPStream {
   onOverflowClose: () => void = () => {};
   /** A client dribbled one line for longer than lineTimeout (a slow-send attack). */
   onSlowLineClose: () => void = () => {};
+  /** The client closed its sending side and every line before that has been handled. */
+  onInputEnd: () => void = () => {};
 
   constructor(
     private readonly maxLineLength: number,
@@ -200,6 +203,13 @@ class CommandReader extends SMTPStream {
   override _flushData(): void {
     // A partial line at end of input is never a command.
   }
+
+  // Runs once every pending line got its reply, because each write's
+  // callback waits for the line handlers.
+  override _final(callback: (error?: Error | null) => void): void {
+    this.onInputEnd();
+    callback();
+  }
 }
 
 interface FeedData {
@@ -250,6 +260,9 @@ class AdaptedConnection extends SMTPConnection {
       this.options?.maxDiscard ?? 65536,
     );
     reader.onLine = (line, done) => this.onLine(line, done);
+    // The listener keeps half-open sockets, so replies still reach a client
+    // that shut down its sending side; the connection closes after them.
+    reader.onInputEnd = () => this.close();
     reader.onOverflowClose = () => {
       this.wire.reply({ code: 500, enhanced: "5.5.2", message: "Line too long", close: true });
     };
@@ -368,12 +381,12 @@ function makeWire(connection: AdaptedConnection): Wire {
       return self.secure;
     },
     reply(reply) {
-      const lines = Array.isArray(reply.message) ? reply.message : [reply.message];
-      const prefix = reply.enhanced ? `${reply.enhanced} ` : "";
-      const text = lines.map((line) => `${prefix}${line}`);
-      // smtp-server's send() closes after 421 by itself.
-      connection.send(reply.code, text.length === 1 ? text[0] : text, false);
-      if (reply.close && reply.code !== 421) connection.close();
+      // Written here rather than with smtp-server's send(), which drops
+      // replies once the client half-closed (readyState "writeOnly").
+      const socket = self._socket;
+      const writable = !self._upgrading && socket && !socket.destroyed && socket.writable;
+      if (writable) socket.write(`${formatReply(reply)}\r\n`);
+      if (reply.close || reply.code === 421) connection.close();
     },
     close() {
       connection.close();
@@ -428,6 +441,7 @@ export function createListener(options: ListenerOptions): SMTPServer {
     disableReverseLookup: true,
     useProxy: options.proxyProtocol,
     socketTimeout: options.idleTimeout,
+    allowHalfOpen: true,
     authMethods: ["PLAIN", "LOGIN"],
     // Replies that smtp-server writes itself (the SASL results, its timeouts)
     // carry enhanced status codes from its table: 235 2.7.0, 535 5.7.8, 454 4.7.0.
