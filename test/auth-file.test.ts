@@ -152,6 +152,8 @@ test("file user may relay through plugin-relay", async () => {
       plugins: [
         { use: "@mailroom/plugin-relay", with: { localDomains: ["local.example"] } },
         { use: "@mailroom/plugin-auth-file", with: { file: "./users", failureDelay: 0 } },
+        // Owns the outbound route, so relayed recipients are accepted at RCPT.
+        { use: "@mailroom/plugin-mx", with: { queueDir: "./queue", deliver: false } },
       ],
     },
     { dir },

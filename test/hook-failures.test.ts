@@ -144,3 +144,21 @@ describe("socket faults", () => {
     next.close();
   });
 });
+
+test("ok without a stored route gives 451 at RCPT", async () => {
+  await writeFile(
+    path.join(dir, "allow.ts"),
+    'import { definePlugin, ok } from "@mailroom/core";\n' +
+      'export default definePlugin({ name: "allow", setup: () => ({ rcpt: () => ok() }) });\n',
+  );
+  const allowing = await startTestServer({ plugins: [{ use: "./allow.ts" }] }, { dir });
+  const client = await allowing.connect();
+  await client.command("EHLO client.test");
+  await client.command("MAIL FROM:<a@sender.test>");
+  const reply = await client.command("RCPT TO:<b@local.test>");
+  expect(reply.code).toBe(451);
+  expect(reply.enhanced).toBe("4.3.0");
+  expect((await client.command("DATA")).code).toBe(554);
+  client.close();
+  await allowing.stop();
+});

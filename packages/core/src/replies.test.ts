@@ -64,10 +64,27 @@ describe("replyFor", () => {
     expect(reply).toEqual({ code: 550, enhanced: "5.1.1", message: "No such user" });
   });
 
-  test("default enhanced code is dropped when its class differs", () => {
-    const reply = replyFor("rcpt", deny({ code: 421 }));
-    expect(reply?.enhanced).toBe("4.0.0");
+  test("421 from a plugin closes the connection", () => {
+    const reply = replyFor("rcpt", denySoft({ code: 421 }));
+    expect(reply?.enhanced).toBe("4.7.1");
     expect(reply?.close).toBe(true);
+  });
+
+  test("generic enhanced code when the default's class differs", () => {
+    expect(replyFor("queue", ok({ code: 251 }))?.enhanced).toBe("2.0.0");
+    expect(replyFor("unknown_command", denySoft({ code: 452 }))?.enhanced).toBe("4.5.0");
+  });
+
+  test.each([
+    ["deny with a 2xx code", deny({ code: 250 }), "550 5.7.1"],
+    ["ok with a 5xx code", ok({ code: 550 }), "250 2.1.5"],
+    ["denySoft with a 5xx code", denySoft({ code: 550 }), "450 4.7.1"],
+    ["code out of range", deny({ code: 999 }), "550 5.7.1"],
+    ["malformed enhanced code", deny({ code: 550, enhanced: "banana" }), "550 5.7.1"],
+    ["enhanced code of another class", deny({ code: 553, enhanced: "4.1.1" }), "553 5.7.1"],
+  ])("%s is ignored", (_name, answer, expected) => {
+    const reply = replyFor("rcpt", answer);
+    expect(`${reply?.code} ${reply?.enhanced}`).toBe(expected);
   });
 
   test("helo replies carry no enhanced code", () => {
@@ -79,6 +96,11 @@ describe("formatReply", () => {
   test("multi-line reply repeats code and enhanced code", () => {
     const text = formatReply({ code: 250, enhanced: "2.0.0", message: ["one", "two"] });
     expect(text).toBe("250-2.0.0 one\r\n250 2.0.0 two");
+  });
+
+  test("long reply line is cut at 510 octets", () => {
+    const text = formatReply({ code: 550, enhanced: "5.7.1", message: "x".repeat(5000) });
+    expect(Buffer.byteLength(text)).toBe(510);
   });
 
   test("control characters are replaced", () => {

@@ -127,11 +127,14 @@ export function replyFor(
   const base = defaultReply(hook, outcome);
   if (base === undefined || base === null) return null;
   const options: Partial<Answer> = typeof answer === "object" ? answer : {};
-  const code = options.code ?? base.code;
+  // A plugin's code must agree with its verdict, or the client would be told
+  // something other than what the engine does; a code that does not is ignored.
+  const code = codeFitsVerdict(options.code, outcome) ? options.code! : base.code;
   const withoutEnhanced = hook === "helo" || hook === "ehlo";
+  const ownEnhanced = enhancedFits(options.enhanced, code) ? options.enhanced : undefined;
   const enhanced = withoutEnhanced
     ? undefined
-    : options.enhanced ?? matchingEnhanced(code, base) ?? genericEnhanced(code);
+    : ownEnhanced ?? matchingEnhanced(code, base) ?? genericEnhanced(code);
   const reply: Reply = {
     code,
     message: options.message ?? base.message,
@@ -139,6 +142,28 @@ export function replyFor(
   if (enhanced) reply.enhanced = enhanced;
   if (base.close || isDisconnect(outcome) || code === 421) reply.close = true;
   return reply;
+}
+
+/** The reply code classes each outcome may use. */
+const CODE_CLASSES: Record<Outcome, number[]> = {
+  CONT: [2, 3, 4, 5],
+  OK: [2, 3],
+  DENY: [5],
+  DENYDISCONNECT: [5],
+  DENYSOFT: [4],
+  DENYSOFTDISCONNECT: [4],
+  ERROR: [4],
+};
+
+function codeFitsVerdict(code: number | undefined, outcome: Outcome): boolean {
+  if (code === undefined || !Number.isInteger(code) || code < 200 || code > 599) return false;
+  return CODE_CLASSES[outcome].includes(Math.floor(code / 100));
+}
+
+/** An RFC 3463 code whose class is the reply code's first digit. */
+function enhancedFits(enhanced: string | undefined, code: number): boolean {
+  if (enhanced === undefined || !/^[245]\.\d{1,3}\.\d{1,3}$/.test(enhanced)) return false;
+  return enhanced[0] === String(code)[0];
 }
 
 /** Uses the default enhanced code only when its class matches the reply code. */

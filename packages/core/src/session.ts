@@ -180,7 +180,7 @@ export class Session implements SessionDriver {
         return this.send({
           code: 214,
           enhanced: "2.0.0",
-          message: "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP STARTTLS AUTH",
+          message: `Commands: ${this.commandList()}`,
         });
       case "VRFY":
       case "EXPN":
@@ -209,6 +209,14 @@ export class Session implements SessionDriver {
     const greeting = `${this.env.config.hostname} Hello ${name}`;
     if (verb === "HELO") return this.send({ code: 250, message: greeting });
     this.send({ code: 250, message: [greeting, ...this.extensions()] });
+  }
+
+  /** Lists the commands for HELP: STARTTLS and AUTH only where they are offered. */
+  private commandList(): string {
+    const commands = ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP"];
+    if (this.env.tlsAvailable && !this.wire.secure) commands.push("STARTTLS");
+    if (this.authOffered() && !this.connection.user) commands.push("AUTH");
+    return commands.join(" ");
   }
 
   private authOffered(): boolean {
@@ -326,6 +334,14 @@ export class Session implements SessionDriver {
     const final = reply ?? { code: 550, enhanced: "5.7.1", message: "Recipient not accepted" };
     if (answer?.verdict === "OK" && outcome.kind === "answer") {
       const route = answer.route ?? this.defaultRoute(outcome.plugin);
+      // Accepting a recipient that no plugin stores would fail every retry at queue.
+      if (!route || !this.env.runner.routeOwner(route)) {
+        transaction.logger.error(
+          { plugin: outcome.plugin, route: route ?? null, recipient: address.address },
+          "recipient accepted on a route that no plugin registered; answer ok({ route }) with a registered route",
+        );
+        return this.send({ code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" });
+      }
       transaction.recipients.push({ address, params: parsed.params, route, acceptedBy: outcome.plugin });
     } else if (final.enhanced === "5.1.1") {
       this.connection.failedLookups += 1;

@@ -4,6 +4,8 @@
  * maildir plugin does), accepts known local recipients on the route
  * "mailbox", rejects unknown ones with 550 5.1.1, stores each message as a
  * file under `<store>/<mailbox>/`, and accepts AUTH for the configured users.
+ * It also stands in for the outbound queue: recipients relayed on the route
+ * "outbound" are stored under `<store>/outbound/`.
  * The command `XRELAYING` returns `250 2.0.0 relaying=<connection.relaying>`.
  */
 import { mkdir, writeFile } from "node:fs/promises";
@@ -71,6 +73,7 @@ export default definePlugin({
     const directory = new MemoryDirectory(options.mailboxes, options.aliases);
     container.register(TOKENS.UserDirectory, { useValue: directory });
     registerRoute("mailbox");
+    registerRoute("outbound");
     const store = path.resolve(configDir, options.store);
     let stored = 0;
 
@@ -93,10 +96,10 @@ export default definePlugin({
         if (mailboxOf(address.local, address.domain)) return ok({ route: "mailbox" });
         return deny({ code: 550, enhanced: "5.1.1", message: "Mailbox not found" });
       },
-      async queue({ message, recipients }) {
+      async queue({ message, recipients, route }) {
         const copy = await buffer(message.storedCopy());
         for (const recipient of recipients) {
-          const mailbox = mailboxOf(recipient.address.local, recipient.address.domain)!;
+          const mailbox = route === "outbound" ? "outbound" : mailboxOf(recipient.address.local, recipient.address.domain)!;
           const folder = path.join(store, mailbox);
           await mkdir(folder, { recursive: true });
           stored += 1;
