@@ -87,6 +87,7 @@ async function receiveAndStore(
       Object.assign(new Error("DATA timed out"), { code: "DATA_TIMEOUT" }),
     );
   }, config.limits.dataTimeout);
+  timer.unref();
   try {
     await pipeline(input, spool);
   } catch (error) {

@@ -22,7 +22,7 @@ export class ServerMetrics {
 
   constructor(container: DependencyContainer) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: "mailroom_process_" });
+    collectDefaultMetrics({ register: this.registry, prefix: "mailroom_" });
     this.connections = new Counter({
       name: "mailroom_connections_total",
       help: "SMTP connections, by whether they were admitted or refused by a limit",

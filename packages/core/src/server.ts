@@ -5,7 +5,7 @@ import path from "node:path";
 import { pino, type Logger } from "pino";
 import type { SMTPServer } from "smtp-server";
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
-import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
+import { ConfigError, loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
 import { ServerMetrics, serveMetrics } from "./metrics.js";
 import { reverseLookup } from "./reverse-dns.js";
@@ -44,14 +44,29 @@ export interface BoundAddress {
   implicitTls: boolean;
 }
 
-function readTls(config: MailroomConfig) {
-  const tls = config.server.tls;
+/** Reads the configured key and certificate files; a missing one is a config error with its line. */
+function readTls(loaded: LoadedConfig) {
+  const tls = loaded.config.server.tls;
   if (!tls) return undefined;
+  const read = (file: string, keyPath: (string | number)[]) => {
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      const line = loaded.lineOf(keyPath);
+      throw new ConfigError(
+        `${loaded.file}${line ? `:${line}` : ""}: ${keyPath.join(".")}: cannot read ${file}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  };
   const sni = new Map<string, { key: Buffer; cert: Buffer }>();
   for (const [name, entry] of Object.entries(tls.sni)) {
-    sni.set(name.toLowerCase(), { key: readFileSync(entry.key), cert: readFileSync(entry.cert) });
+    sni.set(name.toLowerCase(), {
+      key: read(entry.key, ["server", "tls", "sni", name, "key"]),
+      cert: read(entry.cert, ["server", "tls", "sni", name, "cert"]),
+    });
   }
-  return { key: readFileSync(tls.key), cert: readFileSync(tls.cert), sni };
+  return { key: read(tls.key, ["server", "tls", "key"]), cert: read(tls.cert, ["server", "tls", "cert"]), sni };
 }
 
 /**
@@ -85,7 +100,7 @@ export class MailroomServer {
     this.liveSets.add(set);
     this.container = container;
     this.logger = logger;
-    this.tls = readTls(set.loaded.config);
+    this.tls = readTls(set.loaded);
     const configured = set.loaded.config.server.spoolDir;
     this.spoolDir = configured ?? defaultSpoolDir();
     // A configured folder is made on first start, like the mail and queue folders.
@@ -300,7 +315,7 @@ export class MailroomServer {
   async reload(): Promise<void> {
     const file = this.current.loaded.file;
     const loaded = await loadConfig(file);
-    const tls = readTls(loaded.config);
+    const tls = readTls(loaded);
     const implicit = this.listeners.find((listener) => listener.config.implicitTls);
     if (!tls && implicit) {
       throw new Error(`${file}: server.tls is required while the implicitTls listener ${implicit.config.address} runs`);

@@ -31,6 +31,15 @@ describe("parseConfig", () => {
     expect(() => parseConfig('server:\n  listen: ["localhost"]\n', "f.yaml")).toThrow(/server\.listen\[0\]\.address: expected host:port/);
   });
 
+  test.each([
+    ["server:\n  hookTimeout: 0\n", /server\.hookTimeout: expected a duration above 0/],
+    ["server:\n  limits: { maxMessageSize: 0 }\n", /server\.limits\.maxMessageSize: expected a size above 0/],
+    ['server:\n  proxyProtocol: ["notanip"]\n', /server\.proxyProtocol\[0\]: expected an IP address/],
+    ['server:\n  hostname: "mx example"\n', /server\.hostname: expected a host name/],
+  ])("value that would break the server: %j", (text, message) => {
+    expect(() => parseConfig(text, "f.yaml")).toThrow(message);
+  });
+
   test("broken YAML names the line", () => {
     expect(() => parseConfig("server:\n  hostname: [\n", "f.yaml")).toThrow(/^f\.yaml:\d+: invalid YAML/);
   });

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { z } from "zod";
 import { duration, size } from "./units.js";
 
@@ -32,7 +33,9 @@ const certificate = z.strictObject({ key: z.string(), cert: z.string() });
 
 export const limitsSchema = z
   .strictObject({
-    maxMessageSize: size().default(25 * 1024 * 1024),
+    maxMessageSize: size()
+      .refine((bytes) => bytes > 0, "expected a size above 0 (EHLO would advertise SIZE 0, which means no limit)")
+      .default(25 * 1024 * 1024),
     maxRecipients: z.number().int().min(1).default(100),
     maxCommandLength: z.number().int().min(512).default(512),
     maxAuthLineLength: z.number().int().min(512).default(12288),
@@ -47,7 +50,10 @@ export const limitsSchema = z
 
 export const serverSchema = z
   .strictObject({
-    hostname: z.string().min(1).default("localhost"),
+    hostname: z
+      .string()
+      .regex(/^[\x21-\x7e]+$/, "expected a host name without spaces or control characters")
+      .default("localhost"),
     listen: z.array(listener).min(1).prefault(["127.0.0.1:2525"]),
     banner: z.string().optional(),
     dns: z
@@ -62,7 +68,7 @@ export const serverSchema = z
       .optional(),
     allowInsecureAuth: z.boolean().default(false),
     lineEndings: z.enum(["strict", "normalize"]).default("strict"),
-    hookTimeout: duration().default(30_000),
+    hookTimeout: duration().refine((ms) => ms > 0, "expected a duration above 0").default(30_000),
     shutdownTimeout: duration().default(30_000),
     reverseDns: z
       .strictObject({ enabled: z.boolean().default(false), timeout: duration().default(2000) })
@@ -77,7 +83,9 @@ export const serverSchema = z
     /** Serves Prometheus metrics at http://<listen>/metrics when set. */
     metrics: z.strictObject({ listen: hostPort }).optional(),
     /** Accept the PROXY protocol header from these addresses (or all with true). */
-    proxyProtocol: z.union([z.boolean(), z.array(z.string())]).default(false),
+    proxyProtocol: z
+      .union([z.boolean(), z.array(z.string().refine((address) => isIP(address) !== 0, "expected an IP address"))])
+      .default(false),
   })
   .prefault({});
 

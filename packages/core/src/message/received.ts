@@ -14,7 +14,7 @@ export function rfc5322Date(date: Date): string {
 
 /** Keeps a client-supplied name from breaking the header's syntax. */
 function clean(text: string): string {
-  return text.replace(/[^\x21-\x7e]|[()\\]/g, "?");
+  return text.replace(/[^\x21-\x7e]|[()\\;]/g, "?");
 }
 
 /**

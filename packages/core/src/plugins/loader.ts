@@ -25,12 +25,25 @@ async function importPlugin(use: string, configDir: string): Promise<unknown> {
   } catch (error) {
     if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
     // Not found beside @mailroom/core: look next to the config file instead.
-    const resolved = createRequire(path.join(configDir, "noop.js")).resolve(use);
+    const resolved = createRequire(`${configDir}${path.sep}`).resolve(use);
     return import(pathToFileURL(resolved).href);
   }
 }
 
 const KNOWN_KEYS = new Set<string>([...HOOK_NAMES, "close"]);
+
+/**
+ * Bounds a plugin's setup by the hook deadline. The pending timer also keeps
+ * the process alive, so a setup whose promise never settles is reported
+ * instead of Node exiting silently with code 13.
+ */
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`setup did not finish within ${ms} ms (server.hookTimeout)`)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
 
 /**
  * Loads every plugin of the config in order: imports it, validates its
@@ -69,7 +82,7 @@ export async function loadPlugins(
     const pluginLogger = logger.child({ plugin: definition.name });
     let hooks: PluginHooks;
     try {
-      hooks = await definition.setup({
+      const setup = definition.setup({
         options,
         logger: pluginLogger,
         container,
@@ -77,6 +90,7 @@ export async function loadPlugins(
         configDir: loaded.dir,
         registerRoute: (route) => routes.add(route),
       });
+      hooks = await withDeadline(Promise.resolve(setup), loaded.config.server.hookTimeout);
     } catch (error) {
       await closePlugins(plugins, logger);
       throw new ConfigError(

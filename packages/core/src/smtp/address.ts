@@ -231,14 +231,14 @@ export function parseParameters(
     const keyword = equals === -1 ? word : word.slice(0, equals);
     const value = equals === -1 ? true : word.slice(equals + 1);
     if (!ESMTP_KEYWORD.test(keyword)) {
-      return { ok: false, reason: `invalid parameter ${keyword}`, code: "syntax" };
+      return { ok: false, reason: `Invalid parameter ${keyword}`, code: "syntax" };
     }
     if (value !== true && !ESMTP_VALUE.test(value)) {
-      return { ok: false, reason: `invalid value for ${keyword}`, code: "syntax" };
+      return { ok: false, reason: `Invalid value for ${keyword}`, code: "syntax" };
     }
     const key = keyword.toUpperCase();
     if (key in params) {
-      return { ok: false, reason: `duplicate parameter ${key}`, code: "duplicate" };
+      return { ok: false, reason: `Duplicate parameter ${key}`, code: "duplicate" };
     }
     params[key] = value;
   }
