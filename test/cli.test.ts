@@ -129,6 +129,33 @@ describe("mailroom check", () => {
     }
   });
 
+  test("setup that never finishes is reported", async () => {
+    await writeFile(
+      path.join(dir, "stuck.ts"),
+      'import { definePlugin } from "@mailroom/core";\n' +
+        "export default definePlugin({ name: \"stuck\", setup: () => new Promise(() => {}) });\n",
+    );
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, "server:\n  hookTimeout: 500ms\nplugins:\n  - use: ./stuck.ts\n");
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`${file}:4: plugin stuck failed to start: setup did not finish within 500 ms`);
+  });
+
+  test("missing TLS key names the option and line", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, "server:\n  tls:\n    key: ./missing-key.pem\n    cert: ./missing-cert.pem\n");
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`${file}:3: server.tls.key: cannot read ${path.join(dir, "missing-key.pem")}`);
+  });
+
+  test("version option prints the version", () => {
+    const result = run(["--version"]);
+    expect(result.status).toBe(0);
+    expect(result.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
   test("unknown option is a usage error", () => {
     const result = run(["check", "--bogus"]);
     expect(result.status).toBe(2);

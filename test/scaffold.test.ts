@@ -62,6 +62,6 @@ test("new plugin refuses to overwrite", async () => {
 
 test("new plugin rejects an invalid name", () => {
   const result = mailroom(["new", "plugin", "Bad Name"]);
-  expect(result.status).toBe(1);
+  expect(result.status).toBe(2);
   expect(result.stderr).toMatch(/invalid plugin name/);
 });

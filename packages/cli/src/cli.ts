@@ -1,4 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { checkCommand } from "./check.js";
 import { passwdCommand } from "./passwd.js";
@@ -26,8 +27,10 @@ function collect(value: string, previous: string[] = []): string[] {
 
 /** Builds the command tree; `run` receives each command's exit code. */
 export function buildProgram(run: (work: Promise<number>) => void): Command {
+  const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
   const program = new Command("mailroom")
     .description("Run and manage a Mailroom mail server")
+    .version(manifest.version, "-V, --version", "print the version of @mailroom/cli")
     .exitOverride()
     .showHelpAfterError();
 
@@ -98,7 +101,7 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
           },
           (error: Error) => {
             process.stderr.write(`mailroom: ${error.message}\n`);
-            return EXIT.failure;
+            return error.message.startsWith("invalid plugin name") ? EXIT.usage : EXIT.failure;
           },
         ),
       );

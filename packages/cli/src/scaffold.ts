@@ -114,7 +114,11 @@ export async function scaffoldPlugin(options: { name: string; dir: string; local
     files: ["dist", "!dist/**/*.test.*", "README.md"],
     scripts: { build: "tsc -p .", test: "vitest run" },
     peerDependencies: { "@mailroom/core": `^${CORE_VERSION}` },
-    devDependencies: { "@mailroom/testing": `^${CORE_VERSION}` },
+    devDependencies: {
+      "@mailroom/testing": `^${CORE_VERSION}`,
+      typescript: "5.9.3",
+      vitest: "4.1.12",
+    },
   };
   const tsconfig = {
     compilerOptions: {

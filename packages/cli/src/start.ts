@@ -39,7 +39,7 @@ export async function startCommand(options: {
   const reload = () => {
     logger.info({ file: options.config }, "reloading config");
     server.reload().catch((error: unknown) => {
-      logger.error({ err: error, detail: (error as Error).message }, "config reload failed; still running on the previous config");
+      logger.error({ err: error }, "config reload failed; still running on the previous config");
     });
   };
   const stop = (signal: string) => {

@@ -39,15 +39,20 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
         return;
       }
       logger.error({ worker: worker.id, code, signal, uptimeMs: uptime }, "worker died");
-      if (uptime < MIN_UPTIME_MS) {
-        logger.fatal("worker died right after starting; stopping the server");
-        stopping = true;
-        failed = true;
-        signalAll("SIGTERM");
-        if (workers().length === 0) resolve(EXIT.failure);
+      if (uptime >= MIN_UPTIME_MS) {
+        fork();
         return;
       }
-      fork();
+      // A worker that cannot even start (say, the config became invalid) is
+      // not restarted; the others go on serving until a reload or restart.
+      const left = workers().length;
+      if (left > 0) {
+        logger.error({ workers: left }, "worker failed right after starting and is not restarted; fix the cause and send SIGHUP or restart");
+        return;
+      }
+      logger.fatal("every worker failed right after starting; stopping");
+      stopping = true;
+      resolve(EXIT.failure);
     });
 
     process.on("SIGHUP", () => {
