@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { MailroomServer } from "@mailroom/core";
@@ -85,5 +85,23 @@ test("invalid config on reload keeps the running plugins", async () => {
   const client = await SmtpTestClient.connect(address!.port);
   await client.command("EHLO client.test");
   expect((await client.command("MAIL FROM:<a@b.test>")).lines[0]).toBe("2.1.0 generation 1");
+  client.close();
+});
+
+test("reload loads an edited plugin file", async () => {
+  const file = path.join(dir, "mailroom.yaml");
+  await writeFile(file, config(1));
+  server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
+  const [address] = await server.listen();
+
+  const edited = PLUGIN.replace('"generation " + options.generation', '"edited " + options.generation');
+  await writeFile(path.join(dir, "generation.ts"), edited);
+  const later = new Date(Date.now() + 5000);
+  await utimes(path.join(dir, "generation.ts"), later, later);
+  await server.reload();
+
+  const client = await SmtpTestClient.connect(address!.port);
+  await client.command("EHLO client.test");
+  expect((await client.command("MAIL FROM:<a@b.test>")).lines[0]).toBe("2.1.0 edited 1");
   client.close();
 });

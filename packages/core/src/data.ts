@@ -182,6 +182,8 @@ export async function queue(
   return replyFor("queue", { verdict: "OK" })!;
 }
 
+// NOTE: routes are stored one after the other with no rollback, so a failure
+// after the first route makes the client's retry store those routes twice.
 function failure(transaction: Transaction, stored: string[], reply: Reply): Reply {
   if (stored.length > 0) {
     // The client will retry the whole message, so these routes get it twice.

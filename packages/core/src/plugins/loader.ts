@@ -1,3 +1,4 @@
+import { stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -18,7 +19,10 @@ async function importPlugin(use: string, configDir: string): Promise<unknown> {
   if (isPath(use)) {
     const file = path.resolve(configDir, use);
     if (/\.[cm]?tsx?$/.test(file)) await ensureTypeScriptLoader();
-    return import(pathToFileURL(file).href);
+    // The modification time in the URL makes a reload import an edited file
+    // anew; modules that file imports itself stay cached until a restart.
+    const { mtimeMs } = await stat(file);
+    return import(`${pathToFileURL(file).href}?mtime=${Math.floor(mtimeMs)}`);
   }
   try {
     return await import(use);
