@@ -104,11 +104,12 @@ describe("mailroom check", () => {
 
   test("risky setup prints warnings", async () => {
     const file = path.join(dir, "mailroom.yaml");
-    await writeFile(file, config("x@y.test").replace('reject: "x@y.test"', 'reject: "x@y.test", trustedNetworks: ["0.0.0.0/0"]'));
+    await writeFile(file, config("x@y.test").replace('reject: "x@y.test"', 'reject: "x@y.test", trustedNetworks: ["0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "192.0.2.0/24"]'));
     const result = run(["check", "--config", file]);
     expect(result.status).toBe(0);
     expect(result.stdout).toContain("warning: no plugin handles rcpt");
     expect(result.stdout).toContain("trustedNetworks contains 0.0.0.0/0: this is an open relay");
+    expect(result.stdout).toContain("trustedNetworks contains 0.0.0.0/1, 128.0.0.0/1: ranges this wide");
   });
 
   test("read-only maildir root prints a warning", async () => {

@@ -4,6 +4,14 @@ import type { LoadedConfig, LoadedPlugin } from "@mailroom/core";
 
 const OPEN_NETWORKS = new Set(["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"]);
 
+/** A range wider than an IPv4 /8 or an IPv6 /16, which no office network needs. */
+function isBroad(network: string): boolean {
+  const [address = "", prefix] = network.trim().split("/");
+  if (prefix === undefined) return false;
+  const bits = Number(prefix);
+  return address.includes(":") ? bits < 16 : bits < 8;
+}
+
 /** Finds the nearest folder that exists, so a root created on demand is checked where it will be made. */
 async function nearestExisting(folder: string): Promise<string> {
   let current = folder;
@@ -36,6 +44,10 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
       const open = networks.filter((network) => OPEN_NETWORKS.has(String(network).trim()));
       if (open.length) {
         warnings.push(`${where}: trustedNetworks contains ${open.join(", ")}: this is an open relay, anyone may send anywhere`);
+      }
+      const broad = networks.filter((network) => !open.includes(network) && isBroad(String(network)));
+      if (broad.length) {
+        warnings.push(`${where}: trustedNetworks contains ${broad.join(", ")}: ranges this wide let much of the Internet relay`);
       }
     }
     if (entry.use.endsWith("plugin-maildir") && typeof entry.with.root === "string") {
