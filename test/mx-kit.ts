@@ -104,6 +104,10 @@ export async function startRemoteMx(
     dataDelay?: number;
     /** Accept AUTH with this user and password only. */
     auth?: { user: string; pass: string };
+    /** Address to listen on; 127.0.0.1 by default. */
+    host?: string;
+    /** Port to listen on; a free one by default. */
+    port?: number;
   } = {},
 ): Promise<RemoteMx> {
   const remote: RemoteMx = {
@@ -159,7 +163,7 @@ export async function startRemoteMx(
   });
   // Failed handshakes are part of some tests; they must not end the test process.
   server.on("error", () => undefined);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => resolve()));
   remote.port = (server.server.address() as net.AddressInfo).port;
   remote.close = () => new Promise((resolve) => server.close(() => resolve()));
   return remote;
