@@ -19,8 +19,9 @@ interface Block {
 async function blocks(document: string): Promise<Block[]> {
   const text = await readFile(path.join(ROOT, "docs", document), "utf8");
   const found: Block[] = [];
-  for (const match of text.matchAll(/^```(\w*)(?: file=(\S+))?\n([\s\S]*?)^```$/gm)) {
-    found.push({ language: match[1]!, file: match[2], text: match[3]! });
+  for (const match of text.matchAll(/^```(\w*)([^\n]*)\n([\s\S]*?)^```$/gm)) {
+    const file = /\bfile=(\S+)/.exec(match[2]!)?.[1];
+    found.push({ language: match[1]!, file, text: match[3]! });
   }
   return found;
 }
@@ -39,11 +40,43 @@ afterAll(async () => {
   await rm(WORK, { recursive: true, force: true });
 });
 
-test("every TypeScript and YAML block has a file name", async () => {
-  const unnamed = (await blocks("plugins.md")).filter(
-    (block) => (block.language === "ts" || block.language === "yaml") && !block.file,
+test("every block is a file, a command or an error", async () => {
+  const found = await blocks("plugins.md");
+  const other = found.filter(
+    (block) => !block.file && block.language !== "sh" && !(block.language === "text" && block.text.startsWith("invalid options")),
   );
-  expect(unnamed).toEqual([]);
+  expect(other).toEqual([]);
+});
+
+test("shell blocks run", async () => {
+  const commands = (await blocks("plugins.md")).filter((block) => block.language === "sh");
+  expect(commands.length).toBeGreaterThan(0);
+  for (const block of commands) {
+    const result = spawnSync("sh", ["-c", block.text], {
+      cwd: WORK,
+      encoding: "utf8",
+      timeout: 60_000,
+      env: { ...process.env, PATH: `${path.join(ROOT, "node_modules/.bin")}:${process.env.PATH}` },
+    });
+    expect(result.stderr, block.text).not.toMatch(/error/i);
+    expect(result.status, block.text).toBe(0);
+  }
+  const scaffolded = await readFile(path.join(WORK, "plugins/greeter.ts"), "utf8");
+  expect(scaffolded).toContain('name: "greeter"');
+});
+
+test("error block is what the server prints", async () => {
+  const block = (await blocks("plugins.md")).find((entry) => entry.language === "text")!;
+  const config = 'server:\n  listen: ["127.0.0.1:0"]\n\nplugins:\n  - use: ./plugins/block-domains.ts\n    with: { domains: [] }\n';
+  const file = path.join(WORK, "invalid.yaml");
+  await writeFile(file, config);
+  const { loadConfig, MailroomServer } = await import("@mailroom/core");
+  const error = await MailroomServer.create(await loadConfig(file)).then(
+    () => undefined,
+    (thrown: Error) => thrown,
+  );
+  const expected = block.text.trim().replace("/etc/mailroom/mailroom.yaml", file);
+  expect(error?.message).toBe(expected);
 });
 
 test("TypeScript blocks compile", () => {
@@ -74,7 +107,8 @@ test("test blocks pass under vitest", () => {
     timeout: 120_000,
   });
   const output = (result.stdout + result.stderr).replace(/\u001b\[[0-9;]*m/g, "");
-  expect(output).toMatch(/Tests\s+5 passed/);
+  // The five tests of the guide, plus the three of the plugin the shell block scaffolds.
+  expect(output).toMatch(/Tests\s+8 passed/);
   expect(result.status).toBe(0);
 });
 
