@@ -1,10 +1,9 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { container, MailroomServer, TOKENS, type Clock } from "@mailroom/core";
 import { setPassword } from "@mailroom/plugin-auth-file";
-import { SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
+import { captureLogs, SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
 import { pino } from "pino";
 import { stringify } from "yaml";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
@@ -77,18 +76,7 @@ async function start(
   await writeSinkPlugin(dir);
   const parent = container.createChildContainer();
   if (extra.clock) parent.register(TOKENS.Clock, { useValue: extra.clock });
-  const logLines = extra.logLines;
-  const logger = logLines
-    ? pino(
-        { level: "trace" },
-        new Writable({
-          write(chunk: Buffer, _encoding, done) {
-            logLines.push(chunk.toString("utf8"));
-            done();
-          },
-        }),
-      )
-    : undefined;
+  const logger = extra.logLines ? captureLogs("trace", extra.logLines).logger : undefined;
   server = await startTestServer(serverConfig(options), { dir, container: parent, ...(logger ? { logger } : {}) });
   return server;
 }

@@ -1,9 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
-import { startTestServer, type SmtpTestClient, type TestServer } from "@mailroom/testing";
-import { pino } from "pino";
+import { captureLogs, startTestServer, type SmtpTestClient, type TestServer } from "@mailroom/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { base64, plainToken, readEnvelopes, writeFixedAuthPlugin, writeSinkPlugin } from "./auth-helpers.js";
 import { makeCertificate, startTls, type TestCertificate } from "./tls-helpers.js";
@@ -44,18 +42,7 @@ async function start(options: StartOptions = {}): Promise<TestServer> {
   const plugins = [];
   if (options.authPlugin !== false) plugins.push({ use: await writeFixedAuthPlugin(dir) });
   plugins.push({ use: await writeSinkPlugin(dir) });
-  const logLines = options.logLines;
-  const logger = logLines
-    ? pino(
-        { level: "trace" },
-        new Writable({
-          write(chunk: Buffer, _encoding, done) {
-            logLines.push(chunk.toString("utf8"));
-            done();
-          },
-        }),
-      )
-    : undefined;
+  const logger = options.logLines ? captureLogs("trace", options.logLines).logger : undefined;
   server = await startTestServer(
     {
       server: {

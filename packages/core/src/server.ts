@@ -8,6 +8,7 @@ import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { ConfigError, loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
 import { ServerMetrics, serveMetrics } from "./metrics.js";
+import { processAlive } from "./process-alive.js";
 import { reverseLookup } from "./reverse-dns.js";
 import { closePlugins, loadPlugins } from "./plugins/loader.js";
 import { HookRunner, type LoadedPlugin } from "./plugins/runner.js";
@@ -370,15 +371,6 @@ export class MailroomServer {
     }
     if (this.ownsSpoolDir) rmSync(this.spoolDir, { recursive: true, force: true });
     this.logger.info("server stopped");
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === "EPERM";
   }
 }
 

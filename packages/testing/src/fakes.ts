@@ -1,5 +1,6 @@
 import type { Clock, DnsLookup, DnsResolver, MxRecord } from "@mailroom/core";
 import { DnsTemporaryError } from "@mailroom/core";
+import { pino } from "pino";
 
 /**
  * A Clock that moves only when the test calls `advance()`. `sleep()` resolves when
@@ -77,4 +78,20 @@ export class StaticDnsResolver implements DnsResolver {
   resolvePtr(address: string) {
     return this.lookup(this.zone.ptr, address);
   }
+}
+
+/** A pino logger that keeps every line in memory (in `lines`, when given), for tests that read the logs. */
+export function captureLogs(level = "trace", lines: string[] = []): {
+  logger: import("pino").Logger;
+  /** The raw JSON lines, in order. */
+  lines: string[];
+  /** Returns the lines parsed. */
+  entries(): Record<string, unknown>[];
+} {
+  const logger = pino({ level }, { write: (line: string) => void lines.push(line) });
+  return {
+    logger,
+    lines,
+    entries: () => lines.flatMap((line) => line.split("\n").filter(Boolean)).map((line) => JSON.parse(line)),
+  };
 }

@@ -10,4 +10,4 @@ export {
   type HarnessOptions,
   type HookCall,
 } from "./harness.js";
-export { StaticDnsResolver, TestClock, type StaticZone } from "./fakes.js";
+export { captureLogs, StaticDnsResolver, TestClock, type StaticZone } from "./fakes.js";

@@ -4,7 +4,7 @@ import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from "node
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import type { Logger, OutboundContext } from "@mailroom/core";
+import { processAlive, type Logger, type OutboundContext } from "@mailroom/core";
 
 /** A recipient that failed for good and waits to be reported in a bounce. */
 export interface FailedRecipient {
@@ -110,15 +110,6 @@ const RUN_TOKEN = randomBytes(6).toString("hex");
 function claimOwnerGone(pid: number, token: string): boolean {
   if (pid === process.pid) return token !== RUN_TOKEN;
   return !processAlive(pid);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === "EPERM";
-  }
 }
 
 /**
