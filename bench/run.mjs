@@ -78,7 +78,7 @@ async function measure(server, workload, repeat, port) {
     record.machineBusy = (ticksAfter.busy - ticksBefore.busy) / (ticksAfter.total - ticksBefore.total);
     if (server === "mailroom-maildir") {
       const stored = countFiles(path.join(workDir, "mail"));
-      if (stored !== messages + warmup) throw new Error(`maildir holds ${stored} messages, expected ${messages + warmup}`);
+      if (stored !== messages + warmup) throw new Error(`maildir contains ${stored} messages, expected ${messages + warmup}`);
     }
   } catch (error) {
     record.error = error.message;
