@@ -12,7 +12,7 @@ import { SMTPServer } from "smtp-server";
 import { container, TOKENS, type Clock, type DependencyContainer } from "@mailroom/core";
 import { startTestServer, type TestServer } from "@mailroom/testing";
 
-/** What a name answers: records by type, or a failure behaviour. */
+/** The zone entry of a name: records by type, or a failure behaviour. */
 export type ZoneEntry =
   | "servfail"
   | "refused"
@@ -169,7 +169,7 @@ export async function startRemoteMx(
   return remote;
 }
 
-/** A TCP server that accepts connections and never says anything. */
+/** A TCP server that accepts connections and never sends a byte. */
 export async function startSilentServer(): Promise<{ port: number; connections: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const state = { port: 0, connections: 0, close: async () => undefined as void };

@@ -47,7 +47,7 @@ export interface AuthResult {
   close?: boolean;
 }
 
-/** What the adapter calls on the engine for one connection. */
+/** The engine side of one connection, as the adapter calls it. */
 export interface SessionDriver {
   /** Decides whether to greet; returns a refusal reply or null for the banner. */
   ready(): Promise<WireReply | null>;
@@ -61,7 +61,7 @@ export interface SessionDriver {
   closed(): void;
 }
 
-/** What the engine may do with one connection's socket. */
+/** The operations the engine may perform on one connection's socket. */
 export interface Wire {
   readonly id: string;
   reply(reply: WireReply): void;
@@ -93,7 +93,7 @@ export interface ListenerOptions {
   tls?: { key: Buffer; cert: Buffer; sni: Map<string, { key: Buffer; cert: Buffer }> };
   proxyProtocol: boolean | string[];
   idleTimeout: number;
-  /** Longest command line kept in memory (the AUTH limit). */
+  /** Maximum command line length kept in memory (the AUTH limit). */
   maxLineLength: number;
   /** Past this many octets without a line end the connection is closed. */
   maxDiscard: number;
@@ -157,7 +157,7 @@ class CommandReader extends SMTPStream {
       const end = this.buffer.indexOf(LF);
       if (end === -1) {
         // The socket's idle timer restarts at every byte, so a client sending
-        // one byte at a time would never meet it; the line as a whole must.
+        // one byte at a time would never meet it. The whole line must arrive in time.
         if (this.buffer.length > 0 || this.discarding > 0) {
           const now = Date.now();
           this.lineStarted ||= now;
