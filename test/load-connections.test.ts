@@ -110,7 +110,7 @@ test("newcomer served; idle and slow clients closed", async () => {
     expect(crowded!.text).toMatch(/^421 4\.7\.0 /);
     await until(() => crowded!.closed, "the refused connection to close");
 
-    // maxConnections leaves four more places; past them the server says 421 and closes.
+    // maxConnections leaves four more places; past them the server replies 421 and closes.
     const extra = await openMany(server.port, EXTRA, extraAddress);
     expect(extra.filter((raw) => raw.text.startsWith("220 "))).toHaveLength(4);
     expect(extra.filter((raw) => raw.text.startsWith("421 "))).toHaveLength(EXTRA - 4);

@@ -1,4 +1,5 @@
 import { pipeline } from "node:stream/promises";
+import type { Answer } from "./answers.js";
 import type { ServerConfig } from "./config/schema.js";
 import { Message, wrapHeaders } from "./message/message.js";
 import { receivedHeader } from "./message/received.js";
@@ -175,8 +176,10 @@ export async function queue(
       stored.push(route);
       continue;
     }
-    const reply = replyFor("queue", outcome.kind === "error" ? "ERROR" : outcome.kind === "answer" ? outcome.answer : undefined);
-    return failure(transaction, stored, reply!);
+    let answer: Answer | "ERROR" | undefined;
+    if (outcome.kind === "error") answer = "ERROR";
+    else if (outcome.kind === "answer") answer = outcome.answer;
+    return failure(transaction, stored, replyFor("queue", answer)!);
   }
 
   return replyFor("queue", { verdict: "OK" })!;

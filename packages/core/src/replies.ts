@@ -127,8 +127,8 @@ export function replyFor(
   const base = defaultReply(hook, outcome);
   if (base === undefined || base === null) return null;
   const options: Partial<Answer> = typeof answer === "object" ? answer : {};
-  // A plugin's code must agree with its verdict, or the client would be told
-  // something other than what the engine does; a code that does not is ignored.
+  // A plugin's code must agree with its verdict, or the reply would contradict
+  // what the engine does. A code that does not agree is ignored.
   const code = codeFitsVerdict(options.code, outcome) ? options.code! : base.code;
   const withoutEnhanced = hook === "helo" || hook === "ehlo";
   const ownEnhanced = enhancedFits(options.enhanced, code) ? options.enhanced : undefined;
@@ -160,7 +160,7 @@ function codeFitsVerdict(code: number | undefined, outcome: Outcome): boolean {
   return CODE_CLASSES[outcome].includes(Math.floor(code / 100));
 }
 
-/** An RFC 3463 code whose class is the reply code's first digit. */
+/** Checks for an RFC 3463 code whose class is the reply code's first digit. */
 function enhancedFits(enhanced: string | undefined, code: number): boolean {
   if (enhanced === undefined || !/^[245]\.\d{1,3}\.\d{1,3}$/.test(enhanced)) return false;
   return enhanced[0] === String(code)[0];

@@ -30,7 +30,7 @@ import {
 } from "@mailroom/core";
 import { pino } from "pino";
 
-/** What a hook call came to, in the terms a test asserts on. */
+/** The outcome of a hook call, in the terms a test asserts on. */
 export interface HookCall {
   /** CONT, OK, DENY, DENYSOFT, DENYDISCONNECT, DENYSOFTDISCONNECT, or ERROR for a throw or timeout. */
   verdict: Answer["verdict"] | "CONT" | "ERROR";

@@ -273,7 +273,7 @@ export async function deliverAll(
       job.recipients.map((recipient) => ({
         recipient,
         // A refusal at connection level (greeting, EHLO) from the last host decides; else defer.
-        code: code >= 500 ? code : code >= 400 ? code : 0,
+        code: code >= 400 ? code : 0,
         enhanced: code >= 400 ? enhancedOf(code, lastFailure?.response ?? "") : "4.4.1",
         response,
         ...(lastHost ? { remoteMta: lastHost.split(" ")[0]! } : {}),

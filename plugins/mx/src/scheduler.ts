@@ -231,8 +231,8 @@ export class Scheduler {
     if (outcome.kind === "cont") return undefined;
     const answer = outcome.kind === "answer" ? outcome.answer : undefined;
     const verdict = answer?.verdict ?? "DENYSOFT";
-    const code = answer?.code ?? (verdict === "OK" ? 250 : verdict.startsWith("DENYSOFT") ? 451 : 550);
-    const enhanced = answer?.enhanced ?? (code < 300 ? "2.0.0" : code < 500 ? "4.3.0" : "5.7.1");
+    const code = answer?.code ?? defaultCode(verdict);
+    const enhanced = answer?.enhanced ?? defaultEnhanced(code);
     const text = answer?.message ?? (outcome.kind === "error" ? "deliver hook failed" : "answered by a plugin");
     return record.pending.map((recipient) => ({ recipient, code, enhanced, response: `${code} ${enhanced} ${text}` }));
   }
@@ -257,7 +257,7 @@ export class Scheduler {
     for (const item of [...delivered, ...failed, ...deferred]) {
       logger.info(
         { id: record.id, recipient: item.recipient, code: item.code, enhanced: item.enhanced, remoteMta: item.remoteMta, response: item.response },
-        item.code >= 200 && item.code < 300 ? "delivered" : item.code >= 500 ? "delivery failed" : "delivery deferred",
+        resultMessage(item.code),
       );
     }
 
@@ -331,4 +331,25 @@ function toFailed(item: RecipientResult): FailedRecipient {
     response: item.response,
     ...(item.remoteMta ? { remoteMta: item.remoteMta } : {}),
   };
+}
+
+/** Returns the reply code for a deliver-hook verdict that set none. */
+function defaultCode(verdict: string): number {
+  if (verdict === "OK") return 250;
+  if (verdict.startsWith("DENYSOFT")) return 451;
+  return 550;
+}
+
+/** Returns the enhanced status code for a deliver-hook reply that set none. */
+function defaultEnhanced(code: number): string {
+  if (code < 300) return "2.0.0";
+  if (code < 500) return "4.3.0";
+  return "5.7.1";
+}
+
+/** Returns the log message for one recipient's delivery result. */
+function resultMessage(code: number): string {
+  if (code >= 200 && code < 300) return "delivered";
+  if (code >= 500) return "delivery failed";
+  return "delivery deferred";
 }

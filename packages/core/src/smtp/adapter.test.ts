@@ -249,7 +249,7 @@ describe("SMTPConnection behaves as the adapter assumes", () => {
     expect(connection.session.envelope).toMatchObject({ mailFrom: false, rcptTo: [] });
   });
 
-  test("upgrade() runs the handshake, then sets secure, calls onSecure and pipes the TLS socket", async () => {
+  test("upgrade() secures and re-pipes the socket", async () => {
     const tls = await import("node:tls");
     let secured = false;
     const server = newServer({
@@ -317,7 +317,7 @@ describe("SMTPStream behaves as the adapter assumes", () => {
     expect(commands).toEqual(["NOOP\r\n"]);
   });
 
-  test("_flushData runs when the stream ends, so the adapter can drop a partial line", () => {
+  test("_flushData runs at stream end", () => {
     const stream: Loose = new SMTPStream({});
     let flushed = false;
     stream._flushData = () => (flushed = true);

@@ -326,7 +326,7 @@ class AdaptedConnection extends SMTPConnection {
   }
 
   /**
-   * The idle timeout: 421 4.4.2 when the client owes us a command or DATA
+   * Handles the idle timeout: 421 4.4.2 when the client owes us a command or DATA
    * bytes. While the engine works on a command (a hook, the queue) the client
    * is waiting for us, so smtp-server re-arms the timer instead.
    */
