@@ -68,7 +68,8 @@ const SETUPS: Setup[] = [
   {
     name: "spool folder",
     to: "bob@local.test",
-    server: (mount) => ({ spoolDir: mount }),
+    // Small messages stay in memory by default; these must reach the spool file.
+    server: (mount) => ({ spoolDir: mount, memorySpool: { perMessage: 0 } }),
     plugins: (mount) => [
       {
         use: "@mailroom/plugin-maildir",

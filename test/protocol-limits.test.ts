@@ -97,7 +97,8 @@ test("a client that disconnects mid-DATA leaves no spool file and no stored mess
   const path = await import("node:path");
   const spoolDir = await mkdtemp(path.join(os.tmpdir(), "mailroom-spool-test-"));
   try {
-    server = await startProtocolServer({ spoolDir });
+    // Every message goes to a spool file, so the test shows that the file goes too.
+    server = await startProtocolServer({ spoolDir, memorySpool: { perMessage: 0 } });
     const client = await server.ready();
     await client.command("MAIL FROM:<a@sender.example>");
     await client.command("RCPT TO:<bob@local.example>");
@@ -126,7 +127,7 @@ test("a client that disconnects while the data hook runs leaves no spool file", 
   const path = await import("node:path");
   const spoolDir = await mkdtemp(path.join(os.tmpdir(), "mailroom-spool-test-"));
   try {
-    server = await startProtocolServer({ spoolDir }, { dataDelay: 200 });
+    server = await startProtocolServer({ spoolDir, memorySpool: { perMessage: 0 } }, { dataDelay: 200 });
     const client = await server.ready();
     await client.command("MAIL FROM:<a@sender.example>");
     await client.command("RCPT TO:<bob@local.example>");

@@ -1,9 +1,9 @@
-import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
 import type { Answer } from "./answers.js";
 import type { ServerConfig } from "./config/schema.js";
 import { Message, wrapHeaders } from "./message/message.js";
 import { receivedHeader } from "./message/received.js";
-import { SpoolWriter } from "./message/spool.js";
+import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
 import type { HookRunner } from "./plugins/runner.js";
 import { replyFor, type Reply } from "./replies.js";
 import type { Connection, Recipient, Transaction } from "./session-state.js";
@@ -19,6 +19,7 @@ interface ReceiveContext {
   runner: HookRunner;
   config: ServerConfig;
   spoolDir: string;
+  memory: MemoryBudget;
   utf8: boolean;
 }
 
@@ -38,6 +39,7 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
     maxSize: limits.maxMessageSize,
     maxLineLength: limits.maxDataLineLength,
     lineEndings: config.lineEndings,
+    memory: context.memory,
   });
 
   wire.reply({ code: 354, message: "End data with <CR><LF>.<CR><LF>" });
@@ -76,31 +78,76 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
   return reply;
 }
 
-async function receiveAndStore(
-  context: ReceiveContext,
-  input: NodeJS.ReadableStream,
-  spool: SpoolWriter,
-): Promise<Reply> {
+/**
+ * Feeds the DATA stream into the spool until its end, pausing the stream
+ * while the spool file drains. A storage error is reported after the final
+ * dot, so the client reads the reply in step. Rejects when the stream fails
+ * or closes early, and with code DATA_TIMEOUT after `timeout` ms.
+ */
+function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    let failure: Error | undefined;
+    const settle = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      input.off("data", onData);
+      if (error) reject(error);
+      else resolve();
+    };
+    const timer = setTimeout(() => {
+      const error = Object.assign(new Error("DATA timed out"), { code: "DATA_TIMEOUT" });
+      settle(error);
+      input.destroy(error);
+    }, timeout);
+    timer.unref();
+    const fail = (error: Error) => {
+      failure ??= error;
+    };
+    const onData = (chunk: Buffer) => {
+      // After a storage error the rest of the message is read and dropped.
+      if (failure) return;
+      let wait: Promise<void> | undefined;
+      try {
+        wait = spool.write(chunk);
+      } catch (error) {
+        return fail(error as Error);
+      }
+      if (!wait) return;
+      input.pause();
+      wait.then(
+        () => input.resume(),
+        (error: Error) => {
+          fail(error);
+          input.resume();
+        },
+      );
+    };
+    input.on("data", onData);
+    input.once("end", () => settle(failure));
+    input.once("error", (error) => settle(error));
+    input.once("close", () => {
+      if (!input.readableEnded) {
+        settle(Object.assign(new Error("connection closed during DATA"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
+      }
+    });
+  });
+}
+
+async function receiveAndStore(context: ReceiveContext, input: Readable, spool: SpoolWriter): Promise<Reply> {
   const { connection, transaction, config } = context;
 
-  const timer = setTimeout(() => {
-    (input as unknown as { destroy(error: Error): void }).destroy(
-      Object.assign(new Error("DATA timed out"), { code: "DATA_TIMEOUT" }),
-    );
-  }, config.limits.dataTimeout);
-  timer.unref();
   try {
-    await pipeline(input, spool);
+    await readInto(input, spool, config.limits.dataTimeout);
   } catch (error) {
     if ((error as { code?: string }).code === "DATA_TIMEOUT") {
       return { code: 421, enhanced: "4.4.2", message: "DATA timed out, closing connection", close: true };
     }
     throw error;
-  } finally {
-    clearTimeout(timer);
   }
 
-  const result = await spool.result();
+  const result = await spool.finish();
   if (result.tooBig) {
     return { code: 552, enhanced: "5.3.4", message: `Message size exceeds the limit of ${config.limits.maxMessageSize} octets` };
   }
@@ -117,7 +164,7 @@ async function receiveAndStore(
   }
 
   const message = new Message(
-    result.path,
+    result.body,
     result.size,
     headers,
     receivedHeader({ connection, transaction, hostname: config.hostname, utf8: context.utf8 }),

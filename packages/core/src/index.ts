@@ -14,7 +14,7 @@ export { ensureTypeScriptLoader } from "./plugins/typescript.js";
 export { Connection, Transaction, type Recipient, type TlsState } from "./session-state.js";
 export { Message, wrapHeaders, type MessageHeaders } from "./message/message.js";
 export { rfc5322Date, receivedHeader } from "./message/received.js";
-export { SpoolWriter, type SpoolResult } from "./message/spool.js";
+export { MemoryBudget, SpoolWriter, type SpoolResult } from "./message/spool.js";
 export * from "./smtp/address.js";
 export { replyFor, formatReply, type Reply } from "./replies.js";
 export * from "./services/tokens.js";

@@ -1,11 +1,9 @@
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import type { ServerConfig } from "./config/schema.js";
 import { queue } from "./data.js";
 import { Message, wrapHeaders } from "./message/message.js";
 import { receivedHeader } from "./message/received.js";
-import { SpoolWriter } from "./message/spool.js";
+import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
 import type { HookRunner } from "./plugins/runner.js";
 import { replyFor, type Reply } from "./replies.js";
 import type { InjectedMessage, InjectResult, MessageInjector } from "./services/tokens.js";
@@ -17,6 +15,7 @@ export interface InjectorEnvironment {
   runner(): HookRunner;
   config(): ServerConfig;
   spoolDir: string;
+  memory: MemoryBudget;
   logger: Logger;
 }
 
@@ -83,12 +82,13 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
         maxSize: Number.MAX_SAFE_INTEGER,
         maxLineLength: Number.MAX_SAFE_INTEGER,
         lineEndings: "normalize",
+        memory: env.memory,
       });
       try {
-        await pipeline(Readable.from([Buffer.from(input.content)]), spool);
-        const result = await spool.result();
+        await spool.write(Buffer.from(input.content));
+        const result = await spool.finish();
         const message = new Message(
-          result.path,
+          result.body,
           result.size,
           wrapHeaders(result.headers),
           receivedHeader({ connection, transaction, hostname: config.hostname, utf8: true }),

@@ -7,6 +7,7 @@ import type { SMTPServer } from "smtp-server";
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { ConfigError, loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
+import { MemoryBudget } from "./message/spool.js";
 import { ServerMetrics, serveMetrics } from "./metrics.js";
 import { processAlive } from "./process-alive.js";
 import { reverseLookup } from "./reverse-dns.js";
@@ -86,6 +87,8 @@ export class MailroomServer {
   private connections = 0;
   private readonly spoolDir: string;
   private readonly ownsSpoolDir: boolean;
+  /** Memory for messages being received, shared by all sessions. */
+  private readonly memory: MemoryBudget;
   private tls: ReturnType<typeof readTls>;
   private closing = false;
   private metricsServer: import("node:http").Server | undefined;
@@ -107,6 +110,8 @@ export class MailroomServer {
     // A configured folder is made on first start, like the mail and queue folders.
     if (configured) mkdirSync(configured, { recursive: true, mode: 0o700 });
     this.ownsSpoolDir = !configured;
+    const memorySpool = set.loaded.config.server.memorySpool;
+    this.memory = new MemoryBudget(memorySpool.total, memorySpool.perMessage);
     // Services that need the live plugin set; plugins resolve them when they use them.
     const hooks: HookService = {
       run: (hook, args, hookLogger) => this.current.runner.run(hook, args, hookLogger),
@@ -118,6 +123,7 @@ export class MailroomServer {
         runner: () => this.current.runner,
         config: () => this.current.loaded.config.server,
         spoolDir: this.spoolDir,
+        memory: this.memory,
         logger,
       }),
     });
@@ -215,6 +221,7 @@ export class MailroomServer {
           logger: this.logger,
           tlsAvailable: this.tls !== undefined,
           spoolDir: this.spoolDir,
+          memory: this.memory,
           admit: (remote) => {
             const refusal = this.admit(remote);
             admitted = refusal === null;
@@ -324,6 +331,8 @@ export class MailroomServer {
     const next = await MailroomServer.startPlugins(loaded, this.container, this.logger, this.metrics);
     const previous = this.current;
     this.current = next;
+    this.memory.total = next.loaded.config.server.memorySpool.total;
+    this.memory.perMessage = next.loaded.config.server.memorySpool.perMessage;
     this.liveSets.add(next);
     this.tls = tls;
     if (tls) {

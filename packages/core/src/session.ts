@@ -5,6 +5,7 @@ import type { HookArgs, SessionHookName } from "./hooks.js";
 import type { HookOutcome, HookRunner } from "./plugins/runner.js";
 import { formatReply, replyFor, type Reply } from "./replies.js";
 import { receiveMessage } from "./data.js";
+import type { MemoryBudget } from "./message/spool.js";
 import { Connection, Transaction } from "./session-state.js";
 import type { AuthResult, CommandLine, ConnectionInfo, SessionDriver, Wire } from "./smtp/adapter.js";
 import {
@@ -24,6 +25,7 @@ export interface SessionEnvironment {
   /** True when a TLS certificate is configured, so STARTTLS is offered. */
   tlsAvailable: boolean;
   spoolDir: string;
+  memory: MemoryBudget;
   /** Checks the connection limits; returns a refusal or null. */
   admit(remoteAddress: string): Reply | null;
   /** Called once when the session ends. */
@@ -375,6 +377,7 @@ export class Session implements SessionDriver {
       runner: this.env.runner,
       config: this.env.config,
       spoolDir: this.env.spoolDir,
+      memory: this.env.memory,
       utf8: this.utf8,
     });
     this.send(final);

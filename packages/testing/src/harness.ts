@@ -1,8 +1,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { pipeline } from "node:stream/promises";
-import { Readable } from "node:stream";
 import {
   configSchema,
   Connection,
@@ -12,6 +10,7 @@ import {
   parsePath,
   receivedHeader,
   replyFor,
+  MemoryBudget,
   SpoolWriter,
   TOKENS,
   Transaction,
@@ -204,11 +203,13 @@ export class PluginHarness {
       maxSize: Number.MAX_SAFE_INTEGER,
       maxLineLength: Number.MAX_SAFE_INTEGER,
       lineEndings: "normalize",
+      // The server's default: messages up to 128 KiB stay in memory.
+      memory: new MemoryBudget(64 * 1024 * 1024, 128 * 1024),
     });
-    await pipeline(Readable.from([Buffer.from(message)]), writer);
-    const result = await writer.result();
+    await writer.write(Buffer.from(message));
+    const result = await writer.finish();
     const received = receivedHeader({ connection, transaction, hostname: this.config.server.hostname, utf8: false });
-    return new Message(result.path, result.size, wrapHeaders(result.headers), received, transaction.sender);
+    return new Message(result.body, result.size, wrapHeaders(result.headers), received, transaction.sender);
   }
 
   /** Calls each route owner's queue hook with its recipients; the first refusal wins. */

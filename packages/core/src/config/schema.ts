@@ -75,6 +75,14 @@ export const serverSchema = z
       .prefault({}),
     /** Folder for messages while they are received; defaults to the system temp folder. */
     spoolDir: z.string().optional(),
+    /**
+     * Messages up to `perMessage` octets are kept in memory while they are
+     * received, within `total` for all sessions of a process; the rest go to
+     * spoolDir. `perMessage: 0` sends every message to spoolDir.
+     */
+    memorySpool: z
+      .strictObject({ perMessage: size().default(128 * 1024), total: size().default(64 * 1024 * 1024) })
+      .prefault({}),
     logLevel: z
       .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
       .default("info"),

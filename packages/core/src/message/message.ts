@@ -25,13 +25,19 @@ export function wrapHeaders(headers: Headers | undefined): MessageHeaders {
 }
 
 /**
- * A message received through DATA, spooled to a file. Plugins read it as a
- * stream; storage plugins write `storedCopy()`, which adds the trace headers.
+ * The storage of a received message's bytes until the transaction ends: a
+ * buffer, or a spool file when they did not fit the memory budget.
+ */
+export type MessageBody = { bytes: Buffer; path?: undefined } | { path: string; bytes?: undefined };
+
+/**
+ * A message received through DATA. Plugins read it as a stream; storage
+ * plugins write `storedCopy()`, which adds the trace headers.
  */
 export class Message {
   constructor(
-    /** Spool file with the DATA bytes, removed when the transaction ends. */
-    readonly path: string,
+    /** The DATA bytes; a spool file is removed when the transaction ends. */
+    private readonly body: MessageBody,
     /** Size of the DATA bytes in octets, after dot-unstuffing. */
     readonly size: number,
     readonly headers: MessageHeaders,
@@ -42,7 +48,20 @@ export class Message {
 
   /** Opens the DATA bytes exactly as received (normalised when that is configured). */
   stream(): Readable {
-    return createReadStream(this.path, { highWaterMark: 256 * 1024 });
+    const { bytes, path } = this.body;
+    if (bytes) return Readable.from([bytes], { objectMode: false });
+    return createReadStream(path, { highWaterMark: 256 * 1024 });
+  }
+
+  /**
+   * Returns the stored copy as buffers when the message is in memory, so a
+   * storage plugin can write it with one call. For a message in a spool file
+   * it returns undefined, and storedCopy() reads the file.
+   */
+  storedCopyBytes(options: { deliveredTo?: string; returnPath?: boolean } = {}): Buffer[] | undefined {
+    const { bytes } = this.body;
+    if (!bytes) return undefined;
+    return [Buffer.from(this.traceHeaders(options), "utf8"), bytes];
   }
 
   /** Returns the trace headers that precede the DATA bytes in a stored copy. */
@@ -60,6 +79,8 @@ export class Message {
    * engine's Received header, then the DATA bytes unchanged.
    */
   storedCopy(options: { deliveredTo?: string; returnPath?: boolean } = {}): Readable {
+    const inMemory = this.storedCopyBytes(options);
+    if (inMemory) return Readable.from(inMemory, { objectMode: false });
     const prefix = Buffer.from(this.traceHeaders(options), "utf8");
     const body = this.stream();
     return Readable.from(

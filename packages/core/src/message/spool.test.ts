@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { MAX_HEADER_BLOCK, parseHeaderBlock, SpoolWriter, type SpoolOptions } from "./spool.js";
+import { MAX_HEADER_BLOCK, MemoryBudget, parseHeaderBlock, SpoolWriter, type SpoolOptions } from "./spool.js";
 
 let dir: string;
 let counter = 0;
@@ -21,10 +21,10 @@ async function spool(chunks: (string | Buffer)[], options: Partial<SpoolOptions>
     lineEndings: "strict",
     ...options,
   });
-  for (const chunk of chunks) writer.write(typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk);
-  await new Promise<void>((resolve, reject) => writer.end((error?: Error | null) => (error ? reject(error) : resolve())));
-  const result = await writer.result();
-  const stored = await readFile(result.path, "latin1");
+  for (const chunk of chunks) await writer.write(typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk);
+  const result = await writer.finish();
+  const body = result.body;
+  const stored = body.bytes ? body.bytes.toString("latin1") : await readFile(body.path, "latin1");
   await writer.remove();
   return { ...result, stored };
 }
@@ -49,6 +49,51 @@ describe("line endings", () => {
     expect(result.stored).toBe("Subject: x\r\n\r\nA\r\nB\r\nC\r\nD\r\n");
     expect(result.bareLineEnding).toBe(true);
     expect(result.headers?.getFirst("subject")).toBe("x");
+  });
+});
+
+describe("memory and spool file", () => {
+  const text = `Subject: m\r\n\r\n${"0123456789abcdef\r\n".repeat(20)}`;
+  const pieces = [text.slice(0, 50), text.slice(50, 200), text.slice(200)];
+
+  test("a message within the budget stays in memory and gives its octets back on remove", async () => {
+    const memory = new MemoryBudget(10_000, 1000);
+    const writer = new SpoolWriter({ dir, name: `m${++counter}.eml`, maxSize: 1_000_000, maxLineLength: 1000, lineEndings: "strict", memory });
+    for (const piece of pieces) expect(writer.write(Buffer.from(piece, "latin1"))).toBeUndefined();
+    const result = await writer.finish();
+    expect(writer.inFile).toBe(false);
+    expect(result.body.bytes?.toString("latin1")).toBe(text);
+    expect(memory.inUse).toBe(text.length);
+    await writer.remove();
+    expect(memory.inUse).toBe(0);
+    await expect(readFile(writer.path)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  test.each([
+    ["its own limit", new MemoryBudget(10_000, 100)],
+    ["the shared budget", new MemoryBudget(120, 1000)],
+  ])("a message over %s moves to the spool file with every byte", async (_name, memory) => {
+    const result = await spool(pieces, { memory });
+    expect(result.body.path).toBeDefined();
+    expect(result.stored).toBe(text);
+    expect(memory.inUse).toBe(0);
+  });
+
+  test("without a budget every message goes to the spool file", async () => {
+    const result = await spool(pieces);
+    expect(result.body.path).toBeDefined();
+    expect(result.stored).toBe(text);
+  });
+
+  test("a refused message frees its memory at once", async () => {
+    const memory = new MemoryBudget(10_000, 1000);
+    const writer = new SpoolWriter({ dir, name: `m${++counter}.eml`, maxSize: 60, maxLineLength: 1000, lineEndings: "strict", memory });
+    await writer.write(Buffer.from(pieces[0]!, "latin1"));
+    expect(memory.inUse).toBe(50);
+    await writer.write(Buffer.from(pieces[1]!, "latin1"));
+    expect(memory.inUse).toBe(0);
+    expect((await writer.finish()).tooBig).toBe(true);
+    await writer.remove();
   });
 });
 

@@ -1,8 +1,8 @@
 import { createWriteStream, type WriteStream } from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { Headers, type HeaderLine } from "mailsplit";
+import type { MessageBody } from "./message.js";
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -45,20 +45,54 @@ export function parseHeaderBlock(block: Buffer): Headers {
 /** The treatment of line endings other than CRLF inside a message. */
 export type LineEndingPolicy = "strict" | "normalize";
 
+/**
+ * The memory that messages may use while they are received, shared by every
+ * session of a server. A message that does not fit goes to a spool file.
+ */
+export class MemoryBudget {
+  private used = 0;
+
+  constructor(
+    /** Octets all messages in memory may take together; 0 keeps every message in a file. */
+    public total: number,
+    /** Octets one message may take in memory before it moves to a file. */
+    public perMessage: number,
+  ) {}
+
+  /** Reserves `octets` if they fit; the caller gives them back with release(). */
+  take(octets: number): boolean {
+    if (this.used + octets > this.total) return false;
+    this.used += octets;
+    return true;
+  }
+
+  release(octets: number): void {
+    this.used -= octets;
+  }
+
+  /** Octets reserved now. */
+  get inUse(): number {
+    return this.used;
+  }
+}
+
 export interface SpoolOptions {
   dir: string;
   name: string;
   maxSize: number;
   maxLineLength: number;
   lineEndings: LineEndingPolicy;
+  /** Keeps messages in memory within this budget; without one every message goes to a file. */
+  memory?: MemoryBudget;
 }
 
 /** The findings of the spool about a finished message. */
 export interface SpoolResult {
-  path: string;
+  /** The stored bytes: in memory, or in the spool file when they did not fit. */
+  body: MessageBody;
   /** Octets received, counted even after the size limit was passed. */
   received: number;
-  /** Octets written to the spool file (after normalisation). */
+  /** Octets stored (after normalisation). */
   size: number;
   tooBig: boolean;
   lineTooLong: boolean;
@@ -69,14 +103,21 @@ export interface SpoolResult {
 
 /**
  * Receives the dot-unstuffed DATA bytes, checks size, line length and line
- * endings, keeps the header block for plugins and writes the bytes to a spool
- * file. Once a limit is passed it keeps counting but stops writing, so the
+ * endings, and keeps the header block for plugins. The bytes stay in memory
+ * while they fit the memory budget and move to a spool file when they do
+ * not. Once a limit is passed it keeps counting but stops storing, so the
  * reply can wait for the final dot without buffering anything.
  */
-export class SpoolWriter extends Writable {
+export class SpoolWriter {
+  /** The spool file's path, used only if the message moves to a file. */
   readonly path: string;
-  private readonly file: WriteStream;
   private readonly options: SpoolOptions;
+  private file: WriteStream | undefined;
+  private fileError: Error | undefined;
+  /** Bytes kept in memory, and the octets of the budget they hold. */
+  private chunks: Buffer[] = [];
+  private reserved = 0;
+  private finished = false;
   private received = 0;
   private written = 0;
   private lineLength = 0;
@@ -92,11 +133,13 @@ export class SpoolWriter extends Writable {
   private headers: Headers | undefined;
 
   constructor(options: SpoolOptions) {
-    super({ highWaterMark: 256 * 1024 });
     this.options = options;
     this.path = path.join(options.dir, options.name);
-    this.file = createWriteStream(this.path, { flags: "wx" });
-    this.file.on("error", (error) => this.destroy(error));
+  }
+
+  /** True once the bytes went to the spool file. */
+  get inFile(): boolean {
+    return this.file !== undefined;
   }
 
   /** Collects the header block: every line up to the first empty one, within MAX_HEADER_BLOCK. */
@@ -193,55 +236,63 @@ export class SpoolWriter extends Writable {
     );
   }
 
-  override _write(
-    chunk: Buffer,
-    _encoding: BufferEncoding,
-    callback: (error?: Error | null) => void,
-  ): void {
+  /**
+   * Takes the next chunk of DATA bytes. Returns a promise when the spool
+   * file needs to drain before the next chunk, otherwise undefined.
+   */
+  write(chunk: Buffer): Promise<void> | undefined {
+    if (this.finished) throw new Error("write after finish");
     this.received += chunk.length;
     if (this.received > this.options.maxSize) this.tooBig = true;
 
     const bytes = this.inspect(chunk);
-    // A message that will be rejected needs no headers.
-    if (this.refusing) this.headerBlock = undefined;
-    else this.collectHeaders(bytes);
-
+    // A message that will be rejected needs no headers and no storage.
     if (this.refusing) {
-      callback();
-      return;
+      this.headerBlock = undefined;
+      this.drop();
+      return undefined;
     }
-    this.written += bytes.length;
-    if (this.file.write(bytes)) callback();
-    else this.file.once("drain", () => callback());
+    this.collectHeaders(bytes);
+    return this.store(bytes);
   }
 
-  override _final(callback: (error?: Error | null) => void): void {
+  /** Ends the message and returns what the scan found; closes the spool file if there is one. */
+  async finish(): Promise<SpoolResult> {
+    if (this.finished) throw new Error("finish called twice");
+    this.finished = true;
     if (this.pendingCR) {
       this.pendingCR = false;
       this.bareLineEnding = true;
       const tail = this.options.lineEndings === "normalize" ? CRLF : CR_BYTE;
       if (!this.refusing) {
-        this.file.write(tail);
         this.collectHeaders(tail);
+        await this.store(tail);
       }
     }
     // A message without a blank line after its headers is all header.
-    if (this.refusing) this.headerBlock = undefined;
-    else this.finishHeaders();
-    this.file.end();
-    callback();
-  }
+    if (this.refusing) {
+      this.headerBlock = undefined;
+      this.drop();
+    } else {
+      this.finishHeaders();
+    }
 
-  /** Waits for the spool file to be closed and returns what the scan found. */
-  async result(): Promise<SpoolResult> {
-    if (!this.file.closed) {
+    let body: MessageBody;
+    if (this.file) {
+      const file = this.file;
       await new Promise<void>((resolve, reject) => {
-        this.file.once("close", resolve);
-        this.file.once("error", reject);
+        if (this.fileError) return reject(this.fileError);
+        file.end((error?: Error | null) => (error ? reject(error) : resolve()));
       });
+      body = { path: this.path };
+    } else {
+      const chunks = this.chunks;
+      const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.written);
+      body = { bytes };
+      this.chunks = [bytes];
     }
     return {
-      path: this.path,
+      body,
       received: this.received,
       size: this.written,
       tooBig: this.tooBig,
@@ -251,18 +302,76 @@ export class SpoolWriter extends Writable {
     };
   }
 
-  /** Deletes the spool file, ignoring one that is already gone. */
+  /** Frees the memory and deletes the spool file, ignoring one that is already gone. */
   async remove(): Promise<void> {
+    this.finished = true;
+    this.drop();
+    const file = this.file;
+    if (!file) return;
     // The file is opened asynchronously: wait until it is closed, or an open
     // still in flight would create it again after the unlink.
-    if (!this.file.closed) {
-      const closed = new Promise<void>((resolve) => this.file.once("close", () => resolve()));
-      this.file.destroy();
+    if (!file.closed) {
+      const closed = new Promise<void>((resolve) => file.once("close", () => resolve()));
+      file.destroy();
       await closed;
     }
     // unlink directly: rm({ force }) costs two extra lstat calls per message.
     await unlink(this.path).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== "ENOENT") throw error;
+    });
+  }
+
+  /** Gives the memory of the kept bytes back to the budget. */
+  private drop(): void {
+    this.chunks = [];
+    if (this.reserved > 0) {
+      this.options.memory?.release(this.reserved);
+      this.reserved = 0;
+    }
+  }
+
+  private store(bytes: Buffer): Promise<void> | undefined {
+    if (bytes.length === 0) return undefined;
+    this.written += bytes.length;
+    if (!this.file) {
+      const memory = this.options.memory;
+      if (memory && this.written <= memory.perMessage && memory.take(bytes.length)) {
+        this.reserved += bytes.length;
+        this.chunks.push(bytes);
+        return undefined;
+      }
+      this.openFile();
+    }
+    return this.writeFile(bytes);
+  }
+
+  /** Moves the message to the spool file: from here on every byte goes there. */
+  private openFile(): void {
+    const file = createWriteStream(this.path, { flags: "wx" });
+    file.on("error", (error) => {
+      this.fileError ??= error;
+    });
+    this.file = file;
+    const inMemory = this.chunks;
+    this.drop();
+    for (const chunk of inMemory) file.write(chunk);
+  }
+
+  private writeFile(bytes: Buffer): Promise<void> | undefined {
+    const file = this.file!;
+    if (this.fileError) return Promise.reject(this.fileError);
+    if (file.write(bytes)) return undefined;
+    return new Promise<void>((resolve, reject) => {
+      const onDrain = () => {
+        file.off("error", onError);
+        resolve();
+      };
+      const onError = (error: Error) => {
+        file.off("drain", onDrain);
+        reject(error);
+      };
+      file.once("drain", onDrain);
+      file.once("error", onError);
     });
   }
 }
