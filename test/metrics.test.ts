@@ -46,6 +46,20 @@ test("metrics count connections, replies, transactions and hooks", async () => {
   client.close();
 });
 
+test("hook duration histogram has cumulative buckets", async () => {
+  const client = await server.connect();
+  await client.send({ from: "a@sender.test", to: ["bob@local.test", "carol@local.test"], message: "Subject: x\r\n\r\nbody\r\n" });
+  client.close();
+  const text = await scrape();
+  expect(text).toMatch(/^# TYPE mailroom_hook_duration_seconds histogram$/m);
+  const buckets = [...text.matchAll(/^mailroom_hook_duration_seconds_bucket\{le="([^"]+)",plugin="sink",hook="rcpt"\} (\d+)$/gm)];
+  expect(buckets.map((match) => match[1])).toEqual(["0.0005", "0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "30", "+Inf"]);
+  const counts = buckets.map((match) => Number(match[2]));
+  expect(counts).toEqual([...counts].sort((a, b) => a - b));
+  expect(counts.at(-1)).toBe(2);
+  expect(text).toMatch(/^mailroom_hook_duration_seconds_sum\{plugin="sink",hook="rcpt"\} \d/m);
+});
+
 test("metrics endpoint answers 404 elsewhere", async () => {
   const { host, port } = server.server.metricsAddress!;
   const response = await fetch(`http://${host}:${port}/other`);

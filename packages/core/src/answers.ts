@@ -43,10 +43,19 @@ export interface Answer extends OkOptions {
 /** The return type of a hook handler; `undefined` means CONT. */
 export type HookResult = Answer | undefined | void;
 
-const ANSWER = Symbol.for("mailroom.Answer");
+/** The answers without options, made once: handlers return them for most commands. */
+const PLAIN = new Map<Verdict, Answer>();
 
-function answer(verdict: Verdict, options: OkOptions = {}): Answer {
-  return Object.freeze({ ...options, verdict, [ANSWER]: true });
+function answer(verdict: Verdict, options?: OkOptions): Answer {
+  if (options === undefined) {
+    let plain = PLAIN.get(verdict);
+    if (!plain) {
+      plain = Object.freeze({ verdict });
+      PLAIN.set(verdict, plain);
+    }
+    return plain;
+  }
+  return Object.freeze({ ...options, verdict });
 }
 
 /** Accepts at this hook and stops asking the plugins after this one. */
@@ -76,9 +85,8 @@ const VERDICTS = new Set<string>([
 ]);
 
 /**
- * Checks that a handler's return value is CONT or an answer. Answers made by a
- * different copy of @mailroom/core still pass because the marker is a global
- * symbol.
+ * Checks that a handler's return value is an answer. The check reads only
+ * the verdict, so answers made by a different copy of @mailroom/core pass.
  */
 export function isAnswer(value: unknown): value is Answer {
   if (typeof value !== "object" || value === null) return false;

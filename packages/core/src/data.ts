@@ -63,17 +63,19 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
     });
   }
 
-  transaction.logger.info(
-    {
-      sender: transaction.sender?.address ?? "",
-      recipients: transaction.recipients.length,
-      size: transaction.message?.size,
-      code: reply.code,
-      enhanced: reply.enhanced,
-      ms: Date.now() - started,
-    },
-    "transaction",
-  );
+  if (transaction.logs("info")) {
+    transaction.logger.info(
+      {
+        sender: transaction.sender?.address ?? "",
+        recipients: transaction.recipients.length,
+        size: transaction.message?.size,
+        code: reply.code,
+        enhanced: reply.enhanced,
+        ms: Date.now() - started,
+      },
+      "transaction",
+    );
+  }
   if (reply.code === 250) reply = { ...reply, message: `${reply.message} as ${transaction.id}` };
   return reply;
 }
@@ -172,7 +174,7 @@ async function receiveAndStore(context: ReceiveContext, input: Readable, spool: 
   );
   transaction.message = message;
 
-  const post = await context.runner.run("data_post", { connection, transaction, message }, transaction.logger);
+  const post = await context.runner.run("data_post", { connection, transaction, message }, transaction);
   if (post.kind !== "cont") {
     const postReply = replyFor("data_post", post.kind === "error" ? "ERROR" : post.answer);
     if (postReply) return postReply;
@@ -217,7 +219,7 @@ export async function queue(
       owner,
       "queue",
       { connection, transaction, message, route, recipients },
-      transaction.logger,
+      transaction,
     );
     if (outcome.kind === "answer" && outcome.answer.verdict === "OK") {
       stored.push(route);

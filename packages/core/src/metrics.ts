@@ -1,9 +1,73 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { DependencyContainer } from "tsyringe";
 import { TOKENS, type OutboundQueue } from "./services/tokens.js";
+
+const HOOK_BUCKETS = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30];
+
+/** The counts of one plugin and hook in the hook duration histogram. */
+interface HookTimes {
+  /** Observations per bucket, not cumulative; the last entry is +Inf. */
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+
+/**
+ * The hook duration histogram. Handlers run several times per message, and
+ * prom-client's Histogram hashes the label set of every observation, so this
+ * one keeps plain counts per plugin and hook and builds the samples only
+ * when scraped. It has the members prom-client's Registry reads from a
+ * metric (name, help, type, get, reset).
+ */
+class HookDurationHistogram {
+  readonly name = "mailroom_hook_duration_seconds";
+  readonly help = "Time a plugin's hook handler took, by plugin and hook";
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  private readonly byPlugin = new Map<string, Map<string, HookTimes>>();
+
+  observe(plugin: string, hook: string, seconds: number): void {
+    let hooks = this.byPlugin.get(plugin);
+    if (!hooks) {
+      hooks = new Map();
+      this.byPlugin.set(plugin, hooks);
+    }
+    let times = hooks.get(hook);
+    if (!times) {
+      times = { buckets: new Array<number>(HOOK_BUCKETS.length + 1).fill(0), sum: 0, count: 0 };
+      hooks.set(hook, times);
+    }
+    let bucket = 0;
+    while (bucket < HOOK_BUCKETS.length && seconds > HOOK_BUCKETS[bucket]!) bucket += 1;
+    times.buckets[bucket]! += 1;
+    times.sum += seconds;
+    times.count += 1;
+  }
+
+  get() {
+    const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+    for (const [plugin, hooks] of this.byPlugin) {
+      for (const [hook, times] of hooks) {
+        let cumulative = 0;
+        for (const [index, count] of times.buckets.entries()) {
+          cumulative += count;
+          const le = index < HOOK_BUCKETS.length ? HOOK_BUCKETS[index]! : "+Inf";
+          values.push({ metricName: `${this.name}_bucket`, labels: { le, plugin, hook }, value: cumulative });
+        }
+        values.push({ metricName: `${this.name}_sum`, labels: { plugin, hook }, value: times.sum });
+        values.push({ metricName: `${this.name}_count`, labels: { plugin, hook }, value: times.count });
+      }
+    }
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator });
+  }
+
+  reset(): void {
+    this.byPlugin.clear();
+  }
+}
 
 /** The outcome of a transaction, from the class of the reply after DATA. */
 export type TransactionOutcome = "accepted" | "deferred" | "rejected";
@@ -14,45 +78,55 @@ export type TransactionOutcome = "accepted" | "deferred" | "rejected";
  */
 export class ServerMetrics {
   readonly registry = new Registry();
-  private readonly connections: Counter<"result">;
-  private readonly activeConnections: Gauge;
-  private readonly transactions: Counter<"outcome">;
-  private readonly replies: Counter<"class">;
-  private readonly hookDuration: Histogram<"plugin" | "hook">;
+  private readonly hookDuration = new HookDurationHistogram();
+  // Plain counts on the hot path; the prom-client metrics copy them when scraped.
+  private readonly connectionCounts = { admitted: 0, refused: 0 };
+  private active = 0;
+  private readonly transactionCounts: Record<TransactionOutcome, number> = { accepted: 0, deferred: 0, rejected: 0 };
+  /** Replies by the first digit of the code: index 2 counts 2xx. */
+  private readonly replyCounts = [0, 0, 0, 0, 0, 0];
 
   constructor(container: DependencyContainer) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: "mailroom_" });
-    this.connections = new Counter({
+    const counts = this;
+    new Counter({
       name: "mailroom_connections_total",
       help: "SMTP connections, by whether they were admitted or refused by a limit",
       labelNames: ["result"],
       registers,
+      collect() {
+        copyCounts(this, "result", counts.connectionCounts);
+      },
     });
-    this.activeConnections = new Gauge({
+    new Gauge({
       name: "mailroom_connections_active",
       help: "SMTP connections open now",
       registers,
+      collect() {
+        this.set(counts.active);
+      },
     });
-    this.transactions = new Counter({
+    new Counter({
       name: "mailroom_transactions_total",
       help: "Mail transactions that reached the end of DATA, by outcome",
       labelNames: ["outcome"],
       registers,
+      collect() {
+        copyCounts(this, "outcome", counts.transactionCounts);
+      },
     });
-    this.replies = new Counter({
+    new Counter({
       name: "mailroom_replies_total",
       help: "SMTP replies sent, by code class (2xx, 3xx, 4xx, 5xx)",
       labelNames: ["class"],
       registers,
+      collect() {
+        const byClass = Object.fromEntries(counts.replyCounts.map((count, digit) => [`${digit}xx`, count]));
+        copyCounts(this, "class", byClass);
+      },
     });
-    this.hookDuration = new Histogram({
-      name: "mailroom_hook_duration_seconds",
-      help: "Time a plugin's hook handler took, by plugin and hook",
-      labelNames: ["plugin", "hook"],
-      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
-      registers,
-    });
+    this.registry.registerMetric(this.hookDuration as unknown as Parameters<Registry["registerMetric"]>[0]);
 
     // Queue figures are read when scraped, from whatever queue is registered then.
     const queue = () =>
@@ -82,27 +156,40 @@ export class ServerMetrics {
   }
 
   connectionOpened(admitted: boolean): void {
-    this.connections.inc({ result: admitted ? "admitted" : "refused" });
-    if (admitted) this.activeConnections.inc();
+    if (admitted) {
+      this.connectionCounts.admitted += 1;
+      this.active += 1;
+    } else {
+      this.connectionCounts.refused += 1;
+    }
   }
 
   connectionClosed(): void {
-    this.activeConnections.dec();
+    this.active -= 1;
   }
 
   reply(code: number): void {
-    this.replies.inc({ class: `${Math.floor(code / 100)}xx` });
+    const digit = Math.floor(code / 100);
+    if (digit >= 2 && digit <= 5) this.replyCounts[digit]! += 1;
   }
 
   transaction(code: number): void {
     let outcome: TransactionOutcome = "rejected";
     if (code < 400) outcome = "accepted";
     else if (code < 500) outcome = "deferred";
-    this.transactions.inc({ outcome });
+    this.transactionCounts[outcome] += 1;
   }
 
   hook(plugin: string, hook: string, seconds: number): void {
-    this.hookDuration.observe({ plugin, hook }, seconds);
+    this.hookDuration.observe(plugin, hook, seconds);
+  }
+}
+
+/** Sets a counter to the given totals, leaving out labels still at zero like prom-client does. */
+function copyCounts<L extends string>(counter: Counter<L>, label: L, totals: Record<string, number>): void {
+  counter.reset();
+  for (const [value, total] of Object.entries(totals)) {
+    if (total > 0) counter.inc({ [label]: value } as Partial<Record<L, string>>, total);
   }
 }
 

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { Answer } from "./answers.js";
 import type { ListenerConfig, ServerConfig } from "./config/schema.js";
 import type { HookArgs, SessionHookName } from "./hooks.js";
-import type { HookOutcome, HookRunner } from "./plugins/runner.js";
+import type { HookOutcome, HookRunner, LogTarget } from "./plugins/runner.js";
 import { formatReply, replyFor, type Reply } from "./replies.js";
 import { receiveMessage } from "./data.js";
 import type { MemoryBudget } from "./message/spool.js";
@@ -70,7 +70,7 @@ export class Session implements SessionDriver {
 
   private send(reply: Reply | { code: number; enhanced?: string; message: string | string[]; close?: boolean }): void {
     this.wire.reply(reply);
-    if (this.connection.logger.isLevelEnabled("trace")) {
+    if (this.connection.logs("trace")) {
       this.connection.logger.trace({ reply: formatReply(reply) }, "reply");
     }
   }
@@ -79,7 +79,7 @@ export class Session implements SessionDriver {
   private async hook<H extends SessionHookName>(
     hook: H,
     args: HookArgs[H],
-    logger: Logger = this.connection.logger,
+    logger: LogTarget = this.connection,
   ): Promise<{ reply: Reply | null; answer: Answer | undefined; outcome: HookOutcome }> {
     const outcome = await this.env.runner.run(hook, args, logger);
     if (outcome.kind === "error") return { reply: replyFor(hook, "ERROR"), answer: undefined, outcome };
@@ -90,13 +90,17 @@ export class Session implements SessionDriver {
   async ready(): Promise<Reply | null> {
     const refusal = this.env.admit(this.connection.remoteAddress);
     if (refusal) {
-      this.connection.logger.info({ remote: this.connection.remoteAddress, code: refusal.code }, "connection refused by limit");
+      if (this.connection.logs("info")) {
+        this.connection.logger.info({ remote: this.connection.remoteAddress, code: refusal.code }, "connection refused by limit");
+      }
       return refusal;
     }
-    this.connection.logger.info(
-      { remote: this.connection.remoteAddress, port: this.connection.remotePort, tls: this.connection.tls.secure },
-      "connection opened",
-    );
+    if (this.connection.logs("info")) {
+      this.connection.logger.info(
+        { remote: this.connection.remoteAddress, port: this.connection.remotePort, tls: this.connection.tls.secure },
+        "connection opened",
+      );
+    }
     const { reply } = await this.hook("connect", { connection: this.connection });
     return reply;
   }
@@ -294,7 +298,7 @@ export class Session implements SessionDriver {
     const { reply } = await this.hook(
       "mail",
       { connection: this.connection, transaction, address, params: parameters.params },
-      transaction.logger,
+      transaction,
     );
     if (reply && reply.code >= 400) return this.send(reply);
 
@@ -331,7 +335,7 @@ export class Session implements SessionDriver {
     const { reply, answer, outcome } = await this.hook(
       "rcpt",
       { connection: this.connection, transaction, address, params: parsed.params },
-      transaction.logger,
+      transaction,
     );
     const final = reply ?? { code: 550, enhanced: "5.7.1", message: "Recipient not accepted" };
     if (answer?.verdict === "OK" && outcome.kind === "answer") {
@@ -367,7 +371,7 @@ export class Session implements SessionDriver {
     if (transaction.recipients.length === 0) {
       return this.send({ code: 554, enhanced: "5.5.1", message: "No valid recipients" });
     }
-    const { reply } = await this.hook("data", { connection: this.connection, transaction }, transaction.logger);
+    const { reply } = await this.hook("data", { connection: this.connection, transaction }, transaction);
     if (reply) return this.send(reply);
 
     const final = await receiveMessage({
@@ -479,7 +483,7 @@ export class Session implements SessionDriver {
     if (!transaction) return;
     this.connection.transaction = undefined;
     this.utf8 = false;
-    await this.env.runner.runAll("reset", { connection: this.connection, transaction }, transaction.logger);
+    await this.env.runner.runAll("reset", { connection: this.connection, transaction }, transaction);
   }
 
   closed(): void {
@@ -487,9 +491,10 @@ export class Session implements SessionDriver {
     this.closedOnce = true;
     const connection = this.connection;
     void this.endTransaction()
-      .then(() => this.env.runner.runAll("disconnect", { connection }, connection.logger))
+      .then(() => this.env.runner.runAll("disconnect", { connection }, connection))
       .finally(() => {
         this.env.release(connection.remoteAddress);
+        if (!connection.logs("info")) return;
         connection.logger.info(
           {
             remote: connection.remoteAddress,
