@@ -12,6 +12,19 @@ import { parseIp } from "./networks.js";
  * Returns null when the text is neither a domain nor an address literal.
  */
 export function normalizeDomain(text: string): string | null {
+  const known = normalized.get(text);
+  if (known !== undefined) return known;
+  const result = normalizeUncached(text);
+  // Recipients repeat a few domains, so a small cache saves the IDNA conversion.
+  if (normalized.size >= NORMALIZED_CACHE_SIZE) normalized.clear();
+  normalized.set(text, result);
+  return result;
+}
+
+const NORMALIZED_CACHE_SIZE = 1000;
+const normalized = new Map<string, string | null>();
+
+function normalizeUncached(text: string): string | null {
   let trimmed = text.trim();
   // The engine rejects a trailing dot in a path; config and directory entries may have one.
   if (trimmed.endsWith(".") && !trimmed.startsWith("[")) trimmed = trimmed.slice(0, -1);

@@ -70,8 +70,18 @@ export default definePlugin({
     const relayDomains = new DomainSet(options.relayDomains);
     const localDomains = localDomainSource(options, container, logger);
 
+    // The network check parses the address, so its result is kept per connection.
+    const trusted = new WeakMap<Connection, { address: string; trusted: boolean }>();
+    const inTrustedNetwork = (connection: Connection): boolean => {
+      const known = trusted.get(connection);
+      if (known?.address === connection.remoteAddress) return known.trusted;
+      const result = inNetworks(networks, connection.remoteAddress);
+      trusted.set(connection, { address: connection.remoteAddress, trusted: result });
+      return result;
+    };
+
     const clientFacts = (connection: Connection): ClientFacts => ({
-      trustedNetwork: inNetworks(networks, connection.remoteAddress),
+      trustedNetwork: inTrustedNetwork(connection),
       authenticated: connection.user !== undefined,
       allowAuthenticated: options.allowAuthenticated,
       // The engine's injector marks the connections of messages it generates.

@@ -65,9 +65,9 @@ export default definePlugin({
     };
 
     /** Closes connections that have used up their failed lookups. */
-    const overLimit = (connection: Connection, log: Logger) => {
+    const overLimit = (connection: Connection, source: { readonly logger: Logger }) => {
       if (connection.failedLookups < options.maxFailures) return undefined;
-      log.info(
+      source.logger.info(
         { plugin: "vrfy", remote: connection.remoteAddress, failedLookups: connection.failedLookups },
         "too many failed lookups, closing connection",
       );
@@ -78,7 +78,7 @@ export default definePlugin({
       // The ambiguous path makes no lookup and awaits nothing, so its reply
       // takes the same time whether or not the user exists.
       async vrfy({ connection, argument }) {
-        const limit = overLimit(connection, connection.logger);
+        const limit = overLimit(connection, connection);
         if (limit) return limit;
         if (options.mode === "refuse") return REFUSED;
         if (options.mode === "ambiguous" || !mayVerify(connection, options)) return AMBIGUOUS;
@@ -100,7 +100,8 @@ export default definePlugin({
       },
 
       rcpt({ connection, transaction }) {
-        return overLimit(connection, transaction.logger);
+        // The transaction is passed whole, so its logger is made only when used.
+        return overLimit(connection, transaction);
       },
     };
   },
