@@ -1,7 +1,8 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { createRequire } from "node:module";
+import type { Counter, Registry } from "prom-client";
 import type { DependencyContainer } from "tsyringe";
 import { TOKENS, type OutboundQueue } from "./services/tokens.js";
 
@@ -72,12 +73,17 @@ class HookDurationHistogram {
 /** The outcome of a transaction, from the class of the reply after DATA. */
 export type TransactionOutcome = "accepted" | "deferred" | "rejected";
 
+type PromClient = typeof import("prom-client");
+
 /**
  * Prometheus metrics of one server, in a registry of its own so that two
- * servers in one process do not mix. Names start with `mailroom_`.
+ * servers in one process do not mix. Names start with `mailroom_`. The
+ * counts are kept from the start; prom-client and its default process
+ * metrics load when the registry is first used (a scrape, or serveMetrics
+ * at start), so a server without metrics does not pay for them.
  */
 export class ServerMetrics {
-  readonly registry = new Registry();
+  private promRegistry: Registry | undefined;
   private readonly hookDuration = new HookDurationHistogram();
   // Plain counts on the hot path; the prom-client metrics copy them when scraped.
   private readonly connectionCounts = { admitted: 0, refused: 0 };
@@ -86,9 +92,21 @@ export class ServerMetrics {
   /** Replies by the first digit of the code: index 2 counts 2xx. */
   private readonly replyCounts = [0, 0, 0, 0, 0, 0];
 
-  constructor(container: DependencyContainer) {
-    const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: "mailroom_" });
+  constructor(private readonly container: DependencyContainer) {}
+
+  /** The prom-client registry with every metric of this server. */
+  get registry(): Registry {
+    this.promRegistry ??= this.createRegistry();
+    return this.promRegistry;
+  }
+
+  private createRegistry(): Registry {
+    // prom-client is CommonJS, so it loads synchronously here.
+    const { Counter, Gauge, Registry, collectDefaultMetrics } = createRequire(import.meta.url)("prom-client") as PromClient;
+    const registry = new Registry();
+    const registers = [registry];
+    const container = this.container;
+    collectDefaultMetrics({ register: registry, prefix: "mailroom_" });
     const counts = this;
     new Counter({
       name: "mailroom_connections_total",
@@ -126,7 +144,7 @@ export class ServerMetrics {
         copyCounts(this, "class", byClass);
       },
     });
-    this.registry.registerMetric(this.hookDuration as unknown as Parameters<Registry["registerMetric"]>[0]);
+    registry.registerMetric(this.hookDuration as unknown as Parameters<Registry["registerMetric"]>[0]);
 
     // Queue figures are read when scraped, from whatever queue is registered then.
     const queue = () =>
@@ -153,6 +171,7 @@ export class ServerMetrics {
         this.set(messages.length ? Math.max(0, (Date.now() - oldest) / 1000) : 0);
       },
     });
+    return registry;
   }
 
   connectionOpened(admitted: boolean): void {

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { DependencyContainer } from "tsyringe";
 import { ConfigError, formatIssues, type LoadedConfig } from "../config/load.js";
 import { HOOK_NAMES } from "../hooks.js";
-import { ensureTypeScriptLoader } from "./typescript.js";
+import { importTypeScript } from "./typescript.js";
 import { isPluginDefinition, type PluginDefinition, type PluginHooks } from "./plugin.js";
 import type { LoadedPlugin } from "./runner.js";
 
@@ -18,11 +18,13 @@ function isPath(use: string): boolean {
 async function importPlugin(use: string, configDir: string): Promise<unknown> {
   if (isPath(use)) {
     const file = path.resolve(configDir, use);
-    if (/\.[cm]?tsx?$/.test(file)) await ensureTypeScriptLoader();
     // The modification time in the URL makes a reload import an edited file
-    // anew; modules that file imports itself stay cached until a restart.
+    // anew. A JavaScript plugin's own imports stay cached until a restart,
+    // while a TypeScript plugin is compiled with its local imports each time.
     const { mtimeMs } = await stat(file);
-    return import(`${pathToFileURL(file).href}?mtime=${Math.floor(mtimeMs)}`);
+    const url = `${pathToFileURL(file).href}?mtime=${Math.floor(mtimeMs)}`;
+    if (/\.[cm]?tsx?$/.test(file)) return importTypeScript(file, url);
+    return import(url);
   }
   try {
     return await import(use);

@@ -1,25 +1,137 @@
-import { register } from "node:module";
+import { mkdtempSync, rmSync } from "node:fs";
+import { readFile, unlink, writeFile } from "node:fs/promises";
+import { builtinModules } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import type { Plugin as EsbuildPlugin } from "esbuild";
 
-let registered: Promise<void> | undefined;
+/** True when this module runs as TypeScript under a loader (vitest) that imports .ts files itself. */
+const RUNNING_AS_TYPESCRIPT = import.meta.url.endsWith(".ts");
 
 /**
- * Lets `import()` load TypeScript plugin files (through tsx) and makes
- * `@mailroom/core` and `zod` resolve to the running server's copies from a
- * plugin file anywhere on disk. Runs once per process. When this module is
- * itself TypeScript, the process already runs through a TypeScript loader
- * (vitest, tsx) that handles both, so it does nothing.
+ * The server's own copies, which every plugin must share: a second copy of
+ * @mailroom/core would have its own tsyringe container and answer marker.
  */
-export function ensureTypeScriptLoader(): Promise<void> {
-  registered ??= (async () => {
-    if (import.meta.url.endsWith(".ts")) return;
-    const { register: registerTsx } = await import("tsx/esm/api");
-    registerTsx();
-    register(new URL("./resolve-hook.js", import.meta.url), {
-      data: {
-        "@mailroom/core": new URL("../index.js", import.meta.url).href,
-        zod: import.meta.resolve("zod"),
-      },
+const SHARED: Record<string, string> = RUNNING_AS_TYPESCRIPT
+  ? {}
+  : {
+      "@mailroom/core": new URL("../index.js", import.meta.url).href,
+      zod: import.meta.resolve("zod"),
+    };
+
+const BUILTINS = new Set([...builtinModules, ...builtinModules.map((name) => `node:${name}`)]);
+
+let outputDir: string | undefined;
+let sequence = 0;
+
+/** Makes this process's folder for compiled plugins; it is removed when the process exits. */
+function compiledDir(): string {
+  if (!outputDir) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), `mailroom-plugins-${process.pid}-`));
+    outputDir = dir;
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return outputDir;
+}
+
+/**
+ * Points bare imports at absolute URLs, so the compiled file loads from any
+ * folder: @mailroom/core and zod at the server's copies, packages and
+ * built-ins as Node.js would resolve them from the importing file.
+ */
+function resolveImports(): EsbuildPlugin {
+  return {
+    name: "mailroom-imports",
+    setup(build) {
+      build.onResolve({ filter: /^[^./]/ }, async (args) => {
+        if (args.pluginData === "mailroom-inner") return undefined;
+        if (SHARED[args.path]) return { path: SHARED[args.path], external: true };
+        // Built-ins and URLs (node:, file:, data:) load as they are.
+        if (BUILTINS.has(args.path) || /^[a-z][a-z0-9+.-]*:/i.test(args.path)) return { path: args.path, external: true };
+        const resolved = await build.resolve(args.path, {
+          kind: args.kind,
+          importer: args.importer,
+          resolveDir: args.resolveDir,
+          pluginData: "mailroom-inner",
+        });
+        if (resolved.errors.length > 0) return { errors: resolved.errors };
+        return { path: pathToFileURL(resolved.path).href, external: true };
+      });
+
+      // A bundled module no longer sits in its own file, so import.meta
+      // would describe the compiled file; each module gets its own values.
+      // NOTE: the replacement is textual, so the words inside a string
+      // literal are replaced as well.
+      build.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, async (args) => {
+        if (args.path.includes(`${path.sep}node_modules${path.sep}`)) return undefined;
+        const source = await readFile(args.path, "utf8");
+        const facts: Record<string, string> = {
+          url: pathToFileURL(args.path).href,
+          filename: args.path,
+          dirname: path.dirname(args.path),
+        };
+        const contents = source.replace(/\bimport\.meta\.(url|filename|dirname)\b/g, (_match, key: string) =>
+          JSON.stringify(facts[key]),
+        );
+        const extension = path.extname(args.path).replace(/^\.[cm]?/, "");
+        return { contents, loader: extension as "ts" | "tsx" | "js" | "jsx" };
+      });
+    },
+  };
+}
+
+/** Formats esbuild's messages as `file:line:column: text` lines. */
+function describeFailure(error: unknown): string {
+  const messages = (error as { errors?: { text: string; location?: { file: string; line: number; column: number } | null }[] })
+    .errors;
+  if (!messages?.length) return (error as Error).message;
+  return messages
+    .map((message) => {
+      const where = message.location;
+      return where ? `${where.file}:${where.line}:${where.column + 1}: ${message.text}` : message.text;
+    })
+    .join("\n");
+}
+
+/**
+ * Imports a TypeScript plugin file (`url` is its file URL with a query that
+ * makes a reload import it anew). esbuild compiles it together with the
+ * local files it imports into one ES module, which is imported and then
+ * deleted. Packages stay outside the bundle. A reload compiles the files
+ * again, so edits to the modules a plugin imports take effect too. Stack
+ * traces point into the TypeScript sources through an inline source map.
+ */
+export async function importTypeScript(file: string, url: string): Promise<unknown> {
+  // vitest resolves .ts files and the workspace packages on its own.
+  if (RUNNING_AS_TYPESCRIPT) return import(url);
+
+  const { build } = await import("esbuild");
+  let code: string;
+  try {
+    const result = await build({
+      entryPoints: [file],
+      bundle: true,
+      write: false,
+      format: "esm",
+      platform: "node",
+      target: "node20",
+      sourcemap: "inline",
+      logLevel: "silent",
+      plugins: [resolveImports()],
     });
-  })();
-  return registered;
+    code = result.outputFiles[0]!.text;
+  } catch (error) {
+    throw new Error(`TypeScript compilation failed:\n${describeFailure(error)}`, { cause: error });
+  }
+
+  process.setSourceMapsEnabled(true);
+  sequence += 1;
+  const compiled = path.join(compiledDir(), `${path.basename(file).replace(/\.[^.]+$/, "")}-${sequence}.mjs`);
+  await writeFile(compiled, code, { mode: 0o600 });
+  try {
+    return await import(pathToFileURL(compiled).href);
+  } finally {
+    await unlink(compiled).catch(() => undefined);
+  }
 }

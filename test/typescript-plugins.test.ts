@@ -1,0 +1,152 @@
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { SmtpTestClient } from "@mailroom/testing";
+import { afterEach, beforeEach, expect, test } from "vitest";
+
+// These tests run the built CLI, which compiles TypeScript plugins with
+// esbuild; under vitest the engine imports .ts files directly instead.
+const BIN = fileURLToPath(new URL("../packages/cli/bin/mailroom.js", import.meta.url));
+
+// A plugin in a folder without package.json that imports a local TypeScript
+// module, a package installed beside it, a built-in and the engine, and
+// reads a file next to itself through import.meta.url.
+const PLUGIN = `
+import { readFileSync } from "node:fs";
+import { definePlugin, deny, z } from "@mailroom/core";
+import shout from "shout";
+import { refusal } from "./lib/refusal.ts";
+
+const listed = readFileSync(new URL("./listed.txt", import.meta.url), "utf8").trim();
+
+export default definePlugin({
+  name: "typed",
+  options: z.object({}),
+  setup() {
+    return {
+      mail: ({ address }) => {
+        if (address?.address === "boom@sender.test") throw new Error("planned failure");
+        return address?.address === listed ? deny({ code: 550, enhanced: "5.7.1", message: shout(refusal) }) : undefined;
+      },
+    };
+  },
+});
+`;
+
+const CONFIG = `server:
+  hostname: mx.ts.test
+  listen: ["127.0.0.1:0"]
+  logLevel: info
+  shutdownTimeout: 2s
+plugins:
+  - use: ./plugin.ts
+`;
+
+let dir: string;
+let child: ChildProcess | undefined;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-ts-"));
+  await mkdir(path.join(dir, "lib"));
+  await mkdir(path.join(dir, "node_modules/shout"), { recursive: true });
+  await writeFile(path.join(dir, "plugin.ts"), PLUGIN);
+  await writeFile(path.join(dir, "lib/refusal.ts"), `export const refusal: string = "listed sender";\n`);
+  await writeFile(path.join(dir, "listed.txt"), "bad@sender.test\n");
+  await writeFile(path.join(dir, "node_modules/shout/package.json"), JSON.stringify({ name: "shout", main: "index.js" }));
+  await writeFile(path.join(dir, "node_modules/shout/index.js"), "module.exports = (text) => text.toUpperCase();\n");
+  await writeFile(path.join(dir, "mailroom.yaml"), CONFIG);
+});
+
+afterEach(async () => {
+  child?.kill("SIGKILL");
+  child = undefined;
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Starts `mailroom start` and resolves with the port from its "listening" log line. */
+function start(): Promise<{ port: number; logs: () => string }> {
+  child = spawn(process.execPath, [BIN, "start", "--config", path.join(dir, "mailroom.yaml")], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stderr!.on("data", (chunk) => (output += chunk));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 15_000);
+    child!.stdout!.on("data", (chunk: Buffer) => {
+      output += chunk;
+      const line = output.split("\n").find((text) => text.includes('"msg":"listening"'));
+      if (line) {
+        clearTimeout(timer);
+        resolve({ port: JSON.parse(line).port, logs: () => output });
+      }
+    });
+    child!.once("exit", (code) => reject(new Error(`server exited with ${code}:\n${output}`)));
+  });
+}
+
+async function mailReply(port: number, sender: string): Promise<string> {
+  const client = await SmtpTestClient.connect(port);
+  try {
+    await client.command("EHLO client.test");
+    const reply = await client.command(`MAIL FROM:<${sender}>`);
+    return `${reply.code} ${reply.lines.join(" ")}`;
+  } finally {
+    client.close();
+  }
+}
+
+async function waitFor(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+test("plugin with local, package and engine imports", async () => {
+  const { port } = await start();
+  expect(await mailReply(port, "bad@sender.test")).toBe("550 5.7.1 LISTED SENDER");
+  expect(await mailReply(port, "good@sender.test")).toMatch(/^250 /);
+});
+
+test("hook failure stack names the TypeScript file", async () => {
+  const { port, logs } = await start();
+  expect(await mailReply(port, "boom@sender.test")).toMatch(/^451 /);
+  await waitFor(() => logs().includes("planned failure"), "the hook failure in the log");
+  const line = logs().split("\n").find((text) => text.includes("planned failure"))!;
+  expect(JSON.parse(line).err.stack).toMatch(/plugin\.ts:\d+/);
+});
+
+test("reload compiles edits to imported modules", async () => {
+  const { port, logs } = await start();
+  expect(await mailReply(port, "bad@sender.test")).toBe("550 5.7.1 LISTED SENDER");
+  await writeFile(path.join(dir, "lib/refusal.ts"), `export const refusal: string = "sender on the list";\n`);
+  child!.kill("SIGHUP");
+  await waitFor(() => logs().includes('"msg":"config reloaded"'), "the reload");
+  expect(await mailReply(port, "bad@sender.test")).toBe("550 5.7.1 SENDER ON THE LIST");
+});
+
+test("compiled plugin files do not stay on disk", async () => {
+  await start();
+  const left = (await readdir(os.tmpdir())).filter((name) => name.startsWith(`mailroom-plugins-${child!.pid}-`));
+  expect(left).toHaveLength(1);
+  expect(await readdir(path.join(os.tmpdir(), left[0]!))).toEqual([]);
+  const exit = new Promise((resolve) => child!.once("exit", resolve));
+  child!.kill("SIGTERM");
+  await exit;
+  const after = (await readdir(os.tmpdir())).filter((name) => name.startsWith(`mailroom-plugins-${child!.pid}-`));
+  expect(after).toEqual([]);
+});
+
+test("syntax error names file, line and column", async () => {
+  await writeFile(path.join(dir, "lib/refusal.ts"), `export const refusal: string = ;\n`);
+  const result = spawnSync(process.execPath, [BIN, "check", "--config", path.join(dir, "mailroom.yaml")], {
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+  expect(result.status).toBe(1);
+  expect(result.stderr).toContain('cannot load plugin "./plugin.ts": TypeScript compilation failed');
+  expect(result.stderr).toMatch(/lib\/refusal\.ts:1:\d+: /);
+});
