@@ -1,3 +1,5 @@
+import fc from "fast-check";
+import ipaddr from "ipaddr.js";
 import { describe, expect, test } from "vitest";
 import { inNetworks, parseClientAddress, parseNetwork } from "./networks.js";
 
@@ -134,4 +136,17 @@ test("parseClientAddress unwraps mapped addresses", () => {
   expect(parseClientAddress("::ffff:192.0.2.1")?.toString()).toBe("192.0.2.1");
   expect(parseClientAddress("2001:db8::1")?.kind()).toBe("ipv6");
   expect(parseClientAddress("nonsense")).toBeUndefined();
+});
+
+test("IPv4 number match agrees with ipaddr.js", () => {
+  const octets = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((parts) => parts.join("."));
+  fc.assert(
+    fc.property(octets, octets, fc.integer({ min: 0, max: 32 }), (client, base, prefixLength) => {
+      const range = ipaddr.IPv4.networkAddressFromCIDR(`${base}/${prefixLength}`).toString();
+      const network = parseNetwork(`${range}/${prefixLength}`);
+      const expected = ipaddr.IPv4.parse(client).match(network.address, prefixLength);
+      expect(inNetworks([network], client)).toBe(expected);
+    }),
+    { numRuns: 2000 },
+  );
 });

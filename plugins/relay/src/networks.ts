@@ -9,6 +9,8 @@ export interface Network {
   readonly text: string;
   readonly address: IpAddress;
   readonly prefixLength: number;
+  /** An IPv4 range as 32-bit numbers, for a match without parsing the client with ipaddr.js. */
+  readonly ipv4?: { readonly base: number; readonly mask: number };
 }
 
 /**
@@ -58,7 +60,20 @@ export function parseNetwork(text: string): Network {
       prefixLength -= 96;
     }
   }
+  if (address.kind() === "ipv4") {
+    const base = ipv4Number(address.toString())!;
+    const mask = prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0;
+    return { text: trimmed, address, prefixLength, ipv4: { base, mask } };
+  }
   return { text: trimmed, address, prefixLength };
+}
+
+/** Reads a dotted-quad IPv4 address as a 32-bit number; undefined for any other text. */
+function ipv4Number(text: string): number | undefined {
+  if (!net.isIPv4(text)) return undefined;
+  let value = 0;
+  for (const part of text.split(".")) value = value * 256 + Number(part);
+  return value;
 }
 
 /** Clears every bit after the prefix. */
@@ -107,6 +122,11 @@ export function parseClientAddress(text: string): IpAddress | undefined {
  * `::/0` does not cover IPv4 clients.
  */
 export function inNetworks(networks: readonly Network[], client: string): boolean {
+  // Most clients are plain IPv4: compare numbers; the rest goes through ipaddr.js.
+  const number = ipv4Number(client);
+  if (number !== undefined) {
+    return networks.some((network) => network.ipv4 !== undefined && ((number & network.ipv4.mask) >>> 0) === network.ipv4.base);
+  }
   const address = parseClientAddress(client);
   if (!address) return false;
   return networks.some(

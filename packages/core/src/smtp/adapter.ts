@@ -124,8 +124,10 @@ class CommandReader extends SMTPStream {
   onInputEnd: () => void = () => {};
 
   constructor(
-    private readonly maxLineLength: number,
-    private readonly maxDiscard: number,
+    /** Maximum command line length kept in memory; set from the listener options. */
+    public maxLineLength: number,
+    /** Past this many octets without a line end the connection is closed. */
+    public maxDiscard: number,
   ) {
     super({});
   }
@@ -253,9 +255,10 @@ class AdaptedConnection extends SMTPConnection {
     this.send(220, banner, false);
   }
 
+  // The base constructor calls this before `options` is set, so the limits
+  // start at defaults and createListener sets them right after.
   override _createParser(): SMTPStream {
     const reader = new CommandReader(
-      // The options are not set yet while the base constructor runs.
       this.options?.maxLineLength ?? 12288,
       this.options?.maxDiscard ?? 65536,
     );
@@ -492,7 +495,10 @@ export function createListener(options: ListenerOptions): SMTPServer {
     connection.options = options;
     const self = connection as unknown as Internals;
     // The base constructor built its reader before `options` existed.
-    self._parser = connection._createParser() as CommandReader;
+    const reader = self._parser as CommandReader;
+    reader.maxLineLength = options.maxLineLength;
+    reader.maxDiscard = options.maxDiscard;
+    reader.lineTimeout = options.idleTimeout;
     connection.wire = makeWire(connection);
     connection.driver = options.createSession(connection.wire, {
       remoteAddress: connection.remoteAddress,
