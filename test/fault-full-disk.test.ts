@@ -147,7 +147,7 @@ describe.each(SETUPS)("a full file system under the $name", (setup) => {
       expect(entries.map((entry) => entry.testId).sort()).toEqual(expected.sort());
       expect(entries.filter((entry) => entry.lastLine !== `END ${entry.testId}`)).toEqual([]);
     } else {
-      expect(setup.visible(mount).filter((name) => name.endsWith(".json"))).toHaveLength(expected.length);
+      expect(setup.visible(mount).filter((name) => name.endsWith(".msg"))).toHaveLength(expected.length);
     }
     report(`full disk under the ${setup.name}`, {
       load: "one client at a time on a 1 MiB tmpfs",

@@ -70,7 +70,7 @@ test("delivering server keeps every accepted message", async () => {
 
   running = await startCli(file);
   const records = async () =>
-    (await readdir(path.join(dir!, "queue/active"))).filter((name) => name.endsWith(".json")).length +
+    (await readdir(path.join(dir!, "queue/active"))).filter((name) => name.endsWith(".msg")).length +
     (await readdir(path.join(dir!, "queue/claimed"))).length;
   await until(async () => (await records()) === 0, "the queue to empty", scale(20_000, 60_000));
   await killAll(running);

@@ -112,23 +112,25 @@ export async function inventory(dir: string) {
   }
   const active = path.join(dir, "queue/active");
   const claimed = path.join(dir, "queue/claimed");
-  // A record's state is in active/ID.json, or in claimed/ID.PID.TOKEN.json
-  // while a process delivers it; its message is always active/ID.eml.
-  const states = [
+  // A record is active/ID.msg, or claimed/ID.PID.TOKEN.msg while a process
+  // delivers it: a line of JSON state, then the message.
+  const files = [
     ...(existsSync(active) ? await readdir(active) : []).map((name) => ({ folder: active, name })),
     ...(existsSync(claimed) ? await readdir(claimed) : []).map((name) => ({ folder: claimed, name })),
-  ].filter((entry) => entry.name.endsWith(".json"));
+  ].filter((entry) => entry.name.endsWith(".msg"));
   let records = 0;
-  for (const { folder, name } of states) {
+  for (const { folder, name } of files) {
     const id = name.split(".")[0]!;
+    const content = await readFile(path.join(folder, name), "latin1").catch(() => "");
+    const lineEnd = content.indexOf("\n");
     let record: { pending: string[] };
     try {
-      record = JSON.parse(await readFile(path.join(folder, name), "utf8"));
+      record = JSON.parse(Buffer.from(content.slice(0, lineEnd), "latin1").toString("utf8"));
     } catch {
       problems.push(`unreadable queue record ${name}`);
       continue;
     }
-    const text = await readFile(path.join(active, `${id}.eml`), "latin1").catch(() => "");
+    const text = content.slice(lineEnd + 1);
     const testId = header(text, "X-Test-Id");
     if (!testId || !text.trimEnd().endsWith(`END ${testId}`)) problems.push(`partial queued message ${id}`);
     records += 1;

@@ -73,7 +73,7 @@ async function killScenario(workers: number): Promise<void> {
   running = await startCli(file);
   // A record being delivered sits in claimed/ until it is finished.
   const records = async () =>
-    (await readdir(path.join(dir!, "queue/active"))).filter((name) => name.endsWith(".json")).length +
+    (await readdir(path.join(dir!, "queue/active"))).filter((name) => name.endsWith(".msg")).length +
     (await readdir(path.join(dir!, "queue/claimed"))).length;
   await until(async () => (await records()) === 0, "the queue to empty", scale(20_000, 60_000));
   await killAll(running);

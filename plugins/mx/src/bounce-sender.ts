@@ -67,7 +67,7 @@ export async function sendBounce(env: SchedulerEnv, candidates: QueueRecord[]): 
         domains: new Map([[senderDomain, [first.sender]]]),
         now: clock.now(),
       });
-      logger.info({ message: first.messageId, to: first.sender, bounce: queued[0]!.id }, "bounce queued for outbound delivery");
+      logger.info({ message: first.messageId, to: first.sender, bounce: queued.records[0]!.id }, "bounce queued for outbound delivery");
       return settle(false);
     }
     if (!injector) throw new Error("the server offers no message injector");

@@ -23,7 +23,9 @@ async function fixture() {
   );
   const store = new QueueStore(path.join(dir, "spool/out"), pino({ level: "silent" }));
   await store.init();
-  const [first, second] = await store.add(Readable.from([Buffer.from("Subject: x\r\n\r\n")]), {
+  const {
+    records: [first, second],
+  } = await store.add(Readable.from([Buffer.from("Subject: x\r\n\r\n")]), {
     sender: "alice@local.test",
     domains: new Map([["one.test", ["a@one.test", "b@one.test"]], ["two.test", ["c@two.test"]]]),
     now: Date.UTC(2026, 0, 5, 9, 0, 0),

@@ -3,13 +3,28 @@ import net from "node:net";
 import SMTPConnection, { type SMTPConnectionSendInfo } from "nodemailer/lib/smtp-connection";
 import type { RecipientResult } from "@mailroom/core";
 import type { Hop } from "./routing.js";
+import type { MessageLocation } from "./store.js";
 
 /** One queued message to send over a connection. */
 export interface Job {
   id: string;
   sender: string;
   recipients: string[];
-  bodyPath: string;
+  /** The message itself, or where it starts in its queue file. */
+  message: Buffer | MessageLocation;
+}
+
+/**
+ * The jobs of one delivery run, handed out one at a time so that messages
+ * queued while the run is under way can still go over its connection.
+ */
+export interface JobSource {
+  /** Returns the next job, waiting briefly for one; undefined ends the run. */
+  next(): Promise<Job | undefined>;
+  /** Returns the jobs the run would still take, without waiting, for a failure that covers them all. */
+  rest(): Promise<Job[]>;
+  /** Gives a job back unsent, for a later run. */
+  putBack(job: Job): void;
 }
 
 export interface ClientSettings {
@@ -137,12 +152,14 @@ function asFailure(error: SmtpError): ConnectionFailure {
  */
 export function sendOne(connection: SMTPConnection, job: Job, remoteMta: string): Promise<RecipientResult[]> {
   return new Promise((resolve, reject) => {
-    const body = createReadStream(job.bodyPath);
+    const body = Buffer.isBuffer(job.message)
+      ? job.message
+      : createReadStream(job.message.path, { start: job.message.start, highWaterMark: 256 * 1024 });
     connection.send(
       { from: job.sender === "" ? false : job.sender, to: job.recipients },
       body,
       (error: SmtpError | null, info?: SMTPConnectionSendInfo) => {
-        body.destroy();
+        if (!Buffer.isBuffer(body)) body.destroy();
         if (!error && info) {
           const rejected = new Map<string, SmtpError>();
           for (const item of (info.rejectedErrors ?? []) as SmtpError[]) {
@@ -206,24 +223,27 @@ export function closeConnection(connection: SMTPConnection): Promise<void> {
 }
 
 /**
- * Delivers the jobs over the hops in order: each address of a hop in turn
- * until one connection carries every job. `beforeSend` (the deliver hook)
- * may answer for a job instead. Jobs no address took get a 4.4.1 result.
+ * Delivers the jobs of one run over the hops in order, starting with `first`:
+ * each address of a hop in turn until a connection carries the jobs the
+ * source hands out. A job whose connection broke is sent again on the next
+ * address. `beforeSend` (the deliver hook) may return a job's results instead.
+ * When no address is left, the jobs not sent and the rest of the run get a
+ * 4.4.1 result, or the last host's refusal at connection level.
  */
-export async function deliverAll(
+export async function deliverRun(
   hops: Hop[],
-  jobs: Job[],
+  first: Job,
+  source: JobSource,
   settings: ClientSettings,
   beforeSend: (job: Job, hop: Hop, address: string) => Promise<RecipientResult[] | undefined>,
-): Promise<Map<string, RecipientResult[]>> {
-  const results = new Map<string, RecipientResult[]>();
-  let remaining = [...jobs];
+  onResults: (job: Job, results: RecipientResult[]) => void,
+): Promise<void> {
+  const unsent: Job[] = [first];
   let lastFailure: ConnectionFailure | undefined;
   let lastHost = "";
 
   for (const hop of hops) {
     for (const address of hop.addresses) {
-      if (remaining.length === 0) break;
       lastHost = `${hop.name} [${address}]`;
       let connection: SMTPConnection;
       try {
@@ -232,44 +252,25 @@ export async function deliverAll(
         lastFailure = error instanceof ConnectionFailure ? error : new ConnectionFailure(String(error));
         continue;
       }
-      const left: Job[] = [];
-      let broken = false;
-      for (const [index, job] of remaining.entries()) {
-        if (broken) {
-          left.push(job);
-          continue;
-        }
-        const answered = await beforeSend(job, hop, address);
-        if (answered) {
-          results.set(job.id, answered);
-          continue;
-        }
-        try {
-          const jobResults = await sendOne(connection, job, hop.name);
-          results.set(job.id, jobResults);
-          const allFailed = jobResults.every((item) => item.code >= 400);
-          if (allFailed && index < remaining.length - 1 && !(await resetConnection(connection))) {
-            broken = true;
-          }
-        } catch (error) {
-          lastFailure = error instanceof ConnectionFailure ? error : new ConnectionFailure(String(error));
-          broken = true;
-          left.push(job);
-        }
+      const outcome = await sendJobs(connection, hop, address, unsent, source, beforeSend, onResults);
+      if (outcome.kind === "broken") {
+        lastFailure = outcome.failure;
+        connection.close();
+        continue;
       }
-      if (broken) connection.close();
+      if (outcome.kind === "closed") connection.close();
       else await closeConnection(connection);
-      remaining = left;
+      return;
     }
   }
 
-  for (const job of remaining) {
+  for (const job of [...unsent, ...(await source.rest())]) {
     const code = lastFailure?.code ?? 0;
     const response = lastFailure
       ? `${lastHost}: ${lastFailure.response || lastFailure.message}`
       : "no host to connect to";
-    results.set(
-      job.id,
+    onResults(
+      job,
       job.recipients.map((recipient) => ({
         recipient,
         // A refusal at connection level (greeting, EHLO) from the last host decides; else defer.
@@ -280,5 +281,61 @@ export async function deliverAll(
       })),
     );
   }
-  return results;
+}
+
+type SendOutcome =
+  | { kind: "done" }
+  /** The remote closed the connection while it waited for a job (a job taken meanwhile was given back). */
+  | { kind: "closed" }
+  /** The connection broke, and `unsent` contains the jobs still to send. */
+  | { kind: "broken"; failure: ConnectionFailure };
+
+/**
+ * Sends `unsent`, then the jobs of the source, over one connection. A
+ * transaction refused for every recipient is followed by RSET before the
+ * next job; a failed RSET breaks the connection.
+ */
+async function sendJobs(
+  connection: SMTPConnection,
+  hop: Hop,
+  address: string,
+  unsent: Job[],
+  source: JobSource,
+  beforeSend: (job: Job, hop: Hop, address: string) => Promise<RecipientResult[] | undefined>,
+  onResults: (job: Job, results: RecipientResult[]) => void,
+): Promise<SendOutcome> {
+  let ended = false;
+  const onEnd = () => (ended = true);
+  connection.once("end", onEnd);
+  try {
+    let needsReset = false;
+    for (;;) {
+      const fromSource = unsent.length === 0;
+      const job = unsent.shift() ?? (await source.next());
+      if (!job) return { kind: ended ? "closed" : "done" };
+      if (ended && fromSource) {
+        source.putBack(job);
+        return { kind: "closed" };
+      }
+      const answered = await beforeSend(job, hop, address);
+      if (answered) {
+        onResults(job, answered);
+        continue;
+      }
+      if (needsReset && !(await resetConnection(connection))) {
+        unsent.unshift(job);
+        return { kind: "broken", failure: new ConnectionFailure(`${hop.name} [${address}] failed RSET`) };
+      }
+      try {
+        const results = await sendOne(connection, job, hop.name);
+        onResults(job, results);
+        needsReset = results.every((item) => item.code >= 400);
+      } catch (error) {
+        unsent.unshift(job);
+        return { kind: "broken", failure: error instanceof ConnectionFailure ? error : new ConnectionFailure(String(error)) };
+      }
+    }
+  } finally {
+    connection.removeListener("end", onEnd);
+  }
 }

@@ -14,7 +14,7 @@ import {
 import { optionsSchema } from "./options.js";
 import { DiskOutboundQueue } from "./queue.js";
 import { Scheduler } from "./scheduler.js";
-import { QueueStore } from "./store.js";
+import { QueueStore, type AddedMessage } from "./store.js";
 
 /** The route that relayed recipients are accepted with: `ok({ route: "outbound" })`. */
 export const OUTBOUND_ROUTE = "outbound";
@@ -68,13 +68,17 @@ export default definePlugin({
           if (!list.includes(recipient.address.address)) list.push(recipient.address.address);
           domains.set(domain, list);
         }
+        // A process that delivers takes its new records straight over, claimed and in memory.
+        const deliverHere = scheduler.accepting;
+        let added: AddedMessage;
         try {
-          const records = await store.add(message.storedCopy({ returnPath: false }), {
-            sender: transaction.sender?.address ?? "",
-            domains,
-            now: clock.now(),
-          });
-          transaction.logger.info({ queued: records.map((record) => record.id) }, "queued for outbound delivery");
+          // A message that the engine keeps in memory is written with one call.
+          const copy = message.storedCopyBytes({ returnPath: false }) ?? message.storedCopy({ returnPath: false });
+          added = await store.add(
+            copy,
+            { sender: transaction.sender?.address ?? "", domains, now: clock.now() },
+            { claim: deliverHere },
+          );
         } catch (error) {
           transaction.logger.error({ err: error }, "outbound queue write failed");
           if ((error as { code?: string }).code === "ENOSPC") {
@@ -82,7 +86,8 @@ export default definePlugin({
           }
           return denySoft({ code: 451, enhanced: "4.3.0", message: "Message not queued, try again later" });
         }
-        scheduler.kick();
+        transaction.logger.info({ queued: added.records.map((record) => record.id) }, "queued for outbound delivery");
+        if (deliverHere) scheduler.accept(added);
         return ok();
       },
       async close() {

@@ -8,10 +8,10 @@ import type {
   UserDirectory,
 } from "@mailroom/core";
 import { sendBounce } from "./bounce-sender.js";
-import { deliverAll, type Job } from "./deliver.js";
+import { deliverRun, type Job, type JobSource } from "./deliver.js";
 import { retryDelay, type MxOptions } from "./options.js";
 import { route } from "./routing.js";
-import { contextOf, type FailedRecipient, type QueueRecord, type QueueStore } from "./store.js";
+import { contextOf, type AddedMessage, type FailedRecipient, type QueueRecord, type QueueStore } from "./store.js";
 
 export interface SchedulerEnv {
   store: QueueStore;
@@ -26,23 +26,64 @@ export interface SchedulerEnv {
 }
 
 
+/** A record this process claimed and will deliver. */
+interface Entry {
+  record: QueueRecord;
+  /** The stored copy when it is kept in memory; otherwise it is read from the queue file. */
+  content?: Buffer;
+}
+
+/** Bytes of stored copies kept in memory for delivery, over all queued records. */
+const CONTENT_CACHE_LIMIT = 64 * 1024 * 1024;
 /**
- * Runs the queue: picks due records, claims them, delivers them grouped by
- * destination domain within the concurrency limits, reschedules what was
- * deferred and sends one bounce per message for what failed.
+ * How long an open connection waits for another message to its domain
+ * before QUIT. It is short, so an idle connection holds a slot of the remote
+ * server and of the concurrency limits only briefly.
+ */
+const CONNECTION_IDLE_MS = 2000;
+/** The reason given when the loop's sleep is cut short, made once so no DOMException is built per wake. */
+const WAKE = new Error("queue scan requested");
+
+/**
+ * Runs the queue. Records that this process accepts are handed over in
+ * memory, already claimed, and their delivery starts at once. A scan of the
+ * queue folder picks up records that are due again, records that other
+ * processes wrote and changes made through the CLI. Each delivery run keeps
+ * one connection to a destination domain open and sends that domain's
+ * messages as they arrive, within the concurrency limits. Deferred records
+ * are written back with their next attempt time, and one bounce per message
+ * reports the recipients that failed.
  */
 export class Scheduler {
+  /** Claimed records waiting for a delivery run, by destination domain. */
+  private readonly ready = new Map<string, Entry[]>();
+  /** Runs waiting for another message of their domain. */
+  private readonly idle = new Map<string, Set<(entry: Entry | undefined) => void>>();
   private readonly running = new Map<string, number>();
   private total = 0;
+  private cachedBytes = 0;
   private stopped = false;
-  private wake = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly jobs = new Set<Promise<void>>();
   private bouncing = false;
   /** Claimed records whose new state could not be written (a full disk), written again at each scan. */
   private readonly unreleased = new Map<string, QueueRecord>();
+  private scanRequested = true;
+  private nextScanAt = 0;
+  private sleeping: { until: number; controller: AbortController } | undefined;
+  /** Messages with failed recipients whose bounce waits for other records of the message. */
+  private readonly bounceWaits = new Set<string>();
+  /** Number of jobs that the running runs of each domain may still take. */
+  private readonly capacity = new Map<string, number>();
+  /** Domains with due records that the last scan left in active/, because enough were claimed. */
+  private readonly leftDue = new Set<string>();
 
   constructor(private readonly env: SchedulerEnv) {}
+
+  /** Whether records can be handed over with `accept`. */
+  get accepting(): boolean {
+    return this.loop !== undefined && !this.stopped;
+  }
 
   /**
    * Writes a claimed record's new state back to the queue. When that fails,
@@ -63,9 +104,45 @@ export class Scheduler {
     this.loop ??= this.run();
   }
 
-  /** Makes the loop look at the queue now (new record, finished job, CLI retry). */
+  /** Makes the loop scan the queue folder now (a CLI retry, a queued bounce). */
   kick(): void {
-    this.wake.abort();
+    this.scanRequested = true;
+    this.sleeping?.controller.abort(WAKE);
+  }
+
+  /** Makes the loop scan no later than `at`. */
+  private scanBy(at: number): void {
+    if (at >= this.nextScanAt) return;
+    this.nextScanAt = at;
+    if (this.sleeping && at < this.sleeping.until) this.sleeping.controller.abort(WAKE);
+  }
+
+  /**
+   * Takes over records that `store.add` wrote claimed for this process and
+   * starts their delivery. After `stop`, they are put back in active/.
+   */
+  accept(added: AddedMessage): void {
+    if (!this.accepting) {
+      void this.unclaim(added.records);
+      return;
+    }
+    let content = added.content;
+    if (content && this.cachedBytes + content.length * added.records.length > CONTENT_CACHE_LIMIT) content = undefined;
+    for (const record of added.records) {
+      if (content) this.cachedBytes += content.length;
+      this.enqueue(content ? { record, content } : { record });
+    }
+  }
+
+  /** Puts claimed records that no run took back in active/, for this or another process. */
+  private async unclaim(records: QueueRecord[]): Promise<void> {
+    for (const record of records) {
+      try {
+        await this.env.store.unclaim(record.id);
+      } catch (error) {
+        this.env.logger.error({ err: error, id: record.id }, "queue record not put back in active/, so the next start takes it back");
+      }
+    }
   }
 
   /**
@@ -76,7 +153,11 @@ export class Scheduler {
   async stop(graceMs = 10_000): Promise<void> {
     this.stopped = true;
     this.kick();
+    for (const waiters of this.idle.values()) for (const resolve of [...waiters]) resolve(undefined);
     await this.loop;
+    const waiting = [...this.ready.values()].flat().map((entry) => entry.record);
+    this.ready.clear();
+    await this.unclaim(waiting);
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, graceMs);
@@ -91,22 +172,28 @@ export class Scheduler {
   private async run(): Promise<void> {
     const { clock, logger, options } = this.env;
     while (!this.stopped) {
-      // Absolute times, so time that passes during the scan is not waited twice.
-      let wakeAt = clock.now() + options.pollInterval;
-      try {
+      if (this.scanRequested || clock.now() >= this.nextScanAt) {
+        this.scanRequested = false;
+        this.nextScanAt = Infinity;
         const started = clock.now();
-        wakeAt = Math.min(wakeAt, started + (await this.tick()));
-      } catch (error) {
-        logger.error({ err: error }, "queue scan failed");
+        let wait: number = options.pollInterval;
+        try {
+          wait = Math.min(wait, await this.tick());
+        } catch (error) {
+          logger.error({ err: error }, "queue scan failed");
+        }
+        // A deferral during the scan may have set an earlier time.
+        this.nextScanAt = Math.min(this.nextScanAt, started + wait);
       }
-      if (this.stopped) break;
-      const signal = this.wake.signal;
-      if (!signal.aborted) await clock.sleep(Math.max(wakeAt - clock.now(), 0), signal);
-      if (this.wake.signal.aborted) this.wake = new AbortController();
+      if (this.stopped || this.scanRequested) continue;
+      const controller = new AbortController();
+      this.sleeping = { until: this.nextScanAt, controller };
+      await clock.sleep(Math.max(this.nextScanAt - clock.now(), 0), controller.signal);
+      this.sleeping = undefined;
     }
   }
 
-  /** Starts what is due; returns the time until the next record is due. */
+  /** Claims what is due and returns the time until the next record or bounce is due. */
   private async tick(): Promise<number> {
     const { store, options, clock } = this.env;
     for (const record of [...this.unreleased.values()]) await this.releaseOrKeep(record);
@@ -126,20 +213,20 @@ export class Scheduler {
       due.set(record.domain, list);
     }
 
+    // Enough for every connection the domain may open; the rest waits for the next scan.
+    const claimLimit = options.concurrency.perDomain * options.maxMessagesPerConnection;
+    this.leftDue.clear();
     for (const [domain, list] of due) {
       list.sort((a, b) => a.nextAttemptAt - b.nextAttemptAt);
-      while (
-        list.length > 0 &&
-        this.total < options.concurrency.total &&
-        (this.running.get(domain) ?? 0) < options.concurrency.perDomain
-      ) {
-        const claimed: QueueRecord[] = [];
-        while (list.length > 0 && claimed.length < options.maxMessagesPerConnection) {
-          const record = await store.claim(list.shift()!.id);
-          if (record && record.pending.length > 0) claimed.push(record);
-          else if (record) await this.releaseOrKeep(record);
+      for (const candidate of list) {
+        if (this.stopped) break;
+        if ((this.ready.get(domain)?.length ?? 0) >= claimLimit) {
+          this.leftDue.add(domain);
+          break;
         }
-        if (claimed.length > 0) this.spawn(domain, () => this.attempt(domain, claimed));
+        const record = await store.claim(candidate.id);
+        if (record && record.pending.length > 0) this.enqueue({ record });
+        else if (record) await this.releaseOrKeep(record);
       }
     }
 
@@ -148,6 +235,78 @@ export class Scheduler {
       next = Math.min(next, bounceWait);
     }
     return next;
+  }
+
+  /** Hands a claimed record to a run of its domain that waits for one, or queues it and starts runs. */
+  private enqueue(entry: Entry): void {
+    const domain = entry.record.domain;
+    const waiters = this.idle.get(domain);
+    const [waiter] = waiters ?? [];
+    if (waiter) {
+      waiters!.delete(waiter);
+      waiter(entry);
+      return;
+    }
+    const queue = this.ready.get(domain);
+    if (queue) queue.push(entry);
+    else this.ready.set(domain, [entry]);
+    this.pump(domain);
+  }
+
+  /** Starts runs for the domain's queued records within the concurrency limits. */
+  private pump(domain: string): void {
+    const { options } = this.env;
+    const queue = this.ready.get(domain);
+    // Another connection opens only for records the running runs of the domain will not take.
+    while (
+      !this.stopped &&
+      queue &&
+      queue.length > (this.capacity.get(domain) ?? 0) &&
+      (this.running.get(domain) ?? 0) < options.concurrency.perDomain
+    ) {
+      if (this.total >= options.concurrency.total) {
+        this.endOneIdleRun();
+        return;
+      }
+      const first = queue.shift()!;
+      this.spawn(domain, () => this.attempt(domain, first));
+    }
+    if (queue?.length === 0) this.ready.delete(domain);
+  }
+
+  /** Ends a run that waits for more messages, so a domain kept out by the total limit gets its connection. */
+  private endOneIdleRun(): void {
+    for (const waiters of this.idle.values()) {
+      const [waiter] = waiters;
+      if (!waiter) continue;
+      waiters.delete(waiter);
+      waiter(undefined);
+      return;
+    }
+  }
+
+  /** Waits up to CONNECTION_IDLE_MS for another record of the domain; undefined when none came. */
+  private waitForEntry(domain: string): Promise<Entry | undefined> {
+    if (this.stopped) return Promise.resolve(undefined);
+    // A domain kept out by the total limit goes first.
+    const starved = [...this.ready.entries()].some(([other, queue]) => other !== domain && queue.length > 0);
+    if (starved && this.total >= this.env.options.concurrency.total) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      let waiters = this.idle.get(domain);
+      if (!waiters) {
+        waiters = new Set();
+        this.idle.set(domain, waiters);
+      }
+      const done = (entry: Entry | undefined) => {
+        clearTimeout(timer);
+        waiters!.delete(done);
+        if (waiters!.size === 0 && this.idle.get(domain) === waiters) this.idle.delete(domain);
+        resolve(entry);
+      };
+      const timer = setTimeout(() => done(undefined), CONNECTION_IDLE_MS);
+      timer.unref();
+      waiters.add(done);
+    });
   }
 
   private spawn(domain: string, work: () => Promise<void>): void {
@@ -161,17 +320,89 @@ export class Scheduler {
         if (count <= 0) this.running.delete(domain);
         else this.running.set(domain, count);
         this.jobs.delete(job);
-        this.kick();
+        for (const waiting of [...this.ready.keys()]) this.pump(waiting);
+        if (this.leftDue.has(domain) && !this.ready.has(domain)) {
+          this.leftDue.delete(domain);
+          this.kick();
+        }
       });
     this.jobs.add(job);
   }
 
-  /** One delivery attempt for claimed records of one domain. */
-  private async attempt(domain: string, records: QueueRecord[]): Promise<void> {
-    const { options, logger, store } = this.env;
-    let results: Map<string, RecipientResult[]>;
+  /** Returns the job for a record, with its message from memory or from its queue file. */
+  private async jobOf(entry: Entry): Promise<Job> {
+    const { record } = entry;
+    return {
+      id: record.id,
+      sender: record.sender,
+      recipients: record.pending,
+      message: entry.content ?? (await this.env.store.messageOf(record.id)),
+    };
+  }
+
+  /**
+   * Runs one delivery for a domain: routes it, then sends `first` and the
+   * domain's records that arrive meanwhile, up to maxMessagesPerConnection.
+   */
+  private async attempt(domain: string, first: Entry): Promise<void> {
+    const { options, logger } = this.env;
+    const limit = options.maxMessagesPerConnection;
+    const held = new Map<string, Entry>([[first.record.id, first]]);
+    const applying: Promise<void>[] = [];
+    let taken = 1;
+    let open = true;
+    this.addCapacity(domain, limit - 1);
+    const take = (entry: Entry) => {
+      taken += 1;
+      this.addCapacity(domain, -1);
+      held.set(entry.record.id, entry);
+      return entry;
+    };
+    // Once the run takes no more jobs, the domain's new records may start another run.
+    const closeIntake = () => {
+      if (!open) return;
+      open = false;
+      this.addCapacity(domain, -(limit - taken));
+    };
+    const settle = (entry: Entry, results: RecipientResult[]) => {
+      held.delete(entry.record.id);
+      if (entry.content) this.cachedBytes -= entry.content.length;
+      applying.push(
+        this.apply(entry.record, results).catch((error: unknown) =>
+          logger.error({ err: error, id: entry.record.id }, "delivery result not recorded"),
+        ),
+      );
+    };
+    const takeWaiting = (): Entry[] => {
+      const queue = this.ready.get(domain) ?? [];
+      const entries = open ? queue.splice(0, Math.max(limit - taken, 0)).map(take) : [];
+      if (queue.length === 0) this.ready.delete(domain);
+      closeIntake();
+      return entries;
+    };
+    const source: JobSource = {
+      next: async () => {
+        const queue = this.ready.get(domain);
+        const entry = open && taken < limit && !this.stopped ? (queue?.shift() ?? (await this.waitForEntry(domain))) : undefined;
+        if (queue?.length === 0) this.ready.delete(domain);
+        if (entry) return this.jobOf(take(entry));
+        closeIntake();
+        return undefined;
+      },
+      rest: () => Promise.all(takeWaiting().map((entry) => this.jobOf(entry))),
+      putBack: (job) => {
+        const entry = held.get(job.id)!;
+        held.delete(job.id);
+        taken -= 1;
+        if (open) this.addCapacity(domain, 1);
+        const queue = this.ready.get(domain);
+        if (queue) queue.unshift(entry);
+        else this.ready.set(domain, [entry]);
+      },
+    };
+
     try {
-      const found = await route(domain, contextOf(records[0]!), {
+      const found = await route(domain, contextOf(first.record), {
         options,
         dns: this.env.dns,
         hooks: this.env.hooks,
@@ -179,49 +410,49 @@ export class Scheduler {
       });
       if (found.kind === "failure") {
         logger.info({ domain, code: found.code, enhanced: found.enhanced, reason: found.message }, "no route");
-        results = new Map(
-          records.map((record) => [
-            record.id,
-            record.pending.map((recipient) => ({
+        for (const entry of [first, ...takeWaiting()]) {
+          settle(
+            entry,
+            entry.record.pending.map((recipient) => ({
               recipient,
               code: found.code,
               enhanced: found.enhanced,
               response: `${found.code} ${found.enhanced} ${found.message}`,
             })),
-          ]),
-        );
+          );
+        }
       } else {
-        const jobs: Job[] = records.map((record) => ({
-          id: record.id,
-          sender: record.sender,
-          recipients: record.pending,
-          bodyPath: store.bodyPath(record.id),
-        }));
-        const byId = new Map(records.map((record) => [record.id, record]));
-        results = await deliverAll(
+        await deliverRun(
           found.hops,
-          jobs,
+          await this.jobOf(first),
+          source,
           { heloName: options.heloName ?? this.env.hostname, timeouts: options.timeouts },
-          (job, hop, address) => this.deliverHook(byId.get(job.id)!, hop.name, address),
+          (job, hop, address) => this.deliverHook(held.get(job.id)!.record, hop.name, address),
+          (job, results) => settle(held.get(job.id)!, results),
         );
       }
     } catch (error) {
       logger.error({ err: error, domain }, "delivery attempt failed");
-      results = new Map(
-        records.map((record) => [
-          record.id,
-          record.pending.map((recipient) => ({
+      for (const entry of [...held.values()]) {
+        settle(
+          entry,
+          entry.record.pending.map((recipient) => ({
             recipient,
             code: 451,
             enhanced: "4.3.0",
             response: `451 4.3.0 local error: ${(error as Error).message}`,
           })),
-        ]),
-      );
+        );
+      }
     }
-    for (const record of records) {
-      await this.apply(record, results.get(record.id) ?? []);
-    }
+    closeIntake();
+    await Promise.all(applying);
+  }
+
+  private addCapacity(domain: string, delta: number): void {
+    const value = (this.capacity.get(domain) ?? 0) + delta;
+    if (value > 0) this.capacity.set(domain, value);
+    else this.capacity.delete(domain);
   }
 
   private async deliverHook(record: QueueRecord, host: string, address: string): Promise<RecipientResult[] | undefined> {
@@ -285,6 +516,9 @@ export class Scheduler {
 
     if (record.pending.length === 0 && record.failed.length === 0) await store.finish(record.id);
     else await this.releaseOrKeep(record);
+    // A scan sends the bounce, once no record of the message is being delivered.
+    if (record.failed.length > 0 || this.bounceWaits.has(record.messageId)) this.kick();
+    else if (record.pending.length > 0) this.scanBy(record.nextAttemptAt);
   }
 
   /**
@@ -294,14 +528,19 @@ export class Scheduler {
    */
   private async bounces(records: QueueRecord[], due: Map<string, QueueRecord[]>, now: number): Promise<number> {
     const dueIds = new Set([...due.values()].flat().map((record) => record.id));
-    const claimed = await this.env.store.listClaimed();
-    const busy = new Set(claimed.map((entry) => entry.record?.messageId ?? entry.id.replace(/-\d+$/, "")));
+    // A record id is its message id and an index; records of the oldest format used the record id.
+    const busy = new Set((await this.env.store.claimedIds()).flatMap((id) => [id, id.replace(/-\d+$/, "")]));
     for (const id of dueIds) busy.add(records.find((record) => record.id === id)!.messageId);
 
     const groups = new Map<string, QueueRecord[]>();
     let next = Infinity;
+    this.bounceWaits.clear();
     for (const record of records) {
-      if (record.failed.length === 0 || busy.has(record.messageId)) continue;
+      if (record.failed.length === 0) continue;
+      if (busy.has(record.messageId)) {
+        this.bounceWaits.add(record.messageId);
+        continue;
+      }
       if (record.bounceAttemptAt && record.bounceAttemptAt > now) {
         next = Math.min(next, record.bounceAttemptAt - now);
         continue;
@@ -317,6 +556,8 @@ export class Scheduler {
         for (const group of groups.values()) await sendBounce(this.env, group);
       } finally {
         this.bouncing = false;
+        // A bounce to a remote sender was queued in active/; the scan also retries bounces kept back.
+        this.kick();
       }
     });
     return next;

@@ -28,10 +28,18 @@ async function newStore() {
 }
 
 const message = () => Readable.from([Buffer.from("Subject: hi\r\n\r\nbody\r\n")]);
+const oneDomain = () => ({ sender: "", domains: new Map([["ok.test", ["u@ok.test"]]]), now: 1 });
+
+/** Splits a queue file into its state line (parsed) and its message. */
+async function readQueueFile(file: string): Promise<{ state: Record<string, unknown>; message: string }> {
+  const text = await readFile(file, "utf8");
+  const end = text.indexOf("\n");
+  return { state: JSON.parse(text.slice(0, end)), message: text.slice(end + 1) };
+}
 
 test("one record per destination domain", async () => {
   const { store } = await newStore();
-  const records = await store.add(message(), {
+  const { records, content } = await store.add(message(), {
     sender: "a@local.test",
     domains: new Map([["one.test", ["x@one.test"]], ["two.test", ["y@two.test", "z@two.test"]]]),
     now: 1000,
@@ -41,38 +49,75 @@ test("one record per destination domain", async () => {
     ["two.test", ["y@two.test", "z@two.test"]],
   ]);
   expect(new Set(records.map((record) => record.messageId)).size).toBe(1);
+  expect(content?.toString("utf8")).toBe("Subject: hi\r\n\r\nbody\r\n");
   for (const record of records) {
-    expect(await readFile(store.bodyPath(record.id), "utf8")).toBe("Subject: hi\r\n\r\nbody\r\n");
+    const file = await readQueueFile(store.activePath(record.id));
+    expect(file.message).toBe("Subject: hi\r\n\r\nbody\r\n");
+    expect(file.state).toEqual(record);
   }
   expect((await store.list()).map((record) => record.id).sort()).toEqual(records.map((record) => record.id).sort());
   expect(await readdir(store.tmp)).toEqual([]);
 });
 
+test("large message is streamed to every record", async () => {
+  const { store } = await newStore();
+  const chunk = Buffer.alloc(300 * 1024, "a");
+  const body = Readable.from([Buffer.from("Subject: big\r\n\r\n"), chunk, chunk, chunk, chunk]);
+  const { records, content } = await store.add(body, {
+    sender: "a@local.test",
+    domains: new Map([["one.test", ["x@one.test"]], ["two.test", ["y@two.test"]]]),
+    now: 1,
+  });
+  expect(content).toBeUndefined();
+  for (const record of records) {
+    const file = await readQueueFile(store.activePath(record.id));
+    expect(file.message.length).toBe("Subject: big\r\n\r\n".length + 4 * chunk.length);
+    expect(file.state.id).toBe(record.id);
+  }
+  const claimed = await store.claim(records[1]!.id);
+  expect(await store.readHeaders(claimed!.id)).toBe("Subject: big\r\n");
+});
+
+test("claimed add skips active", async () => {
+  const { dir, store } = await newStore();
+  const { records } = await store.add(message(), oneDomain(), { claim: true });
+  expect(await readdir(store.active)).toEqual([]);
+  expect(await store.claimedIds()).toEqual([records[0]!.id]);
+  const location = await store.messageOf(records[0]!.id);
+  expect((await readFile(location.path, "utf8")).slice(location.start)).toBe("Subject: hi\r\n\r\nbody\r\n");
+  expect(await new QueueStore(dir, recordingLogger().logger).claim(records[0]!.id)).toBeUndefined();
+  await store.unclaim(records[0]!.id);
+  expect((await store.list()).map((record) => record.id)).toEqual([records[0]!.id]);
+});
+
 test("interrupted write leaves no record", async () => {
   const { store } = await newStore();
-  // What a crash leaves behind: a half-written state in tmp/ and a message file without state.
-  await writeFile(path.join(store.tmp, "half-0.json"), '{"version":1,"id":"half-0","sen');
-  await writeFile(path.join(store.active, "orphan-0.eml"), "Subject: lost\r\n\r\n");
+  // What a crash leaves behind: a half-written file in tmp/.
+  await writeFile(path.join(store.tmp, "half-0.msg"), '{"version":2,"id":"half-0","sen');
   expect(await store.list()).toEqual([]);
   expect(await store.claim("half-0")).toBeUndefined();
 });
 
 test("unreadable record is set aside", async () => {
   const { store, lines } = await newStore();
-  const [good] = await store.add(message(), { sender: "", domains: new Map([["ok.test", ["u@ok.test"]]]), now: 1 });
-  await writeFile(path.join(store.active, "broken-0.json"), "not json at all");
-  await writeFile(path.join(store.active, "broken-0.eml"), "Subject: x\r\n\r\n");
+  const {
+    records: [good],
+  } = await store.add(message(), oneDomain());
+  await writeFile(path.join(store.active, "broken-0.msg"), "not json at all\nSubject: x\r\n\r\n");
+  await writeFile(path.join(store.active, "cut-0.msg"), '{"version":2,"id":"cut-0"');
   const listed = await store.list();
   expect(listed.map((record) => record.id)).toEqual([good!.id]);
   const aside = await readdir(store.corrupt);
-  expect(aside.some((name) => name.startsWith("broken-0.") && name.endsWith(".json"))).toBe(true);
-  expect(aside.some((name) => name.endsWith(".eml"))).toBe(true);
+  expect(aside.some((name) => name.startsWith("broken-0.") && name.endsWith(".msg"))).toBe(true);
+  expect(aside.some((name) => name.startsWith("cut-0.") && name.endsWith(".msg"))).toBe(true);
   expect(lines.some((line) => line.msg === "unreadable queue record set aside" && line.id === "broken-0")).toBe(true);
 });
 
 test("claimed record cannot be claimed twice", async () => {
   const { dir, store } = await newStore();
-  const [record] = await store.add(message(), { sender: "", domains: new Map([["ok.test", ["u@ok.test"]]]), now: 1 });
+  const {
+    records: [record],
+  } = await store.add(message(), oneDomain());
   const other = new QueueStore(dir, recordingLogger().logger);
   const claimed = await store.claim(record!.id);
   expect(claimed?.id).toBe(record!.id);
@@ -80,19 +125,24 @@ test("claimed record cannot be claimed twice", async () => {
   expect(await store.list()).toEqual([]);
   claimed!.attempts = 3;
   await store.release(claimed!);
+  expect(await readdir(store.claimed)).toEqual([]);
+  expect((await readQueueFile(store.activePath(record!.id))).message).toBe("Subject: hi\r\n\r\nbody\r\n");
   const again = await other.claim(record!.id);
   expect(again?.attempts).toBe(3);
   await other.finish(record!.id);
   expect(await readdir(store.active)).toEqual([]);
+  expect(await readdir(store.claimed)).toEqual([]);
 });
 
 test("claim of an ended process is recovered", async () => {
   const { dir, store } = await newStore();
-  const [record] = await store.add(message(), { sender: "", domains: new Map([["ok.test", ["u@ok.test"]]]), now: 1 });
-  const state = await readFile(path.join(store.active, `${record!.id}.json`), "utf8");
-  await rm(path.join(store.active, `${record!.id}.json`));
+  const {
+    records: [record],
+  } = await store.add(message(), oneDomain());
+  const content = await readFile(store.activePath(record!.id));
+  await rm(store.activePath(record!.id));
   const ended = spawnSync(process.execPath, ["-e", "process.exit(0)"]).pid!;
-  await writeFile(path.join(store.claimed, `${record!.id}.${ended}.abcdef.json`), state);
+  await writeFile(path.join(store.claimed, `${record!.id}.${ended}.abcdef.msg`), content);
 
   const { logger, lines } = recordingLogger();
   const restarted = new QueueStore(dir, logger);
@@ -100,4 +150,51 @@ test("claim of an ended process is recovered", async () => {
   expect((await restarted.list()).map((item) => item.id)).toEqual([record!.id]);
   expect(await readdir(restarted.claimed)).toEqual([]);
   expect(lines.some((line) => String(line.msg).includes("claimed by a process that ended"))).toBe(true);
+});
+
+/** Writes a record of the previous format: state in ID.json, message in ID.eml. */
+async function writeLegacy(folder: string, id: string, stateFile = `${id}.json`) {
+  const state = { version: 1, id, messageId: "m1", sender: "a@local.test", domain: "ok.test", pending: ["u@ok.test"], failed: [], createdAt: 5, nextAttemptAt: 6, attempts: 2 };
+  await writeFile(path.join(folder, stateFile), JSON.stringify(state));
+  return state;
+}
+
+test("previous format is converted at start", async () => {
+  const { dir, store } = await newStore();
+  const state = await writeLegacy(store.active, "m1-0");
+  await writeFile(path.join(store.active, "m1-0.eml"), "Subject: old\r\n\r\n");
+  // Claimed by a process that ended, as a kill would leave it.
+  const ended = spawnSync(process.execPath, ["-e", "process.exit(0)"]).pid!;
+  await writeLegacy(store.claimed, "m1-1", `m1-1.${ended}.abcdef.json`);
+  await writeFile(path.join(store.active, "m1-1.eml"), "Subject: old\r\n\r\n");
+  // A state without its message cannot be delivered.
+  await writeLegacy(store.active, "m1-2");
+
+  const { logger, lines } = recordingLogger();
+  const restarted = new QueueStore(dir, logger);
+  await restarted.init();
+  expect((await restarted.list()).map((record) => record.id).sort()).toEqual(["m1-0", "m1-1"]);
+  expect((await readdir(restarted.active)).sort()).toEqual(["m1-0.msg", "m1-1.msg"]);
+  expect(await readdir(restarted.claimed)).toEqual([]);
+  const file = await readQueueFile(restarted.activePath("m1-0"));
+  expect(file.state).toEqual({ ...state, version: 2 });
+  expect(file.message).toBe("Subject: old\r\n\r\n");
+  expect((await readdir(restarted.corrupt)).some((name) => name.startsWith("m1-2."))).toBe(true);
+  expect(lines.some((line) => line.msg === "converted queue records of the previous format" && line.records === 2)).toBe(true);
+  expect(lines.some((line) => line.msg === "unreadable queue record set aside" && line.id === "m1-2")).toBe(true);
+});
+
+test("half-done conversion keeps one copy", async () => {
+  const { dir, store } = await newStore();
+  // A crash after the new file was renamed in, before the old files were removed.
+  const {
+    records: [record],
+  } = await store.add(message(), oneDomain());
+  await writeLegacy(store.active, record!.id);
+  await writeFile(path.join(store.active, `${record!.id}.eml`), "Subject: hi\r\n\r\nbody\r\n");
+
+  const restarted = new QueueStore(dir, recordingLogger().logger);
+  await restarted.init();
+  expect(await readdir(restarted.active)).toEqual([`${record!.id}.msg`]);
+  expect((await restarted.list()).map((item) => item.id)).toEqual([record!.id]);
 });

@@ -1,10 +1,11 @@
-import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { processAlive, type Logger, type OutboundContext } from "@mailroom/core";
+import { syncDirectory, syncDirectoryShared } from "./directory-sync.js";
+import { convertLegacyRecords, parseLegacyRecord } from "./legacy.js";
+import { appendFrom, readStateLine, readStateLineOf, writeAll, writeNewFile } from "./record-file.js";
 
 /** A recipient that failed for good and waits to be reported in a bounce. */
 export interface FailedRecipient {
@@ -17,7 +18,7 @@ export interface FailedRecipient {
 
 /** One message for one destination domain, as stored in the queue folder. */
 export interface QueueRecord {
-  version: 1;
+  version: 2;
   id: string;
   /** Shared by the records of one message (one per destination domain). */
   messageId: string;
@@ -34,6 +35,18 @@ export interface QueueRecord {
   lastError?: string;
   /** When a bounce that could not be handed over is tried again. */
   bounceAttemptAt?: number;
+}
+
+/** The result of `add`: the records, and the stored copy when it was kept in memory. */
+export interface AddedMessage {
+  records: QueueRecord[];
+  content?: Buffer;
+}
+
+/** The queue file of a claimed record and the offset of its message in it. */
+export interface MessageLocation {
+  path: string;
+  start: number;
 }
 
 /** Returns what the outbound hooks see of a record. */
@@ -53,38 +66,17 @@ export function isRecordId(id: string): boolean {
   return RECORD_ID.test(id);
 }
 
+/** Returns a new message id: the time in base 36, then 12 random hex digits. */
 function newMessageId(): string {
-  return `${Date.now().toString(36)}${randomBytes(6).toString("hex")}`;
+  // The last group of a version 4 UUID is 48 random bits; randomUUID draws
+  // from a cached pool, which costs less per call than randomBytes.
+  return `${Date.now().toString(36)}${randomUUID().slice(-12)}`;
 }
 
-async function fsyncPath(target: string): Promise<void> {
-  const handle = await open(target, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Writes a new file and fsyncs it. On failure (a full disk) the partial file is removed. */
-async function writeDurably(file: string, data: string): Promise<void> {
-  const handle = await open(file, "wx", 0o600);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    await unlink(file).catch(() => undefined);
-    throw error;
-  }
-  await handle.close();
-}
-
-function parseRecord(text: string): QueueRecord {
-  const value = JSON.parse(text) as QueueRecord;
-  const valid =
-    value?.version === 1 &&
-    typeof value.id === "string" &&
+/** Checks the fields that every record needs. The caller checks `version`. */
+export function isRecordShape(value: Partial<QueueRecord> | undefined): boolean {
+  return (
+    typeof value?.id === "string" &&
     isRecordId(value.id) &&
     typeof value.sender === "string" &&
     typeof value.domain === "string" &&
@@ -92,19 +84,31 @@ function parseRecord(text: string): QueueRecord {
     Array.isArray(value.failed) &&
     typeof value.nextAttemptAt === "number" &&
     typeof value.createdAt === "number" &&
-    typeof value.attempts === "number";
-  if (!valid) throw new Error("not a queue record");
-  value.messageId ??= value.id;
+    typeof value.attempts === "number"
+  );
+}
+
+function parseRecord(text: string): QueueRecord {
+  const value = JSON.parse(text) as QueueRecord;
+  if (value?.version !== 2 || !isRecordShape(value)) throw new Error("not a queue record");
   return value;
 }
 
-function isMissing(error: unknown): boolean {
+function stateLine(record: QueueRecord): Buffer {
+  return Buffer.from(`${JSON.stringify(record)}\n`, "utf8");
+}
+
+export function isMissing(error: unknown): boolean {
   return (error as { code?: string }).code === "ENOENT";
 }
 
-/** Names in claimed/: record id, process id and a token of that process's run. */
-const CLAIMED = /^(.+)\.(\d+)\.([0-9a-f]+)\.json$/;
+/** Suffix of a queue file: a state line, then the message. */
+export const RECORD_SUFFIX = ".msg";
+/** Names in claimed/: record id, process id, a token of that process's run, and the suffix. */
+const CLAIMED = /^(.+)\.(\d+)\.([0-9a-f]+)\.(msg|json)$/;
 const RUN_TOKEN = randomBytes(6).toString("hex");
+/** Messages up to this size are written with one call and can be kept in memory for delivery. */
+const IN_MEMORY_LIMIT = 1024 * 1024;
 
 /** True when the process that made a claim has ended (a reused pid has another token). */
 function claimOwnerGone(pid: number, token: string): boolean {
@@ -115,20 +119,28 @@ function claimOwnerGone(pid: number, token: string): boolean {
 /**
  * The on-disk queue. Layout under the queue folder:
  * - `tmp/`: files being written; never read as records;
- * - `active/ID.eml` and `active/ID.json`: a record's message and state; the
- *   JSON file is renamed in last, so a record exists once it is complete;
- * - `claimed/ID.PID.json`: the state of a record a process is delivering;
+ * - `active/ID.msg`: a record waiting for its next attempt. The file starts
+ *   with the record's state as one JSON line, and the message follows. It is
+ *   written in tmp/, fsync'd and renamed in, so a record exists once it is
+ *   complete;
+ * - `claimed/ID.PID.TOKEN.msg`: a record a process is delivering. A process
+ *   that delivers writes its new records straight into claimed/;
  * - `corrupt/`: records that could not be read, set aside.
+ *
+ * The previous format kept the state in `active/ID.json` and the message in
+ * `active/ID.eml`; `init` converts such records (see legacy.ts).
  */
 export class QueueStore {
   readonly tmp: string;
   readonly active: string;
   readonly claimed: string;
   readonly corrupt: string;
+  /** Offset of the message in the queue file of each record this process claimed. */
+  private readonly bodyOffsets = new Map<string, number>();
 
   constructor(
     readonly dir: string,
-    private readonly logger: Logger,
+    readonly logger: Logger,
   ) {
     this.tmp = path.join(dir, "tmp");
     this.active = path.join(dir, "active");
@@ -136,7 +148,10 @@ export class QueueStore {
     this.corrupt = path.join(dir, "corrupt");
   }
 
-  /** Creates the folders and takes back records claimed by processes that are gone. */
+  /**
+   * Creates the folders, takes back records claimed by processes that are
+   * gone, and converts records of the previous format.
+   */
   async init(): Promise<void> {
     for (const folder of [this.tmp, this.active, this.claimed, this.corrupt]) {
       await mkdir(folder, { recursive: true });
@@ -144,22 +159,29 @@ export class QueueStore {
     for (const name of await readdir(this.claimed)) {
       const match = CLAIMED.exec(name);
       if (!match || !claimOwnerGone(Number(match[2]), match[3]!)) continue;
-      const from = path.join(this.claimed, name);
-      const to = path.join(this.active, `${match[1]}.json`);
-      try {
-        await stat(to);
-        await unlink(from);
-      } catch (error) {
-        if (!isMissing(error)) throw error;
-        await rename(from, to);
-        this.logger.warn({ id: match[1] }, "took back a queue record claimed by a process that ended");
-      }
+      await this.takeBack(name, match[1]!, `.${match[4]!}`);
     }
-    await fsyncPath(this.active);
+    await syncDirectory(this.active);
+    await convertLegacyRecords(this);
     await this.removeOrphans();
   }
 
-  /** Removes message files whose record was never committed (older than an hour). */
+  private async takeBack(name: string, id: string, suffix: string): Promise<void> {
+    const from = path.join(this.claimed, name);
+    const to = path.join(this.active, `${id}${suffix}`);
+    try {
+      // A copy in active/ is the newer state: release renames it in before it
+      // removes the claimed file.
+      await stat(to);
+      await unlink(from);
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      await rename(from, to);
+      this.logger.warn({ id }, "took back a queue record claimed by a process that ended");
+    }
+  }
+
+  /** Removes files of unfinished writes and previous-format messages without a record (older than an hour). */
   private async removeOrphans(): Promise<void> {
     const names = new Set(await readdir(this.active));
     const claimedIds = new Set((await readdir(this.claimed)).map((name) => name.split(".")[0]));
@@ -182,66 +204,78 @@ export class QueueStore {
     }
   }
 
-  bodyPath(id: string): string {
-    return path.join(this.active, `${id}.eml`);
+  activePath(id: string): string {
+    return path.join(this.active, `${id}${RECORD_SUFFIX}`);
+  }
+
+  claimedPath(id: string, suffix = RECORD_SUFFIX): string {
+    return path.join(this.claimed, `${id}.${process.pid}.${RUN_TOKEN}${suffix}`);
   }
 
   /**
-   * Stores one message for several destination domains: the message once
-   * (hard-linked per record), then each record's state. Returns once every
-   * file and the folder are fsync'd.
+   * Stores one message for several destination domains, one queue file per
+   * domain, and returns once every file and the folder are fsync'd. With
+   * `claim`, the files go straight into claimed/ for this process, so its
+   * scheduler can deliver them without reading them back. Without it, they
+   * go to active/ for whichever process scans first. `body` is a stream or,
+   * for a message in memory, its buffers.
    */
   async add(
-    body: Readable,
+    body: Readable | Buffer[],
     entry: { sender: string; domains: Map<string, string[]>; now: number },
-  ): Promise<QueueRecord[]> {
+    options: { claim?: boolean } = {},
+  ): Promise<AddedMessage> {
     const messageId = newMessageId();
-    const tmpBody = path.join(this.tmp, `${messageId}.eml`);
-    const records: QueueRecord[] = [];
+    const records = [...entry.domains].map(
+      ([domain, recipients], index): QueueRecord => ({
+        version: 2,
+        id: `${messageId}-${index}`,
+        messageId,
+        sender: entry.sender,
+        domain,
+        pending: recipients,
+        failed: [],
+        createdAt: entry.now,
+        nextAttemptAt: entry.now,
+        attempts: 0,
+      }),
+    );
+    const lines = records.map(stateLine);
+    const temporary = records.map((record) => path.join(this.tmp, `${record.id}${RECORD_SUFFIX}`));
+    const targets = records.map((record) => (options.claim ? this.claimedPath(record.id) : this.activePath(record.id)));
+    const renamed: string[] = [];
+    let content: Buffer | undefined;
     try {
-      await pipeline(body, createWriteStream(tmpBody, { flags: "wx", mode: 0o600 }));
-      await fsyncPath(tmpBody);
-      let index = 0;
-      for (const [domain, recipients] of entry.domains) {
-        const record: QueueRecord = {
-          version: 1,
-          id: `${messageId}-${index++}`,
-          messageId,
-          sender: entry.sender,
-          domain,
-          pending: recipients,
-          failed: [],
-          createdAt: entry.now,
-          nextAttemptAt: entry.now,
-          attempts: 0,
-        };
-        await link(tmpBody, this.bodyPath(record.id));
-        records.push(record);
+      content = await writeFirstCopy(temporary[0]!, lines[0]!, body);
+      for (let index = 1; index < records.length; index++) {
+        await writeNewFile(temporary[index]!, async (handle) => {
+          if (content) return writeAll(handle, [lines[index]!, content]);
+          await writeAll(handle, [lines[index]!]);
+          await appendFrom(temporary[0]!, lines[0]!.length, handle);
+        });
       }
-      for (const record of records) {
-        const tmpState = path.join(this.tmp, `${record.id}.json`);
-        await writeDurably(tmpState, JSON.stringify(record));
-        await rename(tmpState, path.join(this.active, `${record.id}.json`));
+      for (const [index, target] of targets.entries()) {
+        await rename(temporary[index]!, target);
+        renamed.push(target);
       }
-      await fsyncPath(this.active);
+      await syncDirectoryShared(options.claim ? this.claimed : this.active);
     } catch (error) {
-      for (const record of records) {
-        await unlink(path.join(this.active, `${record.id}.json`)).catch(() => undefined);
-        await unlink(this.bodyPath(record.id)).catch(() => undefined);
-      }
+      for (const file of [...temporary, ...renamed]) await unlink(file).catch(() => undefined);
       throw error;
-    } finally {
-      await unlink(tmpBody).catch(() => undefined);
     }
-    return records;
+    if (options.claim) {
+      for (const [index, record] of records.entries()) this.bodyOffsets.set(record.id, lines[index]!.length);
+    }
+    return content ? { records, content } : { records };
   }
 
   /** Sets an unreadable record aside in corrupt/ and logs it. */
-  private async setAside(file: string, id: string, error: unknown): Promise<void> {
-    const target = path.join(this.corrupt, `${id}.${Date.now()}.json`);
+  async setAside(file: string, id: string, error: unknown, message?: string): Promise<void> {
+    const suffix = path.extname(file);
+    const target = path.join(this.corrupt, `${id}.${Date.now()}${suffix}`);
     try {
       await rename(file, target);
-      await rename(this.bodyPath(id), target.replace(/\.json$/, ".eml")).catch(() => undefined);
+      if (message) await rename(message, target.replace(/\.json$/, ".eml")).catch(() => undefined);
       this.logger.error({ id, err: error, movedTo: target }, "unreadable queue record set aside");
     } catch (moveError) {
       if (!isMissing(moveError)) {
@@ -254,15 +288,16 @@ export class QueueStore {
   async list(): Promise<QueueRecord[]> {
     const records: QueueRecord[] = [];
     for (const name of await readdir(this.active)) {
-      if (!name.endsWith(".json")) continue;
-      const id = name.slice(0, -5);
+      if (!name.endsWith(RECORD_SUFFIX)) continue;
+      const id = name.slice(0, -RECORD_SUFFIX.length);
       const file = path.join(this.active, name);
       let text: string;
       try {
-        text = await readFile(file, "utf8");
+        text = (await readStateLineOf(file)).text;
       } catch (error) {
         if (isMissing(error)) continue;
-        throw error;
+        await this.setAside(file, id, error);
+        continue;
       }
       try {
         records.push(parseRecord(text));
@@ -273,16 +308,29 @@ export class QueueStore {
     return records;
   }
 
+  /** Returns the ids of the records being delivered right now, by any process. */
+  async claimedIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for (const name of await readdir(this.claimed)) {
+      const match = CLAIMED.exec(name);
+      if (match) ids.push(match[1]!);
+    }
+    return ids;
+  }
+
   /** Returns the records being delivered right now, by any process. */
   async listClaimed(): Promise<{ id: string; pid: number; record?: QueueRecord }[]> {
     const result: { id: string; pid: number; record?: QueueRecord }[] = [];
     for (const name of await readdir(this.claimed)) {
       const match = CLAIMED.exec(name);
       if (!match) continue;
-      const text = await readFile(path.join(this.claimed, name), "utf8").catch(() => undefined);
+      const file = path.join(this.claimed, name);
       let record: QueueRecord | undefined;
       try {
-        record = text === undefined ? undefined : parseRecord(text);
+        record =
+          match[4] === "json"
+            ? parseLegacyRecord(await readStateText(file))
+            : parseRecord((await readStateLineOf(file)).text);
       } catch {
         record = undefined;
       }
@@ -291,55 +339,90 @@ export class QueueStore {
     return result;
   }
 
-  private claimedPath(id: string): string {
-    return path.join(this.claimed, `${id}.${process.pid}.${RUN_TOKEN}.json`);
-  }
-
   /**
-   * Claims a record by renaming its state into claimed/, so no other process
+   * Claims a record by renaming its file into claimed/, so no other process
    * (or CLI command) works on it. Returns undefined when it is gone or taken.
    */
   async claim(id: string): Promise<QueueRecord | undefined> {
     if (!isRecordId(id)) return undefined;
     const claimed = this.claimedPath(id);
     try {
-      await rename(path.join(this.active, `${id}.json`), claimed);
+      await rename(this.activePath(id), claimed);
     } catch (error) {
       if (isMissing(error)) return undefined;
       throw error;
     }
     try {
-      return parseRecord(await readFile(claimed, "utf8"));
+      const { text, bodyOffset } = await readStateLineOf(claimed);
+      const record = parseRecord(text);
+      this.bodyOffsets.set(id, bodyOffset);
+      return record;
     } catch (error) {
       await this.setAside(claimed, id, error);
       return undefined;
     }
   }
 
-  /** Writes the new state of a claimed record and makes it visible again. */
-  async release(record: QueueRecord): Promise<void> {
-    const tmpState = path.join(this.tmp, `${record.id}.${randomBytes(4).toString("hex")}.json`);
-    await writeDurably(tmpState, JSON.stringify(record));
-    await rename(tmpState, path.join(this.active, `${record.id}.json`));
-    await fsyncPath(this.active);
-    await unlink(this.claimedPath(record.id)).catch(() => undefined);
+  /** Returns the queue file of a record this process claimed and the offset of its message. */
+  async messageOf(id: string): Promise<MessageLocation> {
+    const file = this.claimedPath(id);
+    let start = this.bodyOffsets.get(id);
+    if (start === undefined) {
+      start = (await readStateLineOf(file)).bodyOffset;
+      this.bodyOffsets.set(id, start);
+    }
+    return { path: file, start };
   }
 
-  /** Removes a claimed record for good (delivered, bounced or deleted). */
+  /**
+   * Writes the new state of a claimed record and makes it visible again. The
+   * queue file is written anew (state line and a copy of the message),
+   * because the state line sits before the message.
+   */
+  async release(record: QueueRecord): Promise<void> {
+    const { path: source, start } = await this.messageOf(record.id);
+    const temporary = path.join(this.tmp, `${record.id}.${randomBytes(4).toString("hex")}${RECORD_SUFFIX}`);
+    await writeNewFile(temporary, async (handle) => {
+      await writeAll(handle, [stateLine(record)]);
+      await appendFrom(source, start, handle);
+    });
+    try {
+      await rename(temporary, this.activePath(record.id));
+    } catch (error) {
+      await unlink(temporary).catch(() => undefined);
+      throw error;
+    }
+    await syncDirectoryShared(this.active);
+    this.bodyOffsets.delete(record.id);
+    await unlink(source).catch(() => undefined);
+  }
+
+  /** Puts a claimed record back in active/ unchanged, for whichever process scans next. */
+  async unclaim(id: string): Promise<void> {
+    await rename(this.claimedPath(id), this.activePath(id));
+    this.bodyOffsets.delete(id);
+    await syncDirectoryShared(this.active);
+  }
+
+  /**
+   * Removes a claimed record for good (delivered, bounced or deleted). The
+   * folder is not fsync'd: after a power failure the record may come back,
+   * and its message is delivered again (at least once), but it is not lost.
+   */
   async finish(id: string): Promise<void> {
-    await unlink(this.bodyPath(id)).catch((error: unknown) => {
+    this.bodyOffsets.delete(id);
+    await unlink(this.claimedPath(id)).catch((error: unknown) => {
       if (!isMissing(error)) throw error;
     });
-    await unlink(this.claimedPath(id)).catch(() => undefined);
-    await fsyncPath(this.active);
   }
 
-  /** Reads the header block of a record's message (at most 256 KiB). */
+  /** Reads the header block of the message of a record this process claimed (at most 256 KiB). */
   async readHeaders(id: string): Promise<string> {
-    const handle = await open(this.bodyPath(id), "r");
+    const { path: file, start } = await this.messageOf(id);
+    const handle = await open(file, "r");
     try {
       const buffer = Buffer.alloc(256 * 1024);
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, start);
       const text = buffer.subarray(0, bytesRead).toString("utf8");
       const end = text.indexOf("\r\n\r\n");
       return end === -1 ? text : text.slice(0, end + 2);
@@ -347,4 +430,50 @@ export class QueueStore {
       await handle.close();
     }
   }
+}
+
+async function readStateText(file: string): Promise<string> {
+  const handle = await open(file, "r");
+  try {
+    return await handle.readFile("utf8");
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes the first queue file of a message: its state line, then the stored
+ * copy. A message up to IN_MEMORY_LIMIT is written with one call and returned,
+ * so later files and the delivery need not read it back.
+ */
+async function writeFirstCopy(file: string, line: Buffer, body: Readable | Buffer[]): Promise<Buffer | undefined> {
+  if (Array.isArray(body)) {
+    const content = body.length === 1 ? body[0]! : Buffer.concat(body);
+    await writeNewFile(file, (handle) => writeAll(handle, [line, content]));
+    return content.length <= IN_MEMORY_LIMIT ? content : undefined;
+  }
+  let content: Buffer | undefined;
+  await writeNewFile(file, async (handle: FileHandle) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let streaming = false;
+    for await (const chunk of body) {
+      const buffer = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer);
+      if (streaming) {
+        await writeAll(handle, [buffer]);
+        continue;
+      }
+      chunks.push(buffer);
+      size += buffer.length;
+      if (size > IN_MEMORY_LIMIT) {
+        await writeAll(handle, [line, ...chunks]);
+        chunks.length = 0;
+        streaming = true;
+      }
+    }
+    if (streaming) return;
+    content = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    await writeAll(handle, [line, content]);
+  });
+  return content;
 }
