@@ -178,6 +178,11 @@ function genericEnhanced(code: number): string {
 
 /** Formats a reply as wire lines: each line carries the code and the enhanced code. */
 export function formatReply(reply: { code: number; enhanced?: string; message: string | string[] }): string {
+  const { message } = reply;
+  // Most replies are one short line of printable ASCII, which needs none of the work below.
+  if (typeof message === "string" && message.length < 400 && PLAIN_LINE.test(message)) {
+    return reply.enhanced ? `${reply.code} ${reply.enhanced} ${message}` : `${reply.code} ${message}`;
+  }
   const lines = Array.isArray(reply.message) ? reply.message : reply.message.split(/\r?\n/);
   const enhanced = reply.enhanced ? `${reply.enhanced} ` : "";
   return lines
@@ -188,6 +193,9 @@ export function formatReply(reply: { code: number; enhanced?: string; message: s
     })
     .join("\r\n");
 }
+
+/** Printable ASCII with no trailing space: a reply line as it is sent. */
+const PLAIN_LINE = /^[\x20-\x7e]*[\x21-\x7e]$/;
 
 /** RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. */
 const MAX_REPLY_LINE = 510;

@@ -194,7 +194,11 @@ class CommandReader extends SMTPStream {
       let resumedSync = false;
       this.onLine({ bytes: overflow ? Buffer.alloc(0) : line, bareLf, overflow }, () => {
         if (sync) resumedSync = true;
-        else setImmediate(() => this.readLines(next));
+        // A client that pipelined more lines waits one event loop turn per
+        // line, so other connections get their turn in between; otherwise
+        // the reader asks the socket for more at once.
+        else if (this.buffer.indexOf(LF) !== -1) setImmediate(() => this.readLines(next));
+        else this.readLines(next);
       });
       sync = false;
       // A handler that finished synchronously continues the loop here.
