@@ -1,13 +1,15 @@
-import { constants } from "node:fs";
-import { open } from "node:fs/promises";
+import fs, { constants } from "node:fs";
 
 /** Fsyncs a directory, so the entries made in it so far survive a crash. */
 export async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  // The callback API costs the event loop less per call than FileHandle.
+  const fd = await new Promise<number>((resolve, reject) =>
+    fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY, (error, value) => (error ? reject(error) : resolve(value))),
+  );
   try {
-    await handle.sync();
+    await new Promise<void>((resolve, reject) => fs.fsync(fd, (error) => (error ? reject(error) : resolve())));
   } finally {
-    await handle.close();
+    await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
   }
 }
 

@@ -69,9 +69,9 @@ export async function convertLegacyRecords(store: QueueStore): Promise<number> {
     }
     const temporary = path.join(store.tmp, `${id}.${randomBytes(4).toString("hex")}${RECORD_SUFFIX}`);
     try {
-      await writeNewFile(temporary, async (handle) => {
-        await writeAll(handle, [Buffer.from(`${JSON.stringify(record)}\n`, "utf8")]);
-        await appendFrom(message, 0, handle);
+      await writeNewFile(temporary, async (fd) => {
+        await writeAll(fd, [Buffer.from(`${JSON.stringify(record)}\n`, "utf8")]);
+        await appendFrom(message, 0, fd);
       });
     } catch (error) {
       if (!isMissing(error)) {

@@ -1,11 +1,11 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { processAlive, type Logger, type OutboundContext } from "@mailroom/core";
 import { syncDirectory, syncDirectoryShared } from "./directory-sync.js";
 import { convertLegacyRecords, parseLegacyRecord } from "./legacy.js";
-import { appendFrom, readStateLine, readStateLineOf, writeAll, writeNewFile } from "./record-file.js";
+import { appendFrom, readStateLineOf, renamePath, unlinkPath, writeAll, writeNewFile } from "./record-file.js";
 
 /** A recipient that failed for good and waits to be reported in a bounce. */
 export interface FailedRecipient {
@@ -248,14 +248,14 @@ export class QueueStore {
     try {
       content = await writeFirstCopy(temporary[0]!, lines[0]!, body);
       for (let index = 1; index < records.length; index++) {
-        await writeNewFile(temporary[index]!, async (handle) => {
-          if (content) return writeAll(handle, [lines[index]!, content]);
-          await writeAll(handle, [lines[index]!]);
-          await appendFrom(temporary[0]!, lines[0]!.length, handle);
+        await writeNewFile(temporary[index]!, async (fd) => {
+          if (content) return writeAll(fd, [lines[index]!, content]);
+          await writeAll(fd, [lines[index]!]);
+          await appendFrom(temporary[0]!, lines[0]!.length, fd);
         });
       }
       for (const [index, target] of targets.entries()) {
-        await rename(temporary[index]!, target);
+        await renamePath(temporary[index]!, target);
         renamed.push(target);
       }
       await syncDirectoryShared(options.claim ? this.claimed : this.active);
@@ -382,9 +382,9 @@ export class QueueStore {
   async release(record: QueueRecord): Promise<void> {
     const { path: source, start } = await this.messageOf(record.id);
     const temporary = path.join(this.tmp, `${record.id}.${randomBytes(4).toString("hex")}${RECORD_SUFFIX}`);
-    await writeNewFile(temporary, async (handle) => {
-      await writeAll(handle, [stateLine(record)]);
-      await appendFrom(source, start, handle);
+    await writeNewFile(temporary, async (fd) => {
+      await writeAll(fd, [stateLine(record)]);
+      await appendFrom(source, start, fd);
     });
     try {
       await rename(temporary, this.activePath(record.id));
@@ -411,7 +411,7 @@ export class QueueStore {
    */
   async finish(id: string): Promise<void> {
     this.bodyOffsets.delete(id);
-    await unlink(this.claimedPath(id)).catch((error: unknown) => {
+    await unlinkPath(this.claimedPath(id)).catch((error: unknown) => {
       if (!isMissing(error)) throw error;
     });
   }
@@ -449,31 +449,31 @@ async function readStateText(file: string): Promise<string> {
 async function writeFirstCopy(file: string, line: Buffer, body: Readable | Buffer[]): Promise<Buffer | undefined> {
   if (Array.isArray(body)) {
     const content = body.length === 1 ? body[0]! : Buffer.concat(body);
-    await writeNewFile(file, (handle) => writeAll(handle, [line, content]));
+    await writeNewFile(file, (fd) => writeAll(fd, [line, content]));
     return content.length <= IN_MEMORY_LIMIT ? content : undefined;
   }
   let content: Buffer | undefined;
-  await writeNewFile(file, async (handle: FileHandle) => {
+  await writeNewFile(file, async (fd) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let streaming = false;
     for await (const chunk of body) {
       const buffer = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer);
       if (streaming) {
-        await writeAll(handle, [buffer]);
+        await writeAll(fd, [buffer]);
         continue;
       }
       chunks.push(buffer);
       size += buffer.length;
       if (size > IN_MEMORY_LIMIT) {
-        await writeAll(handle, [line, ...chunks]);
+        await writeAll(fd, [line, ...chunks]);
         chunks.length = 0;
         streaming = true;
       }
     }
     if (streaming) return;
     content = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    await writeAll(handle, [line, content]);
+    await writeAll(fd, [line, content]);
   });
   return content;
 }
