@@ -1,4 +1,5 @@
-import { rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
+import path from "node:path";
 import { afterEach, expect, test } from "vitest";
 import { makeServerDir, startDns, startMailroom, startRemoteMx, submit, waitFor } from "./mx-kit.js";
 
@@ -35,4 +36,43 @@ test("perDomain limits connections per destination", async () => {
 test("total limits all connections", async () => {
   const remote = await deliverFour({ concurrency: { total: 1, perDomain: 5 } });
   expect(remote.maxOpen).toBe(1);
+});
+
+async function oneDomainServer(mx: Record<string, unknown>, remoteOptions: Parameters<typeof startRemoteMx>[0] = {}) {
+  const remote = await startRemoteMx(remoteOptions);
+  cleanup.push(() => remote.close());
+  const dns = await startDns({ "ok.test": { MX: [[10, "mx.ok.test"]] }, "mx.ok.test": { A: ["127.0.0.1"] } });
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const server = await startMailroom({ dir, dns, mx: { port: remote.port, ...mx } });
+  return { remote, dns, dir, server };
+}
+
+test("new messages join an open connection", async () => {
+  const { remote, server } = await oneDomainServer({}, { dataDelay: 100 });
+  cleanup.push(() => server.stop());
+  for (const to of ["1@ok.test", "2@ok.test", "3@ok.test"]) {
+    expect((await submit(server, "alice@local.test", [to])).at(-1)).toBe(250);
+  }
+  await waitFor(() => remote.received.length === 3, "three deliveries");
+  expect(remote.connections).toBe(1);
+  expect(remote.received.map((message) => message.to[0])).toEqual(["1@ok.test", "2@ok.test", "3@ok.test"]);
+});
+
+test("stop puts waiting records back", async () => {
+  const { remote, dns, dir, server } = await oneDomainServer({ concurrency: { total: 1, perDomain: 1 } }, { dataDelay: 500 });
+  for (const to of ["1@ok.test", "2@ok.test", "3@ok.test"]) {
+    expect((await submit(server, "alice@local.test", [to])).at(-1)).toBe(250);
+  }
+  // The first message is under way; the others wait for the connection.
+  await server.stop();
+  expect(remote.received.map((message) => message.to[0])).toEqual(["1@ok.test"]);
+  expect(await readdir(path.join(dir, "queue/claimed"))).toEqual([]);
+  expect((await readdir(path.join(dir, "queue/active"))).filter((name) => name.endsWith(".msg"))).toHaveLength(2);
+
+  const again = await startMailroom({ dir, dns, mx: { port: remote.port } });
+  cleanup.push(() => again.stop());
+  await waitFor(() => remote.received.length === 3, "the records put back");
+  expect(remote.received.map((message) => message.to[0]).sort()).toEqual(["1@ok.test", "2@ok.test", "3@ok.test"]);
 });

@@ -59,6 +59,23 @@ test("one record per destination domain", async () => {
   expect(await readdir(store.tmp)).toEqual([]);
 });
 
+test("buffered message is written whole", async () => {
+  const { store } = await newStore();
+  const parts = [Buffer.from("Received: x\r\n"), Buffer.from("Subject: hi\r\n\r\nbody\r\n")];
+  const { records, content } = await store.add(parts, {
+    sender: "a@local.test",
+    domains: new Map([["one.test", ["x@one.test"]], ["two.test", ["y@two.test"]]]),
+    now: 1,
+  });
+  expect(content?.toString("utf8")).toBe("Received: x\r\nSubject: hi\r\n\r\nbody\r\n");
+  for (const record of records) {
+    const file = await readQueueFile(store.activePath(record.id));
+    expect(file.message).toBe("Received: x\r\nSubject: hi\r\n\r\nbody\r\n");
+    expect(file.state.domain).toBe(record.domain);
+  }
+  expect(await readdir(store.tmp)).toEqual([]);
+});
+
 test("large message is streamed to every record", async () => {
   const { store } = await newStore();
   const chunk = Buffer.alloc(300 * 1024, "a");

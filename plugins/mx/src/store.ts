@@ -5,7 +5,7 @@ import type { Readable } from "node:stream";
 import { processAlive, type Logger, type OutboundContext } from "@mailroom/core";
 import { syncDirectory, syncDirectoryShared } from "./directory-sync.js";
 import { convertLegacyRecords, parseLegacyRecord } from "./legacy.js";
-import { appendFrom, readStateLineOf, renamePath, unlinkPath, writeAll, writeNewFile } from "./record-file.js";
+import { appendFrom, readStateLineOf, renamePath, unlinkPath, writeAll, writeNewFile, writeNewFileSynced } from "./record-file.js";
 
 /** A recipient that failed for good and waits to be reported in a bounce. */
 export interface FailedRecipient {
@@ -248,8 +248,11 @@ export class QueueStore {
     try {
       content = await writeFirstCopy(temporary[0]!, lines[0]!, body);
       for (let index = 1; index < records.length; index++) {
+        if (content) {
+          await writeNewFileSynced(temporary[index]!, [lines[index]!, content]);
+          continue;
+        }
         await writeNewFile(temporary[index]!, async (fd) => {
-          if (content) return writeAll(fd, [lines[index]!, content]);
           await writeAll(fd, [lines[index]!]);
           await appendFrom(temporary[0]!, lines[0]!.length, fd);
         });
@@ -449,7 +452,7 @@ async function readStateText(file: string): Promise<string> {
 async function writeFirstCopy(file: string, line: Buffer, body: Readable | Buffer[]): Promise<Buffer | undefined> {
   if (Array.isArray(body)) {
     const content = body.length === 1 ? body[0]! : Buffer.concat(body);
-    await writeNewFile(file, (fd) => writeAll(fd, [line, content]));
+    await writeNewFileSynced(file, [line, content]);
     return content.length <= IN_MEMORY_LIMIT ? content : undefined;
   }
   let content: Buffer | undefined;
