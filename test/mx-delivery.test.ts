@@ -40,3 +40,15 @@ async function queueEntries(server: Mailroom) {
   const queue = server.server.container.resolve<{ list(): Promise<unknown[]> }>(TOKENS.OutboundQueue);
   return queue.list();
 }
+
+test("large message is relayed whole", async () => {
+  const { remote, server } = await setup();
+  // Over the 1 MiB that plugin-mx keeps in memory, so it is sent from the queue file.
+  const line = `${"x".repeat(998)}\r\n`;
+  const body = `Subject: large\r\n\r\n${line.repeat(1600)}.leading dot\r\nEND\r\n`;
+  expect((await submit(server, "alice@local.test", ["bob@ok.test"], body)).at(-1)).toBe(250);
+  const [message] = await waitFor(() => remote.received.length === 1 && remote.received, "delivery");
+  expect(message!.data.length).toBeGreaterThan(1600 * line.length);
+  expect(message!.data.endsWith(`${line}.leading dot\r\nEND\r\n`)).toBe(true);
+  await waitFor(async () => (await queueEntries(server)).length === 0, "empty queue");
+});
