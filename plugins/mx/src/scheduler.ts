@@ -134,6 +134,12 @@ export class Scheduler {
     }
   }
 
+  private async unclaimWaiting(): Promise<void> {
+    const waiting = [...this.ready.values()].flat().map((entry) => entry.record);
+    this.ready.clear();
+    await this.unclaim(waiting);
+  }
+
   /** Puts claimed records that no run took back in active/, for this or another process. */
   private async unclaim(records: QueueRecord[]): Promise<void> {
     for (const record of records) {
@@ -155,15 +161,15 @@ export class Scheduler {
     this.kick();
     for (const waiters of this.idle.values()) for (const resolve of [...waiters]) resolve(undefined);
     await this.loop;
-    const waiting = [...this.ready.values()].flat().map((entry) => entry.record);
-    this.ready.clear();
-    await this.unclaim(waiting);
+    await this.unclaimWaiting();
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, graceMs);
     });
     await Promise.race([Promise.all([...this.jobs]), grace]);
     clearTimeout(timer);
+    // A run whose connection closed while it waited gave its record back meanwhile.
+    await this.unclaimWaiting();
     if (this.jobs.size > 0) {
       this.env.logger.warn({ running: this.jobs.size }, "stopped with deliveries still running");
     }
