@@ -76,34 +76,64 @@ export class HookRunner {
   }
 
   /** Runs one plugin's handler for a hook. */
-  async runPlugin<H extends HookName>(
+  runPlugin<H extends HookName>(
     plugin: LoadedPlugin,
     hook: H,
     args: HookArgs[H],
     logger: LogTarget,
   ): Promise<HookOutcome> {
+    return Promise.resolve(this.call(plugin, hook, args, logger));
+  }
+
+  /**
+   * Calls one handler. A handler that returns a plain value gets its outcome
+   * back at once, without a promise; one that returns a promise gets a
+   * promise with a deadline timer.
+   */
+  private call<H extends HookName>(
+    plugin: LoadedPlugin,
+    hook: H,
+    args: HookArgs[H],
+    logger: LogTarget,
+  ): HookOutcome | Promise<HookOutcome> {
     const handler = plugin.hooks[hook] as HookHandler<H> | undefined;
-    if (typeof handler !== "function") return CONT;
+    if (typeof handler !== "function") return CONT_OUTCOME;
 
     const started = performance.now();
-    let outcome: HookOutcome;
+    let result: unknown;
     try {
-      let result = handler(args);
-      // Only a handler that returned a promise needs a timer: a synchronous
-      // one is over by now, and the elapsed time below catches a slow one.
-      if (isPromiseLike(result)) result = await this.withDeadline(result, plugin.name, hook);
+      result = handler(args);
+    } catch (error) {
+      return this.settle(plugin, hook, logger, started, { error });
+    }
+    if (!isPromiseLike(result)) return this.settle(plugin, hook, logger, started, { result });
+    return this.withDeadline(result, plugin.name, hook).then(
+      (value) => this.settle(plugin, hook, logger, started, { result: value }),
+      (error: unknown) => this.settle(plugin, hook, logger, started, { error }),
+    );
+  }
+
+  /** Turns a handler's result or error into an outcome, and logs and measures the call. */
+  private settle(
+    plugin: LoadedPlugin,
+    hook: HookName,
+    logger: LogTarget,
+    started: number,
+    ended: { result?: unknown; error?: unknown },
+  ): HookOutcome {
+    let outcome: HookOutcome;
+    const elapsed = performance.now() - started;
+    try {
+      if ("error" in ended) throw ended.error;
       // A handler that blocked the event loop past the deadline settles
       // before the timer can fire, so its late answer counts as a timeout too.
-      if (performance.now() - started > this.timeout) {
-        throw new HookTimeoutError(plugin.name, hook, this.timeout);
-      }
-      outcome = toOutcome(result, plugin.name, hook);
+      if (elapsed > this.timeout) throw new HookTimeoutError(plugin.name, hook, this.timeout);
+      outcome = toOutcome(ended.result, plugin.name, hook);
     } catch (error) {
       loggerOf(logger).error({ err: error, plugin: plugin.name, hook }, "hook failed");
       outcome = { kind: "error", plugin: plugin.name, error };
     }
 
-    const elapsed = performance.now() - started;
     this.observe?.(plugin.name, hook, elapsed / 1000);
     if (logs(logger, "debug")) {
       loggerOf(logger).debug(
@@ -121,40 +151,57 @@ export class HookRunner {
 
   /** Waits for a handler's promise, or rejects with a HookTimeoutError at the deadline. */
   private withDeadline<T>(result: PromiseLike<T>, plugin: string, hook: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new HookTimeoutError(plugin, hook, this.timeout)), this.timeout);
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new HookTimeoutError(plugin, hook, this.timeout)), this.timeout);
+      result.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
     });
-    return Promise.race([result, deadline]).finally(() => clearTimeout(timer));
   }
 
   /** Runs the hook until the first plugin that answers something other than CONT. */
-  async run<H extends HookName>(
+  run<H extends HookName>(hook: H, args: HookArgs[H], logger: LogTarget): Promise<HookOutcome> {
+    return Promise.resolve(this.runFrom(this.pluginsFor(hook), 0, hook, args, logger));
+  }
+
+  // Synchronous handlers run one after the other in this loop; the first
+  // promise moves the rest of the chain behind it.
+  private runFrom<H extends HookName>(
+    plugins: readonly LoadedPlugin[],
+    first: number,
     hook: H,
     args: HookArgs[H],
     logger: LogTarget,
-  ): Promise<HookOutcome> {
-    for (const plugin of this.pluginsFor(hook)) {
-      const outcome = await this.runPlugin(plugin, hook, args, logger);
+  ): HookOutcome | Promise<HookOutcome> {
+    for (let index = first; index < plugins.length; index++) {
+      const outcome = this.call(plugins[index]!, hook, args, logger);
+      if (outcome instanceof Promise) {
+        return outcome.then((settled) =>
+          settled.kind === "cont" ? this.runFrom(plugins, index + 1, hook, args, logger) : settled,
+        );
+      }
       if (outcome.kind !== "cont") return outcome;
     }
     return CONT_OUTCOME;
   }
 
   /** Runs the hook in every plugin (reset, disconnect); failures are only logged. */
-  async runAll<H extends HookName>(
-    hook: H,
-    args: HookArgs[H],
-    logger: LogTarget,
-  ): Promise<void> {
+  async runAll<H extends HookName>(hook: H, args: HookArgs[H], logger: LogTarget): Promise<void> {
     for (const plugin of this.pluginsFor(hook)) {
-      await this.runPlugin(plugin, hook, args, logger);
+      const outcome = this.call(plugin, hook, args, logger);
+      if (outcome instanceof Promise) await outcome;
     }
   }
 }
 
 const CONT_OUTCOME: HookOutcome = Object.freeze({ kind: "cont" });
-const CONT = Promise.resolve(CONT_OUTCOME);
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null | undefined)?.then === "function";

@@ -7,7 +7,7 @@
  *
  * It relies on these smtp-server 3.21 members, all checked by adapter.test.ts:
  * SMTPConnection#_setListeners, #_createParser, #_onCommand, #_onClose,
- * #_onTimeout, #_dataStream, #_nextHandler, #_upgrading, #_handlerPending, #_parser, #_ready,
+ * #_onTimeout, #_armTimeout (called with the TLS socket during STARTTLS), #_dataStream, #_nextHandler, #_upgrading, #_handlerPending, #_parser, #_ready,
  * #_resetSession, #_getEnhancedStatusCode, #send, #close, #upgrade; SMTPStream#_feedDataStream,
  * #_dataMode, #startDataMode, #continue, #isClosed; the SASL table's
  * SASL_PLAIN and SASL_LOGIN; SMTPServer#connect and options.onAuth/onSecure.
@@ -227,8 +227,8 @@ class AdaptedConnection extends SMTPConnection {
   driver!: SessionDriver;
   wire!: Wire;
   options!: ListenerOptions;
-  /** Resumes reading after the current line; DATA calls it early, after 354. */
-  releaseLine: () => void = () => {};
+  /** The reader's callback for the line being handled; undefined once it was called. */
+  private pendingLine: (() => void) | undefined;
 
   override init(): void {
     // No early-talker delay: the greeting goes out as soon as the connect hook allows.
@@ -302,23 +302,29 @@ class AdaptedConnection extends SMTPConnection {
     }
 
     self._handlerPending = true;
-    let released = false;
-    this.releaseLine = () => {
-      if (released) return;
-      released = true;
-      this.whenWritable(done);
-    };
-    this.driver
-      .handleLine(line)
-      .catch((error: Error) => {
-        this.options.onError(error);
-        this.wire.reply({ code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" });
-      })
-      .finally(() => {
-        self._handlerPending = false;
-        this.releaseLine();
-      });
+    this.pendingLine = done;
+    this.driver.handleLine(line).then(this.lineHandled, this.lineFailed);
   }
+
+  /** Resumes reading after the current line; DATA calls it early, after 354. */
+  releaseLine(): void {
+    const done = this.pendingLine;
+    if (!done) return;
+    this.pendingLine = undefined;
+    this.whenWritable(done);
+  }
+
+  // Bound once per connection, not once per line.
+  private readonly lineHandled = (): void => {
+    (this as unknown as Internals)._handlerPending = false;
+    this.releaseLine();
+  };
+
+  private readonly lineFailed = (error: Error): void => {
+    this.options.onError(error);
+    this.wire.reply({ code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" });
+    this.lineHandled();
+  };
 
   /** Waits for the socket to drain, so a client that never reads cannot grow our buffers. */
   private whenWritable(next: () => void): void {
@@ -351,6 +357,22 @@ class AdaptedConnection extends SMTPConnection {
   override _getEnhancedStatusCode(code: number, context?: string | false): string {
     if (this.pendingEnhanced && context !== false) return this.pendingEnhanced;
     return super._getEnhancedStatusCode(code, context);
+  }
+
+  /**
+   * smtp-server arms the idle timer on the TLS socket of a STARTTLS
+   * handshake through this call, which makes it the place to watch that
+   * socket. The listener keeps half-open sockets, so a client that leaves
+   * in the middle of the handshake only ends the TLS socket, which then
+   * never closes and held the connection's slot until the idle timeout.
+   */
+  override _armTimeout(socket?: import("node:net").Socket): void {
+    super._armTimeout(socket);
+    const self = this as unknown as Internals;
+    if (!socket || socket === self._socket || !self._upgrading) return;
+    socket.once("end", () => {
+      if (self._upgrading && !self._closed) socket.destroy();
+    });
   }
 
   override _onClose(): void {
