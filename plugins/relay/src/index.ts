@@ -4,6 +4,7 @@ import {
   denySoft,
   ok,
   TOKENS,
+  type Answer,
   type Connection,
   type DependencyContainer,
   type Logger,
@@ -30,15 +31,20 @@ const DIRECTORY_FAILED = {
 };
 
 /**
- * Returns a function that reads the local domains: the configured list, or
- * else the UserDirectory's domains. The directory is resolved at each call,
- * not at setup, because the plugin that registers it (maildir) is usually
- * listed after this one.
+ * Returns a function that reads the local domains: the configured list
+ * (returned as it is, so the hooks need not wait), or else the
+ * UserDirectory's domains. The directory is resolved at each call, not at
+ * setup, because the plugin that registers it (maildir) is usually listed
+ * after this one.
  */
-function localDomainSource(options: RelayOptions, container: DependencyContainer, logger: Logger) {
+function localDomainSource(
+  options: RelayOptions,
+  container: DependencyContainer,
+  logger: Logger,
+): () => DomainSet | Promise<DomainSet> {
   if (options.localDomains) {
     const fixed = new DomainSet(options.localDomains);
-    return async () => fixed;
+    return () => fixed;
   }
   let warned = false;
   return async (): Promise<DomainSet> => {
@@ -104,6 +110,24 @@ export default definePlugin({
       return denySoft(DIRECTORY_FAILED);
     };
 
+    /**
+     * Runs `decide` with the local domains: at once when they are
+     * configured, after the UserDirectory lookup otherwise.
+     */
+    const withLocalDomains = (
+      transaction: { readonly logger: Logger },
+      decide: (local: DomainSet) => Answer | undefined,
+    ): Answer | undefined | Promise<Answer | undefined> => {
+      let local: DomainSet | Promise<DomainSet>;
+      try {
+        local = localDomains();
+      } catch (error) {
+        return directoryFailed(error, transaction.logger);
+      }
+      if (local instanceof Promise) return local.then(decide, (error: unknown) => directoryFailed(error, transaction.logger));
+      return decide(local);
+    };
+
     return {
       connect({ connection }) {
         refresh(connection);
@@ -115,56 +139,48 @@ export default definePlugin({
         refresh(connection);
       },
 
-      async mail({ connection, transaction, address }) {
+      mail({ connection, transaction, address }) {
         const facts = refresh(connection);
         if (!options.localSendersRequireAuth || address === null) return undefined;
         if (facts.trustedNetwork || facts.authenticated) return undefined;
-        let local: DomainSet;
-        try {
-          local = await localDomains();
-        } catch (error) {
-          return directoryFailed(error, transaction.logger);
-        }
-        if (!local.has(address.domain)) return undefined;
-        transaction.logger.info(
-          { plugin: "relay", remote: connection.remoteAddress, sender: address.address },
-          "local sender without authentication rejected",
-        );
-        return deny({
-          code: 550,
-          enhanced: "5.7.1",
-          message: "Authentication required for this sender address",
+        return withLocalDomains(transaction, (local) => {
+          if (!local.has(address.domain)) return undefined;
+          transaction.logger.info(
+            { plugin: "relay", remote: connection.remoteAddress, sender: address.address },
+            "local sender without authentication rejected",
+          );
+          return deny({
+            code: 550,
+            enhanced: "5.7.1",
+            message: "Authentication required for this sender address",
+          });
         });
       },
 
-      async rcpt({ connection, transaction, address }) {
+      rcpt({ connection, transaction, address }) {
         const facts = refresh(connection);
-        let local: DomainSet;
-        try {
-          local = await localDomains();
-        } catch (error) {
-          return directoryFailed(error, transaction.logger);
-        }
         const domain = normalizeDomain(address.domain) ?? address.domain;
-        const decision = decideRecipient(domain, { local, relay: relayDomains }, facts);
-        switch (decision) {
-          case "local":
-            return undefined;
-          case "relay-domain":
-          case "relay-client":
-            return ok({ route: OUTBOUND_ROUTE });
-          case "denied":
-            transaction.logger.info(
-              {
-                plugin: "relay",
-                remote: connection.remoteAddress,
-                sender: transaction.sender?.address ?? "",
-                recipient: address.address,
-              },
-              "relaying denied",
-            );
-            return deny(RELAYING_DENIED);
-        }
+        return withLocalDomains(transaction, (local) => {
+          const decision = decideRecipient(domain, { local, relay: relayDomains }, facts);
+          switch (decision) {
+            case "local":
+              return undefined;
+            case "relay-domain":
+            case "relay-client":
+              return ok({ route: OUTBOUND_ROUTE });
+            case "denied":
+              transaction.logger.info(
+                {
+                  plugin: "relay",
+                  remote: connection.remoteAddress,
+                  sender: transaction.sender?.address ?? "",
+                  recipient: address.address,
+                },
+                "relaying denied",
+              );
+              return deny(RELAYING_DENIED);
+          }
+        });
       },
     };
   },
