@@ -1,10 +1,13 @@
-import { constants } from "node:fs";
-import { link, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
+import fs, { constants } from "node:fs";
+import { link, mkdir, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import { uniqueName } from "./filename.js";
 
-/** Message content to deliver: a stream such as `message.storedCopy()`, or bytes. */
-export type DeliverySource = AsyncIterable<Uint8Array | string> | Uint8Array | string;
+/**
+ * Message content to deliver: a stream such as `message.storedCopy()`, a
+ * list of buffers such as `message.storedCopyBytes()`, or bytes.
+ */
+export type DeliverySource = AsyncIterable<Uint8Array | string> | readonly Uint8Array[] | Uint8Array | string;
 
 export interface DeliverOptions {
   /** Host name for the file name; the machine's host name by default. */
@@ -69,11 +72,11 @@ const known = new Set<string>();
 
 /** Writes a directory's entries to disk. */
 async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  const fd = await openFile(dir, constants.O_RDONLY | constants.O_DIRECTORY, 0);
   try {
-    await handle.sync();
+    await syncFile(fd);
   } finally {
-    await handle.close();
+    await closeFile(fd);
   }
 }
 
@@ -140,25 +143,56 @@ export async function ensureMaildir(maildir: string): Promise<void> {
   known.add(maildir);
 }
 
-async function writeAll(handle: FileHandle, source: DeliverySource): Promise<number> {
-  if (typeof source === "string" || source instanceof Uint8Array) {
-    const bytes = typeof source === "string" ? Buffer.from(source) : source;
-    return writeChunk(handle, bytes);
-  }
-  let size = 0;
-  for await (const chunk of source) {
-    size += await writeChunk(handle, typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-  }
-  return size;
+// The file operations of a delivery work on raw descriptors with callbacks,
+// which cost less CPU per call than FileHandle's methods in the profiles.
+function openFile(file: string, flags: number, mode: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(file, flags, mode, (error, fd) => (error ? reject(error) : resolve(fd))));
 }
 
-async function writeChunk(handle: FileHandle, bytes: Uint8Array): Promise<number> {
-  let offset = 0;
-  while (offset < bytes.length) {
-    const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset);
-    offset += bytesWritten;
+function syncFile(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fsync(fd, (error) => (error ? reject(error) : resolve())));
+}
+
+function closeFile(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.close(fd, (error) => (error ? reject(error) : resolve())));
+}
+
+function writeBuffers(fd: number, buffers: readonly Uint8Array[]): Promise<number> {
+  return new Promise((resolve, reject) =>
+    fs.writev(fd, buffers as Uint8Array[], (error, written) => (error ? reject(error) : resolve(written))),
+  );
+}
+
+/** Writes every byte of the buffers, continuing after a short write. */
+async function writeAllBuffers(fd: number, buffers: readonly Uint8Array[]): Promise<number> {
+  let pending = buffers.filter((buffer) => buffer.length > 0);
+  let written = 0;
+  while (pending.length > 0) {
+    let count = await writeBuffers(fd, pending);
+    written += count;
+    const rest: Uint8Array[] = [];
+    for (const buffer of pending) {
+      if (count >= buffer.length) {
+        count -= buffer.length;
+        continue;
+      }
+      rest.push(count > 0 ? buffer.subarray(count) : buffer);
+      count = 0;
+    }
+    pending = rest;
   }
-  return bytes.length;
+  return written;
+}
+
+async function writeAll(fd: number, source: DeliverySource): Promise<number> {
+  if (typeof source === "string") return writeAllBuffers(fd, [Buffer.from(source)]);
+  if (source instanceof Uint8Array) return writeAllBuffers(fd, [source]);
+  if (Array.isArray(source)) return writeAllBuffers(fd, source);
+  let size = 0;
+  for await (const chunk of source as AsyncIterable<Uint8Array | string>) {
+    size += await writeAllBuffers(fd, [typeof chunk === "string" ? Buffer.from(chunk) : chunk]);
+  }
+  return size;
 }
 
 /** Link errors that mean the file system has no hard links; rename is used instead. */
@@ -195,8 +229,8 @@ async function moveIntoNew(tmpPath: string, newDir: string, name: string, hostna
 
 /**
  * Delivers one message into a maildir (the folder that contains tmp/, new/ and
- * cur/), following the maildir protocol: write to tmp/ under a unique name,
- * fsync the file, move it into new/, fsync new/. When this resolves the
+ * cur/), following the maildir protocol: write to tmp/ under a unique name
+ * with synchronous writes, move it into new/, fsync new/. When this resolves the
  * message is on disk; when it rejects (with a MaildirError) nothing was left
  * in tmp/ or new/.
  */
@@ -211,10 +245,10 @@ export async function deliverToMaildir(
 
   let name = uniqueName(nameOptions);
   let tmpPath = path.join(maildir, "tmp", name);
-  let handle: FileHandle | undefined;
+  let fd: number | undefined;
   let moved: string | undefined;
   try {
-    handle = await step("open", tmpPath, async () => {
+    fd = await step("open", tmpPath, async () => {
       for (let attempt = 0; ; attempt++) {
         try {
           return await openExclusive(tmpPath);
@@ -231,18 +265,20 @@ export async function deliverToMaildir(
         }
       }
     });
-    const open = handle;
+    const open = fd;
+    // With O_DSYNC each write returns once its bytes and the file size are
+    // on disk, so the file needs no fsync of its own.
     const size = await step("write", tmpPath, () => writeAll(open, source));
-    await step("fsync", tmpPath, () => open.sync());
-    handle = undefined;
-    await step("fsync", tmpPath, () => open.close());
+    if (!SYNCHRONOUS_WRITES) await step("fsync", tmpPath, () => syncFile(open));
+    fd = undefined;
+    await step("fsync", tmpPath, () => closeFile(open));
     await options.beforeMove?.(tmpPath);
 
     moved = await step("move", tmpPath, () => moveIntoNew(tmpPath, newDir, name, options.hostname));
     await step("fsync-dir", newDir, () => syncDirectoryShared(newDir));
     return { name: moved, path: path.join(newDir, moved), size };
   } catch (error) {
-    await handle?.close().catch(() => undefined);
+    if (fd !== undefined) await closeFile(fd).catch(() => undefined);
     await unlink(tmpPath).catch(() => undefined);
     // new/ could not be made durable, so the message is taken back out: the
     // client gets a 4xx reply and sends it again.
@@ -252,6 +288,10 @@ export async function deliverToMaildir(
   }
 }
 
-function openExclusive(file: string): Promise<FileHandle> {
-  return open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
+/** O_DSYNC where the platform has it (Linux, macOS, the BSDs); elsewhere the file is fsync'd. */
+const SYNCHRONOUS_WRITES = typeof constants.O_DSYNC === "number";
+
+function openExclusive(file: string): Promise<number> {
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (SYNCHRONOUS_WRITES ? constants.O_DSYNC : 0);
+  return openFile(file, flags, FILE_MODE);
 }

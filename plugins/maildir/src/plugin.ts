@@ -113,14 +113,19 @@ export default definePlugin({
 
 async function deliverAll(
   targets: Map<string, DirectoryEntry>,
-  message: { storedCopy(options: { deliveredTo?: string }): AsyncIterable<Uint8Array> },
+  message: {
+    storedCopy(options: { deliveredTo?: string }): AsyncIterable<Uint8Array>;
+    storedCopyBytes?(options: { deliveredTo?: string }): Uint8Array[] | undefined;
+  },
   options: DeliverOptions,
   logger: Logger,
 ) {
   const results = await Promise.allSettled(
     [...targets].map(async ([maildir, entry]) => {
       const deliveredTo = `${entry.mailbox}@${entry.domain}`;
-      const delivery = await deliverToMaildir(maildir, message.storedCopy({ deliveredTo }), options);
+      // A message kept in memory is written with one call.
+      const source = message.storedCopyBytes?.({ deliveredTo }) ?? message.storedCopy({ deliveredTo });
+      const delivery = await deliverToMaildir(maildir, source, options);
       logger.debug({ path: delivery.path, size: delivery.size }, "delivered to maildir");
       return delivery;
     }),
