@@ -76,15 +76,16 @@ export class Session implements SessionDriver {
   }
 
   /** Fires a hook and returns the reply its outcome calls for (null: go on). */
-  private async hook<H extends SessionHookName>(
+  private hook<H extends SessionHookName>(
     hook: H,
     args: HookArgs[H],
     logger: LogTarget = this.connection,
   ): Promise<{ reply: Reply | null; answer: Answer | undefined; outcome: HookOutcome }> {
-    const outcome = await this.env.runner.run(hook, args, logger);
-    if (outcome.kind === "error") return { reply: replyFor(hook, "ERROR"), answer: undefined, outcome };
-    const answer = outcome.kind === "answer" ? outcome.answer : undefined;
-    return { reply: replyFor(hook, answer), answer, outcome };
+    return this.env.runner.run(hook, args, logger).then((outcome) => {
+      if (outcome.kind === "error") return { reply: replyFor(hook, "ERROR"), answer: undefined, outcome };
+      const answer = outcome.kind === "answer" ? outcome.answer : undefined;
+      return { reply: replyFor(hook, answer), answer, outcome };
+    });
   }
 
   async ready(): Promise<Reply | null> {
@@ -139,7 +140,7 @@ export class Session implements SessionDriver {
     }
   }
 
-  private async dispatch(line: CommandLine): Promise<void> {
+  private dispatch(line: CommandLine): Promise<void> | void {
     if (line.overflow) {
       return this.protocolError({ code: 500, enhanced: "5.5.2", message: "Line too long" });
     }
