@@ -4,7 +4,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { readWithPython } from "../test-support/read-maildir.js";
-import { deliverToMaildir, ensureMaildir, MaildirError } from "./deliver.js";
+import { deliverToMaildir, directoryFsyncCount, ensureMaildir, MaildirError } from "./deliver.js";
 
 let root: string;
 beforeEach(async () => {
@@ -114,4 +114,26 @@ describe("deliverToMaildir", () => {
     await ensureMaildir(maildir);
     expect(await readFile(delivery.path, "utf8")).toBe("keep\r\n");
   });
+});
+
+test("concurrent deliveries share fsyncs of new/", async () => {
+  const root = await mkdtemp(path.join(os.tmpdir(), "maildir-group-"));
+  try {
+    const maildir = path.join(root, "Maildir");
+    await ensureMaildir(maildir);
+    const before = directoryFsyncCount();
+    const count = 40;
+    const deliveries = await Promise.all(
+      Array.from({ length: count }, (_, index) => deliverToMaildir(maildir, [Buffer.from(`Subject: ${index}\r\n\r\nbody ${index}\r\n`)])),
+    );
+    const fsyncs = directoryFsyncCount() - before;
+    expect(await readdir(path.join(maildir, "new"))).toHaveLength(count);
+    expect(new Set(deliveries.map((delivery) => delivery.name)).size).toBe(count);
+    // Every delivery waited for an fsync that started after its move, and
+    // most of them shared one.
+    expect(fsyncs).toBeGreaterThanOrEqual(1);
+    expect(fsyncs).toBeLessThan(count / 2);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
 });

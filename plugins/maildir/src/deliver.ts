@@ -103,7 +103,15 @@ function syncDirectoryShared(dir: string): Promise<void> {
   return current.next;
 }
 
+let directoryFsyncs = 0;
+
+/** Counts the fsyncs of new/ folders this process started, to show how many deliveries shared one. */
+export function directoryFsyncCount(): number {
+  return directoryFsyncs;
+}
+
 function startDirectorySync(dir: string): Promise<void> {
+  directoryFsyncs += 1;
   const state: DirectorySync = { running: Promise.resolve(), next: undefined };
   state.running = syncDirectory(dir).finally(() => {
     if (directorySyncs.get(dir) === state) directorySyncs.delete(dir);
