@@ -75,8 +75,13 @@ export class Scheduler {
   private readonly bounceWaits = new Set<string>();
   /** Number of jobs that the running runs of each domain may still take. */
   private readonly capacity = new Map<string, number>();
-  /** Domains with due records that the last scan left in active/, because enough were claimed. */
-  private readonly leftDue = new Set<string>();
+  /**
+   * Ids of due records that the last scan left in active/, by domain. They
+   * are claimed as the domain's runs take records, so a large backlog drains
+   * without a scan of the whole folder for each batch.
+   */
+  private readonly backlog = new Map<string, string[]>();
+  private readonly refilling = new Set<string>();
 
   constructor(private readonly env: SchedulerEnv) {}
 
@@ -201,7 +206,7 @@ export class Scheduler {
 
   /** Claims what is due and returns the time until the next record or bounce is due. */
   private async tick(): Promise<number> {
-    const { store, options, clock } = this.env;
+    const { store, clock } = this.env;
     for (const record of [...this.unreleased.values()]) await this.releaseOrKeep(record);
     const now = clock.now();
     const records = await store.list();
@@ -219,28 +224,46 @@ export class Scheduler {
       due.set(record.domain, list);
     }
 
-    // Enough for every connection the domain may open; the rest waits for the next scan.
-    const claimLimit = options.concurrency.perDomain * options.maxMessagesPerConnection;
-    this.leftDue.clear();
+    this.backlog.clear();
     for (const [domain, list] of due) {
       list.sort((a, b) => a.nextAttemptAt - b.nextAttemptAt);
-      for (const candidate of list) {
-        if (this.stopped) break;
-        if ((this.ready.get(domain)?.length ?? 0) >= claimLimit) {
-          this.leftDue.add(domain);
-          break;
-        }
-        const record = await store.claim(candidate.id);
-        if (record && record.pending.length > 0) this.enqueue({ record });
-        else if (record) await this.releaseOrKeep(record);
-      }
+      this.backlog.set(domain, list.map((record) => record.id));
     }
+    for (const domain of [...this.backlog.keys()]) await this.refill(domain);
 
     if (!this.bouncing) {
       const bounceWait = await this.bounces(records, due, now);
       next = Math.min(next, bounceWait);
     }
     return next;
+  }
+
+  /**
+   * Claims records of the domain from the backlog until enough wait for its
+   * runs: one batch for each connection the domain may open.
+   */
+  private async refill(domain: string): Promise<void> {
+    const { options, store } = this.env;
+    const limit = options.concurrency.perDomain * options.maxMessagesPerConnection;
+    if (this.refilling.has(domain)) return;
+    this.refilling.add(domain);
+    try {
+      const ids = this.backlog.get(domain);
+      while (ids && ids.length > 0 && !this.stopped && (this.ready.get(domain)?.length ?? 0) < limit) {
+        const record = await store.claim(ids.shift()!);
+        if (record && record.pending.length > 0) this.enqueue({ record });
+        else if (record) await this.releaseOrKeep(record);
+      }
+      if (ids?.length === 0 && this.backlog.get(domain) === ids) this.backlog.delete(domain);
+    } finally {
+      this.refilling.delete(domain);
+    }
+  }
+
+  /** Starts a refill of the domain's backlog without waiting for it. */
+  private refillLater(domain: string): void {
+    if (!this.backlog.has(domain) || this.refilling.has(domain)) return;
+    this.refill(domain).catch((error: unknown) => this.env.logger.error({ err: error, domain }, "claiming due queue records failed; the next scan tries again"));
   }
 
   /** Hands a claimed record to a run of its domain that waits for one, or queues it and starts runs. */
@@ -327,10 +350,7 @@ export class Scheduler {
         else this.running.set(domain, count);
         this.jobs.delete(job);
         for (const waiting of [...this.ready.keys()]) this.pump(waiting);
-        if (this.leftDue.has(domain) && !this.ready.has(domain)) {
-          this.leftDue.delete(domain);
-          this.kick();
-        }
+        this.refillLater(domain);
       });
     this.jobs.add(job);
   }
@@ -388,6 +408,7 @@ export class Scheduler {
     };
     const source: JobSource = {
       next: async () => {
+        this.refillLater(domain);
         const queue = this.ready.get(domain);
         const entry = open && taken < limit && !this.stopped ? (queue?.shift() ?? (await this.waitForEntry(domain))) : undefined;
         if (queue?.length === 0) this.ready.delete(domain);
