@@ -116,7 +116,10 @@ test("hook failure stack names the TypeScript file", async () => {
   expect(await mailReply(port, "boom@sender.test")).toMatch(/^451 /);
   await waitFor(() => logs().includes("planned failure"), "the hook failure in the log");
   const line = logs().split("\n").find((text) => text.includes("planned failure"))!;
-  expect(JSON.parse(line).err.stack).toMatch(/plugin\.ts:\d+/);
+  const stack: string = JSON.parse(line).err.stack;
+  const throwLine = PLUGIN.split("\n").findIndex((text) => text.includes("planned failure")) + 1;
+  expect(stack).toContain(`${path.join(dir, "plugin.ts")}:${throwLine}:`);
+  expect(stack).not.toMatch(/mailroom-plugins-/);
 });
 
 test("reload compiles edits to imported modules", async () => {

@@ -24,3 +24,4 @@ export { parseSize, parseDuration, size, duration } from "./config/units.js";
 export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { processAlive } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";
+export { logSerializers } from "./logging.js";

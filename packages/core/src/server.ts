@@ -7,6 +7,7 @@ import type { SMTPServer } from "smtp-server";
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { ConfigError, loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
+import { logSerializers } from "./logging.js";
 import { MemoryBudget } from "./message/spool.js";
 import { ServerMetrics, serveMetrics } from "./metrics.js";
 import { processAlive } from "./process-alive.js";
@@ -140,7 +141,7 @@ export class MailroomServer {
   }
 
   static async create(loaded: LoadedConfig, options: ServerOptions = {}): Promise<MailroomServer> {
-    const logger = options.logger ?? pino({ level: loaded.config.server.logLevel });
+    const logger = options.logger ?? pino({ level: loaded.config.server.logLevel, serializers: logSerializers });
     const container = (options.container ?? rootContainer).createChildContainer();
     registerServices(container, loaded, logger);
     const metrics = new ServerMetrics(container);

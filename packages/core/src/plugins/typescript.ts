@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { readFile, unlink, writeFile } from "node:fs/promises";
-import { builtinModules } from "node:module";
+import { builtinModules, SourceMap } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Plugin as EsbuildPlugin } from "esbuild";
 
 /** True when this module runs as TypeScript under a loader (vitest) that imports .ts files itself. */
@@ -94,40 +94,74 @@ function describeFailure(error: unknown): string {
     .join("\n");
 }
 
+/** Source maps of the compiled plugins, by the compiled file's path and its URL. */
+const sourceMaps = new Map<string, { map: SourceMap; dir: string }>();
+
+/**
+ * Rewrites the frames of a stack trace that point into a compiled plugin
+ * so they name the TypeScript source, line and column instead. Node's own
+ * source map support would map every error, and Node streams read the stack
+ * of each socket error (a client's reset, for one). That cost about 20 µs
+ * per connection in the benchmark, so the engine maps only the stacks it
+ * logs (see logSerializers).
+ */
+export function mapStackTrace(stack: string): string {
+  if (sourceMaps.size === 0) return stack;
+  return stack.replace(/((?:file:\/\/)?[^\s()]+\.mjs):(\d+):(\d+)/g, (frame, file: string, line: string, column: string) => {
+    const known = sourceMaps.get(file);
+    if (!known) return frame;
+    const entry = known.map.findEntry(Number(line) - 1, Number(column) - 1) as {
+      originalSource?: string;
+      originalLine?: number;
+      originalColumn?: number;
+    };
+    if (!entry.originalSource || entry.originalLine === undefined || entry.originalColumn === undefined) return frame;
+    const source = entry.originalSource.startsWith("file:")
+      ? fileURLToPath(entry.originalSource)
+      : path.resolve(known.dir, entry.originalSource);
+    return `${source}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
+  });
+}
+
 /**
  * Imports a TypeScript plugin file (`url` is its file URL with a query that
  * makes a reload import it anew). esbuild compiles it together with the
  * local files it imports into one ES module, which is imported and then
  * deleted. Packages stay outside the bundle. A reload compiles the files
- * again, so edits to the modules a plugin imports take effect too. Stack
- * traces point into the TypeScript sources through an inline source map.
+ * again, so edits to the modules a plugin imports take effect too. The
+ * source map is kept for mapStackTrace.
  */
 export async function importTypeScript(file: string, url: string): Promise<unknown> {
   // vitest resolves .ts files and the workspace packages on its own.
   if (RUNNING_AS_TYPESCRIPT) return import(url);
 
+  sequence += 1;
+  const compiled = path.join(compiledDir(), `${path.basename(file).replace(/\.[^.]+$/, "")}-${sequence}.mjs`);
   const { build } = await import("esbuild");
   let code: string;
+  let map: string;
   try {
     const result = await build({
       entryPoints: [file],
+      outfile: compiled,
       bundle: true,
       write: false,
       format: "esm",
       platform: "node",
       target: "node20",
-      sourcemap: "inline",
+      sourcemap: "external",
       logLevel: "silent",
       plugins: [resolveImports()],
     });
-    code = result.outputFiles[0]!.text;
+    code = result.outputFiles.find((output) => output.path.endsWith(".mjs"))!.text;
+    map = result.outputFiles.find((output) => output.path.endsWith(".map"))!.text;
   } catch (error) {
     throw new Error(`TypeScript compilation failed:\n${describeFailure(error)}`, { cause: error });
   }
 
-  process.setSourceMapsEnabled(true);
-  sequence += 1;
-  const compiled = path.join(compiledDir(), `${path.basename(file).replace(/\.[^.]+$/, "")}-${sequence}.mjs`);
+  const entry = { map: new SourceMap(JSON.parse(map) as ConstructorParameters<typeof SourceMap>[0]), dir: path.dirname(compiled) };
+  sourceMaps.set(compiled, entry);
+  sourceMaps.set(pathToFileURL(compiled).href, entry);
   await writeFile(compiled, code, { mode: 0o600 });
   try {
     return await import(pathToFileURL(compiled).href);
