@@ -373,25 +373,26 @@ export class Scheduler {
   private async attempt(domain: string, first: Entry): Promise<void> {
     const { options, logger } = this.env;
     const limit = options.maxMessagesPerConnection;
-    const held = new Map<string, Entry>([[first.record.id, first]]);
+    // Records this run took and has no result for yet.
+    const runEntries = new Map<string, Entry>([[first.record.id, first]]);
     const applying: Promise<void>[] = [];
-    let taken = 1;
-    let open = true;
+    let jobsTaken = 1;
+    let takingJobs = true;
     this.addCapacity(domain, limit - 1);
     const take = (entry: Entry) => {
-      taken += 1;
+      jobsTaken += 1;
       this.addCapacity(domain, -1);
-      held.set(entry.record.id, entry);
+      runEntries.set(entry.record.id, entry);
       return entry;
     };
     // Once the run takes no more jobs, the domain's new records may start another run.
     const closeIntake = () => {
-      if (!open) return;
-      open = false;
-      this.addCapacity(domain, -(limit - taken));
+      if (!takingJobs) return;
+      takingJobs = false;
+      this.addCapacity(domain, -(limit - jobsTaken));
     };
     const settle = (entry: Entry, results: RecipientResult[]) => {
-      held.delete(entry.record.id);
+      runEntries.delete(entry.record.id);
       if (entry.content) this.cachedBytes -= entry.content.length;
       applying.push(
         this.apply(entry.record, results).catch((error: unknown) =>
@@ -401,7 +402,7 @@ export class Scheduler {
     };
     const takeWaiting = (): Entry[] => {
       const queue = this.ready.get(domain) ?? [];
-      const entries = open ? queue.splice(0, Math.max(limit - taken, 0)).map(take) : [];
+      const entries = takingJobs ? queue.splice(0, Math.max(limit - jobsTaken, 0)).map(take) : [];
       if (queue.length === 0) this.ready.delete(domain);
       closeIntake();
       return entries;
@@ -410,7 +411,7 @@ export class Scheduler {
       next: async () => {
         this.refillLater(domain);
         const queue = this.ready.get(domain);
-        const entry = open && taken < limit && !this.stopped ? (queue?.shift() ?? (await this.waitForEntry(domain))) : undefined;
+        const entry = takingJobs && jobsTaken < limit && !this.stopped ? (queue?.shift() ?? (await this.waitForEntry(domain))) : undefined;
         if (queue?.length === 0) this.ready.delete(domain);
         if (entry) return this.jobOf(take(entry));
         closeIntake();
@@ -418,10 +419,10 @@ export class Scheduler {
       },
       rest: () => Promise.all(takeWaiting().map((entry) => this.jobOf(entry))),
       putBack: (job) => {
-        const entry = held.get(job.id)!;
-        held.delete(job.id);
-        taken -= 1;
-        if (open) this.addCapacity(domain, 1);
+        const entry = runEntries.get(job.id)!;
+        runEntries.delete(job.id);
+        jobsTaken -= 1;
+        if (takingJobs) this.addCapacity(domain, 1);
         const queue = this.ready.get(domain);
         if (queue) queue.unshift(entry);
         else this.ready.set(domain, [entry]);
@@ -454,13 +455,13 @@ export class Scheduler {
           await this.jobOf(first),
           source,
           { heloName: options.heloName ?? this.env.hostname, timeouts: options.timeouts },
-          (job, hop, address) => this.deliverHook(held.get(job.id)!.record, hop.name, address),
-          (job, results) => settle(held.get(job.id)!, results),
+          (job, hop, address) => this.deliverHook(runEntries.get(job.id)!.record, hop.name, address),
+          (job, results) => settle(runEntries.get(job.id)!, results),
         );
       }
     } catch (error) {
       logger.error({ err: error, domain }, "delivery attempt failed");
-      for (const entry of [...held.values()]) {
+      for (const entry of [...runEntries.values()]) {
         settle(
           entry,
           entry.record.pending.map((recipient) => ({
