@@ -130,6 +130,41 @@ describe("mailroom check", () => {
     }
   });
 
+  test("read-only spool folder prints a warning", async () => {
+    const readOnly = path.join(dir, "spool");
+    await mkdir(readOnly);
+    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", readOnly]);
+    if (mounted.status !== 0) throw new Error(`mount failed (tests run as root): ${mounted.stderr}`);
+    try {
+      const file = path.join(dir, "mailroom.yaml");
+      await writeFile(file, config("x@y.test").replace("  shutdownTimeout: 5s\n", "  shutdownTimeout: 5s\n  spoolDir: ./spool\n"));
+      const result = run(["check", "--config", file]);
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain(`server.spoolDir ${readOnly} is not writable`);
+    } finally {
+      spawnSync("umount", [readOnly]);
+    }
+  });
+
+  test("spool folder that cannot be made names the option", async () => {
+    await writeFile(path.join(dir, "afile"), "not a folder\n");
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x@y.test").replace("  shutdownTimeout: 5s\n", "  shutdownTimeout: 5s\n  spoolDir: ./afile/spool\n"));
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`server.spoolDir ${path.join(dir, "afile/spool")} cannot be created`);
+  });
+
+  test("memory spool sizes that cannot work print warnings", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const sizes = "  memorySpool: { perMessage: 30MB, total: 10MB }\n";
+    await writeFile(file, config("x@y.test").replace("  shutdownTimeout: 5s\n", `  shutdownTimeout: 5s\n${sizes}`));
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("server.memorySpool.perMessage (31457280 octets) is larger than memorySpool.total (10485760)");
+    expect(result.stdout).toContain("is above limits.maxMessageSize (26214400)");
+  });
+
   test("setup that never finishes is reported", async () => {
     await writeFile(
       path.join(dir, "stuck.ts"),
@@ -210,6 +245,18 @@ describe("mailroom start", () => {
     await client.command("EHLO client.test");
     expect((await client.command("MAIL FROM:<first@sender.test>")).code).toBe(550);
     client.close();
+  });
+
+  test("changed spool folder on SIGHUP is reported", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const withSpool = (folder: string) =>
+      config("x@y.test").replace("  shutdownTimeout: 5s\n", `  shutdownTimeout: 5s\n  spoolDir: ./${folder}\n`);
+    await writeFile(file, withSpool("spool-one"));
+    const { logs } = await start(file);
+    await writeFile(file, withSpool("spool-two"));
+    child!.kill("SIGHUP");
+    await expect.poll(() => logs(), { timeout: 10_000 }).toContain('"msg":"config reloaded"');
+    expect(logs()).toContain("server.spoolDir changed; the server keeps using the old folder until it is restarted");
   });
 
   test("invalid config exits with 1", async () => {

@@ -1,5 +1,5 @@
 // kill -9 of the real server while clients send: every 250 must hold.
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { SmtpTestClient } from "@mailroom/testing";
@@ -139,4 +139,32 @@ test("restart removes a killed server's spool", async () => {
 
   running = await startCli(file);
   expect(await leftovers()).toEqual([]);
+});
+
+test("restart removes a killed server's files from a configured spool folder", async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-kill-spooldir-"));
+  const file = path.join(dir, "mailroom.yaml");
+  // perMessage 0 sends every message to the spool folder from its first byte.
+  await writeFile(
+    file,
+    `server:\n  listen: ["127.0.0.1:0"]\n  spoolDir: ./spool\n  memorySpool: { perMessage: 0 }\nplugins:\n  - use: "@mailroom/plugin-maildir"\n    with: { root: ./mail, domains: { local.test: { mailboxes: [alice] } } }\n`,
+  );
+  const spool = path.join(dir, "spool");
+  const first = (running = await startCli(file));
+  const client = await SmtpTestClient.connect(first.port);
+  await client.command("EHLO client.test");
+  await client.command("MAIL FROM:<a@client.test>");
+  await client.command("RCPT TO:<alice@local.test>");
+  expect((await client.command("DATA")).code).toBe(354);
+  client.write("Subject: cut short\r\n\r\nhalf a message");
+  await until(async () => (await readdir(spool)).length === 1, "the spool file");
+  const [name] = await readdir(spool);
+  expect(name).toMatch(new RegExp(`^${first.child.pid}-.+\\.eml$`));
+  expect((await stat(path.join(spool, name!))).mode & 0o777).toBe(0o600);
+  await killAll(first);
+  client.close();
+  expect(await readdir(spool)).toHaveLength(1);
+
+  running = await startCli(file);
+  expect(await readdir(spool)).toEqual([]);
 });

@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { SmtpTestClient } from "@mailroom/testing";
 import { afterEach, beforeEach, expect, test } from "vitest";
 
@@ -20,6 +20,9 @@ import shout from "shout";
 import { refusal } from "./lib/refusal.ts";
 
 const listed = readFileSync(new URL("./listed.txt", import.meta.url), "utf8").trim();
+// The words import.meta.url inside a string stay as they are.
+const note: string = "found through import.meta.url";
+export const resolved = import.meta.resolve("./listed.txt");
 
 export default definePlugin({
   name: "typed",
@@ -28,6 +31,7 @@ export default definePlugin({
     return {
       mail: ({ address }) => {
         if (address?.address === "boom@sender.test") throw new Error("planned failure");
+        if (address?.address === "where@sender.test") return deny({ code: 550, enhanced: "5.7.1", message: note + " " + resolved });
         return address?.address === listed ? deny({ code: 550, enhanced: "5.7.1", message: shout(refusal) }) : undefined;
       },
     };
@@ -67,8 +71,10 @@ afterEach(async () => {
 
 /** Starts `mailroom start` and resolves with the port from its "listening" log line. */
 function start(): Promise<{ port: number; logs: () => string }> {
+  // Run from another folder, so no path in the output depends on the current one.
   child = spawn(process.execPath, [BIN, "start", "--config", path.join(dir, "mailroom.yaml")], {
     stdio: ["ignore", "pipe", "pipe"],
+    cwd: os.tmpdir(),
   });
   let output = "";
   child.stderr!.on("data", (chunk) => (output += chunk));
@@ -109,6 +115,12 @@ test("plugin with local, package and engine imports", async () => {
   const { port } = await start();
   expect(await mailReply(port, "bad@sender.test")).toBe("550 5.7.1 LISTED SENDER");
   expect(await mailReply(port, "good@sender.test")).toMatch(/^250 /);
+});
+
+test("import.meta inside strings and resolve from the source", async () => {
+  const { port } = await start();
+  const listed = pathToFileURL(path.join(dir, "listed.txt")).href;
+  expect(await mailReply(port, "where@sender.test")).toBe(`550 5.7.1 found through import.meta.url ${listed}`);
 });
 
 test("hook failure stack names the TypeScript file", async () => {

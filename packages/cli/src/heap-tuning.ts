@@ -23,7 +23,8 @@ function newSpaceSize(): number {
 }
 
 const flagsGiven = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].join(" ");
-if (!/--(max|min)-semi-space-size|--semi-space-growth-factor|--heap-growing-percent/.test(flagsGiven)) {
+// V8 accepts its flags with dashes or underscores.
+if (!/--(max|min)[-_]semi[-_]space[-_]size|--semi[-_]space[-_]growth[-_]factor|--heap[-_]growing[-_]percent/.test(flagsGiven)) {
   v8.setFlagsFromString("--heap-growing-percent=50");
   // The new space consists of two semi-spaces.
   const observer = new PerformanceObserver(() => {

@@ -39,7 +39,13 @@ export async function startCommand(options: {
   const reload = () => {
     logger.info({ file: options.config }, "reloading config");
     server.reload().catch((error: unknown) => {
-      logger.error({ err: error }, "config reload failed; still running on the previous config");
+      // A ConfigError's message is complete; its cause (a zod issue list,
+      // a compiler error) would only repeat it.
+      if (error instanceof ConfigError) {
+        logger.error({ problem: error.message }, "config reload failed; still running on the previous config");
+      } else {
+        logger.error({ err: error }, "config reload failed; still running on the previous config");
+      }
     });
   };
   const stop = (signal: string) => {

@@ -29,10 +29,28 @@ async function nearestExisting(folder: string): Promise<string> {
 
 /**
  * Lists risky setups in a valid config: no plugin that accepts recipients,
- * an open relay, a maildir root the server cannot write.
+ * an open relay, a maildir root or spool folder the server cannot write,
+ * memory spool sizes that cannot work as written.
  */
 export async function findWarnings(loaded: LoadedConfig, plugins: readonly LoadedPlugin[]): Promise<string[]> {
   const warnings: string[] = [];
+  const server = loaded.config.server;
+  if (server.spoolDir !== undefined) {
+    const spoolDir = path.resolve(loaded.dir, server.spoolDir);
+    const existing = await nearestExisting(spoolDir);
+    try {
+      await access(existing, constants.W_OK);
+    } catch {
+      warnings.push(`server.spoolDir ${spoolDir} is not writable (checked ${existing}): messages that do not fit server.memorySpool get 451`);
+    }
+  }
+  const { perMessage, total } = server.memorySpool;
+  if (perMessage > total) {
+    warnings.push(`server.memorySpool.perMessage (${perMessage} octets) is larger than memorySpool.total (${total}): no message that large ever fits in memory`);
+  }
+  if (perMessage > server.limits.maxMessageSize) {
+    warnings.push(`server.memorySpool.perMessage (${perMessage} octets) is above limits.maxMessageSize (${server.limits.maxMessageSize}), so every message may be kept in memory while it arrives`);
+  }
   if (!plugins.some((plugin) => typeof plugin.hooks.rcpt === "function")) {
     warnings.push("no plugin handles rcpt, so every recipient is rejected with 550 5.7.1");
   }

@@ -35,7 +35,8 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
 
   const spool = new SpoolWriter({
     dir: context.spoolDir,
-    name: `${transaction.id}.eml`,
+    // The pid lets a starting server remove the files of a killed one.
+    name: `${process.pid}-${transaction.id}.eml`,
     maxSize: limits.maxMessageSize,
     maxLineLength: limits.maxDataLineLength,
     lineEndings: config.lineEndings,
@@ -50,7 +51,10 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
     const input = wire.startData();
     reply = await receiveAndStore(context, input, spool);
   } catch (error) {
-    transaction.logger.error({ err: error }, "message not received");
+    const clientLeft = (error as { code?: string }).code === "ERR_STREAM_PREMATURE_CLOSE" || (error as { code?: string }).code === "ECONNECTION";
+    // A client that leaves in the middle of DATA is routine, not a server error.
+    if (clientLeft) transaction.logger.info({ reason: (error as Error).message }, "client left during DATA");
+    else transaction.logger.error({ err: error }, "message not received");
     const code = (error as { code?: string }).code;
     // A full spool file system is a storage problem the client can wait out.
     reply =

@@ -78,7 +78,8 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
 
       const spool = new SpoolWriter({
         dir: env.spoolDir,
-        name: `${transaction.id}.eml`,
+        // The pid lets a starting server remove the files of a killed one.
+        name: `${process.pid}-${transaction.id}.eml`,
         maxSize: Number.MAX_SAFE_INTEGER,
         maxLineLength: Number.MAX_SAFE_INTEGER,
         lineEndings: "normalize",

@@ -106,10 +106,10 @@ export class MailroomServer {
     this.container = container;
     this.logger = logger;
     this.tls = readTls(set.loaded);
-    const configured = set.loaded.config.server.spoolDir;
+    // Relative to the config file, like the other paths in it.
+    const configured = configuredSpoolDir(set.loaded);
     this.spoolDir = configured ?? defaultSpoolDir();
-    // A configured folder is made on first start, like the mail and queue folders.
-    if (configured) mkdirSync(configured, { recursive: true, mode: 0o700 });
+    if (configured) prepareSpoolDir(configured);
     this.ownsSpoolDir = !configured;
     const memorySpool = set.loaded.config.server.memorySpool;
     this.memory = new MemoryBudget(memorySpool.total, memorySpool.perMessage);
@@ -332,6 +332,12 @@ export class MailroomServer {
     const next = await MailroomServer.startPlugins(loaded, this.container, this.logger, this.metrics);
     const previous = this.current;
     this.current = next;
+    if ((configuredSpoolDir(loaded) ?? this.spoolDir) !== this.spoolDir) {
+      this.logger.warn(
+        { spoolDir: this.spoolDir, configured: configuredSpoolDir(loaded) ?? "(system temp folder)" },
+        "server.spoolDir changed; the server keeps using the old folder until it is restarted",
+      );
+    }
     this.memory.total = next.loaded.config.server.memorySpool.total;
     this.memory.perMessage = next.loaded.config.server.memorySpool.perMessage;
     this.liveSets.add(next);
@@ -381,6 +387,32 @@ export class MailroomServer {
     }
     if (this.ownsSpoolDir) rmSync(this.spoolDir, { recursive: true, force: true });
     this.logger.info("server stopped");
+  }
+}
+
+function configuredSpoolDir(loaded: LoadedConfig): string | undefined {
+  const configured = loaded.config.server.spoolDir;
+  return configured === undefined ? undefined : path.resolve(loaded.dir, configured);
+}
+
+/**
+ * Makes a configured spool folder on first start, like the mail and queue
+ * folders, and removes the spool files of processes that are gone (a
+ * kill -9 skips their removal). Spool files are named after their pid.
+ */
+function prepareSpoolDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new Error(`server.spoolDir ${dir} cannot be created: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    for (const name of readdirSync(dir)) {
+      const match = /^(\d+)-.+\.eml$/.exec(name);
+      if (match && !processAlive(Number(match[1]))) rmSync(path.join(dir, name), { force: true });
+    }
+  } catch {
+    // An unreadable folder only means nothing is cleaned up; writing into it reports the error.
   }
 }
 

@@ -347,7 +347,7 @@ export class SpoolWriter {
 
   /** Moves the message to the spool file: from here on every byte goes there. */
   private openFile(): void {
-    const file = createWriteStream(this.path, { flags: "wx" });
+    const file = createWriteStream(this.path, { flags: "wx", mode: 0o600 });
     file.on("error", (error) => {
       this.fileError ??= error;
     });

@@ -1,10 +1,11 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { readFile, unlink, writeFile } from "node:fs/promises";
 import { builtinModules, SourceMap } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Plugin as EsbuildPlugin } from "esbuild";
+import { processAlive } from "../process-alive.js";
 
 /** True when this module runs as TypeScript under a loader (vitest) that imports .ts files itself. */
 const RUNNING_AS_TYPESCRIPT = import.meta.url.endsWith(".ts");
@@ -25,9 +26,21 @@ const BUILTINS = new Set([...builtinModules, ...builtinModules.map((name) => `no
 let outputDir: string | undefined;
 let sequence = 0;
 
-/** Makes this process's folder for compiled plugins; it is removed when the process exits. */
+/**
+ * Makes this process's folder for compiled plugins; it is removed when the
+ * process exits. Folders of processes that are gone (a kill -9 skips the
+ * removal) are removed first.
+ */
 function compiledDir(): string {
   if (!outputDir) {
+    try {
+      for (const name of readdirSync(os.tmpdir())) {
+        const match = /^mailroom-plugins-(\d+)-/.exec(name);
+        if (match && !processAlive(Number(match[1]))) rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+      }
+    } catch {
+      // An unreadable temp folder only means nothing is cleaned up.
+    }
     const dir = mkdtempSync(path.join(os.tmpdir(), `mailroom-plugins-${process.pid}-`));
     outputDir = dir;
     process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
@@ -60,26 +73,35 @@ function resolveImports(): EsbuildPlugin {
       });
 
       // A bundled module no longer sits in its own file, so import.meta
-      // would describe the compiled file; each module gets its own values.
-      // NOTE: the replacement is textual, so the words inside a string
-      // literal are replaced as well.
+      // would describe the compiled file. Each module gets its own values
+      // in variables on its first line (so line numbers stay), and the
+      // build's `define` points import.meta.url and the rest at them.
       build.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, async (args) => {
         if (args.path.includes(`${path.sep}node_modules${path.sep}`)) return undefined;
         const source = await readFile(args.path, "utf8");
-        const facts: Record<string, string> = {
-          url: pathToFileURL(args.path).href,
-          filename: args.path,
-          dirname: path.dirname(args.path),
-        };
-        const contents = source.replace(/\bimport\.meta\.(url|filename|dirname)\b/g, (_match, key: string) =>
-          JSON.stringify(facts[key]),
-        );
+        const url = JSON.stringify(pathToFileURL(args.path).href);
+        // Declarations only, no import, so a CommonJS file stays CommonJS.
+        // NOTE: a bare specifier passed to import.meta.resolve is resolved
+        // with require.resolve, so a package whose "exports" differ for
+        // import and require resolves to its require entry here.
+        const facts =
+          `var ${META}Url = ${url}, ${META}Filename = ${JSON.stringify(args.path)}, ` +
+          `${META}Dirname = ${JSON.stringify(path.dirname(args.path))}, ` +
+          `${META}Resolve = (specifier) => /^(\\.{0,2}\\/|[a-z][a-z0-9+.-]*:)/i.test(specifier) ` +
+          `? new URL(specifier, ${META}Url).href ` +
+          `: process.getBuiltinModule("node:url").pathToFileURL(` +
+          `process.getBuiltinModule("node:module").createRequire(${META}Url).resolve(specifier)).href; `;
+        // A shebang must stay first; it becomes a comment so the line count holds.
+        const body = source.startsWith("#!") ? `//${source.slice(2)}` : source;
         const extension = path.extname(args.path).replace(/^\.[cm]?/, "");
-        return { contents, loader: extension as "ts" | "tsx" | "js" | "jsx" };
+        return { contents: facts + body, loader: extension as "ts" | "tsx" | "js" | "jsx" };
       });
     },
   };
 }
+
+/** The prefix of the variables that stand in for import.meta in compiled plugins. */
+const META = "__mailroomImportMeta";
 
 /** Formats esbuild's messages as `file:line:column: text` lines. */
 function describeFailure(error: unknown): string {
@@ -137,7 +159,7 @@ export async function importTypeScript(file: string, url: string): Promise<unkno
 
   sequence += 1;
   const compiled = path.join(compiledDir(), `${path.basename(file).replace(/\.[^.]+$/, "")}-${sequence}.mjs`);
-  const { build } = await import("esbuild");
+  const { build, stop } = await import("esbuild");
   let code: string;
   let map: string;
   try {
@@ -150,16 +172,35 @@ export async function importTypeScript(file: string, url: string): Promise<unkno
       platform: "node",
       target: "node20",
       sourcemap: "external",
+      absWorkingDir: path.dirname(file),
       logLevel: "silent",
+      define: {
+        "import.meta.url": `${META}Url`,
+        "import.meta.filename": `${META}Filename`,
+        "import.meta.dirname": `${META}Dirname`,
+        "import.meta.resolve": `${META}Resolve`,
+      },
       plugins: [resolveImports()],
     });
     code = result.outputFiles.find((output) => output.path.endsWith(".mjs"))!.text;
     map = result.outputFiles.find((output) => output.path.endsWith(".map"))!.text;
   } catch (error) {
-    throw new Error(`TypeScript compilation failed:\n${describeFailure(error)}`, { cause: error });
+    // esbuild's own message repeats the same errors, so it is not kept as the cause.
+    throw new Error(`TypeScript compilation failed:\n${describeFailure(error)}`);
+  } finally {
+    // esbuild keeps a service process (about 12 MB) for later builds; the
+    // next start or reload starts it again.
+    await stop();
   }
 
-  const entry = { map: new SourceMap(JSON.parse(map) as ConstructorParameters<typeof SourceMap>[0]), dir: path.dirname(compiled) };
+  const payload = JSON.parse(map) as { sources: string[] } & ConstructorParameters<typeof SourceMap>[0];
+  // esbuild writes the sources relative to a folder; they are made absolute
+  // against whichever candidate folder contains the file.
+  payload.sources = payload.sources.map((source) => {
+    const candidates = [path.resolve(path.dirname(file), source), path.resolve(path.dirname(compiled), source)];
+    return candidates.find((candidate) => existsSync(candidate)) ?? candidates[0]!;
+  });
+  const entry = { map: new SourceMap(payload), dir: path.dirname(compiled) };
   sourceMaps.set(compiled, entry);
   sourceMaps.set(pathToFileURL(compiled).href, entry);
   await writeFile(compiled, code, { mode: 0o600 });
