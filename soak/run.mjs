@@ -19,6 +19,7 @@ const files = [
   "test/fault-remote.test.ts",
   "test/load-connections.test.ts",
   "test/load-abuse.test.ts",
+  "test/tls-vanishing.test.ts",
 ];
 
 /** What the tests check and what they found; kept here so the report is one generated file. */
@@ -28,13 +29,13 @@ const ABOUT = `## What the tests do
 |---|---|---|
 | kill -9 while 20 clients send | test/fault-kill.test.ts | The real \`mailroom start\` process (once as one process, once with \`server.workers: 2\`) is killed with SIGKILL at a random moment while 20 clients send messages to two local mailboxes and two remote domains. Every message that got \`250\` is afterwards stored exactly once per recipient, in a maildir (read with Python's \`mailbox.Maildir\`) or in the outbound queue, reconciled by an \`X-Test-Id\` header; every stored file is whole; the restarted server delivers each queued copy to a loopback sink exactly once. With workers, one worker is killed first while the other goes on. |
 | kill -9 while delivering | test/fault-kill-delivering.test.ts | As above, but plugin-mx delivers to the sink during the kills: every accepted local copy is in its maildir once, every accepted remote copy reaches the sink at least once, and the copies sent twice (accepted by the sink just before a kill) are counted. |
-| spool left by a killed server | test/fault-kill.test.ts | The temporary folder of a killed server is removed when a server starts. |
+| spool left by a killed server | test/fault-kill.test.ts | The temporary folder of a killed server is removed when a server starts, and so are the files a killed server left in a configured \`server.spoolDir\` (named after its pid). |
 | full disk | test/fault-full-disk.test.ts | A 1 MiB tmpfs under the mailboxes, under the queue, then under \`server.spoolDir\`, is filled with 0 to 56 KiB left free, and messages of up to 2 MiB are sent: each gets \`250\` and is stored whole, or gets \`452 4.3.1\` and leaves no file in \`tmp/\`, \`new/\`, \`active/\` or the spool; the session goes on, and once the filler file is deleted the next message gets \`250\` without a restart. |
 | full queue disk mid-delivery | test/fault-queue-disk.test.ts | The queue's disk fills while plugin-mx is in a delivery attempt that the remote defers, so the record's new state cannot be written. Once space is back, the running server delivers it, once. |
 | failing plugins | test/fault-plugins.test.ts | A plugin that throws, rejects, never settles, busy-loops 200 ms then hangs or throws, or busy-loops past the hook deadline, at ehlo, rcpt, data_post and queue: \`451 4.3.0\` (\`451\` at EHLO, which RFC 2034 keeps free of enhanced codes) within the deadline, nothing stored, the session usable, and a bystander connection completes its transaction meanwhile. A connect handler that never settles gets \`421 4.3.0\`. test/hook-failures.test.ts covers the mail hook and the reset and disconnect hooks. |
 | remote faults | test/fault-remote.test.ts | plugin-mx against a hand-written mail exchanger that resets the connection mid-DATA or stalls after \`354\`, or whose STARTTLS handshake fails, and a dns2 server whose MX answers are truncated, carry the wrong id, answer another question or hold records of another name: the message is deferred (no bounce, nothing sent elsewhere), and once the fault is gone the retry delivers it exactly once. A failed handshake falls back to plaintext only when TLS is not required. A truncated UDP answer whose retry over TCP gets a whole answer is delivered at once. |
 | idle and slow connections | test/load-connections.test.ts | Idle connections (50 from each of several loopback addresses, the default per-address limit) and clients sending one byte a second hold the real server; a new client still gets its banner and a NOOP answer; a connection over the per-address limit and those past \`maxConnections\` get \`421\`; \`idleTimeout\` closes the idle ones and the slow ones with \`421 4.4.2\`; server RSS is recorded and must grow by less than 300 MB. |
-| abuse | test/load-abuse.test.ts | Connect/close storms (close at once, after the banner, TCP reset, mid-DATA), clients that vanish mid-TLS-handshake on STARTTLS and implicit TLS, and a pipelined burst of NOOPs larger than the socket buffers written while the client does not read: afterwards every reply arrived in order, TLS works, and all connection slots are free again (no leaked count). |
+| abuse | test/load-abuse.test.ts, test/tls-vanishing.test.ts | Connect/close storms (close at once, after the banner, TCP reset, mid-DATA), clients that vanish mid-TLS-handshake on STARTTLS and implicit TLS, and a pipelined burst of NOOPs larger than the socket buffers written while the client does not read: afterwards every reply arrived in order, TLS works, and all connection slots are free again (no leaked count). |
 
 ## Faults found and fixed
 
@@ -45,7 +46,8 @@ const ABOUT = `## What the tests do
 - A full spool file system (\`server.spoolDir\`) answered \`451 4.3.0\`: it now answers \`452 4.3.1\` like a full mailbox or queue.
 - A queue state file whose write failed on a full disk stayed in the queue's \`tmp/\`: it is now removed.
 - A queue record whose new state could not be written after a delivery attempt stayed claimed by the running process, so it was not tried again until a restart. Each queue scan now writes it again, and delivery resumes once the disk has space.
-- A server killed with SIGKILL left its spool folder in the system temp folder: spool folders are now named after the process, and a starting server removes those of processes that are gone.
+- A server killed with SIGKILL left its spool folder in the system temp folder: spool folders are now named after the process, and a starting server removes those of processes that are gone. Spool files in a configured \`server.spoolDir\` carry the pid too and are removed the same way.
+- A STARTTLS client that closed its socket in the middle of the TLS handshake held its connection slot until the idle timeout, because the listener keeps half-open sockets and the TLS socket then never closed. The adapter now destroys that socket when it ends before the handshake finished.
 
 ## Limits
 
@@ -54,8 +56,7 @@ const ABOUT = `## What the tests do
 - SMTP has one reply per message. When recipients go to a maildir and to the outbound queue and one of the two fails (a full disk), the client gets \`452\` although the other may have stored its copy. The client's retry then gives those recipients a second copy, and the server logs "message stored for some routes only".
 - A remote that received the whole message and then stalls before its reply gets the message again on the retry (the duplicate that RFC 1047 describes). The stall test's remote drops what it got, so it counts one delivery.
 - Delivery is at least once: a server killed after the remote accepted a message but before its queue record was finished sends it again after the restart. The figures of the delivering kill test count such copies.
-- When one message goes to several remote domains and the disk fills between writing their records, the records already written are removed again and the client gets \`452\`. With workers, another process that claimed one of those records in that moment keeps a record whose message file was removed. No test covers this window, which lasts one file write.
-- Spool files in a configured \`server.spoolDir\` that a killed process leaves are not removed, since workers share the folder. They hold no accepted mail and can be deleted when no server runs.
+- When one message goes to several remote domains and the disk fills between writing their records, the records already written are removed again and the client gets \`452\`. A process that delivers its own queue (the default) keeps those records in its own \`claimed/\` folder, so no other worker can pick one up in that moment. With \`deliver: false\` they go to \`active/\`, where another worker's scan can claim one first; it is then delivered, and the client's retry sends a second copy. No test covers this window, which lasts one file write.
 
 `;
 
