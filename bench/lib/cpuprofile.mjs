@@ -12,9 +12,9 @@ function groupOf(url, functionName) {
 
 /**
  * Returns markdown lines: self time by package and by function of the main
- * thread, in ms and in µs per message. A TypeScript plugin adds tsx's loader
- * thread, which writes its own profile; the main thread is the one with the
- * most samples.
+ * thread, in ms and in µs per message. Other threads of the process (module
+ * hooks, for one) write profiles of their own; the main thread is the one
+ * with the most samples.
  */
 export function summarizeProfiles(dir, { messages, top = 30 }) {
   const profiles = readdirSync(dir)
