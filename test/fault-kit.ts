@@ -34,9 +34,9 @@ export interface CliServer {
 }
 
 /** Runs `mailroom start --config FILE` and resolves once it logged "listening". */
-export function startCli(file: string, timeout = 20_000): Promise<CliServer> {
+export function startCli(file: string, timeout = 20_000, cwd = path.dirname(file)): Promise<CliServer> {
   const child = spawn(process.execPath, [BIN, "start", "--config", file], {
-    cwd: path.dirname(file),
+    cwd,
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";

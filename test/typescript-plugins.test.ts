@@ -1,10 +1,11 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { SmtpTestClient } from "@mailroom/testing";
 import { afterEach, beforeEach, expect, test } from "vitest";
+import { startCli } from "./fault-kit.js";
 
 // These tests run the built CLI, which compiles TypeScript plugins with
 // esbuild; under vitest the engine imports .ts files directly instead.
@@ -69,27 +70,11 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Starts `mailroom start` and resolves with the port from its "listening" log line. */
-function start(): Promise<{ port: number; logs: () => string }> {
-  // Run from another folder, so no path in the output depends on the current one.
-  child = spawn(process.execPath, [BIN, "start", "--config", path.join(dir, "mailroom.yaml")], {
-    stdio: ["ignore", "pipe", "pipe"],
-    cwd: os.tmpdir(),
-  });
-  let output = "";
-  child.stderr!.on("data", (chunk) => (output += chunk));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 15_000);
-    child!.stdout!.on("data", (chunk: Buffer) => {
-      output += chunk;
-      const line = output.split("\n").find((text) => text.includes('"msg":"listening"'));
-      if (line) {
-        clearTimeout(timer);
-        resolve({ port: JSON.parse(line).port, logs: () => output });
-      }
-    });
-    child!.once("exit", (code) => reject(new Error(`server exited with ${code}:\n${output}`)));
-  });
+/** Starts `mailroom start` from another folder, so no path in the output depends on the current one. */
+async function start(): Promise<{ port: number; logs: () => string }> {
+  const server = await startCli(path.join(dir, "mailroom.yaml"), 15_000, os.tmpdir());
+  child = server.child;
+  return server;
 }
 
 async function mailReply(port: number, sender: string): Promise<string> {

@@ -8,8 +8,8 @@
  *   live size before the next full collection, where V8 would otherwise
  *   allow up to four times.
  * In the benchmark (docs/benchmarks.md) the two together lowered the peak
- * RSS under the 1 KB load by about 40 MB and the growth for one 50 MB
- * message from about 40 to under 30 MB, for a few percent of throughput. Both must be in place before the other modules load,
+ * RSS under the 1 KB load by about 40 MB. They kept the growth for one
+ * 50 MB message under 30 MB, for a few percent of throughput. Both must be in place before the other modules load,
  * so bin/mailroom.js imports this first. A heap flag given on the command
  * line or in NODE_OPTIONS turns this off.
  */

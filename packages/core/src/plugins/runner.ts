@@ -86,9 +86,9 @@ export class HookRunner {
   }
 
   /**
-   * Calls one handler. A handler that returns a plain value gets its outcome
-   * back at once, without a promise; one that returns a promise gets a
-   * promise with a deadline timer.
+   * Calls one handler. The outcome of a handler that returns a plain value
+   * comes back at once, without a promise. A handler that returns a promise
+   * gets a promise with a deadline timer.
    */
   private call<H extends HookName>(
     plugin: LoadedPlugin,
