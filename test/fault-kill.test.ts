@@ -117,6 +117,17 @@ describe("kill -9 while 20 clients send", () => {
   );
 });
 
+/** Starts a message to alice@local.test and sends only part of it, so it stays in the spool. */
+async function sendHalfMessage(port: number): Promise<SmtpTestClient> {
+  const client = await SmtpTestClient.connect(port);
+  await client.command("EHLO client.test");
+  await client.command("MAIL FROM:<a@client.test>");
+  await client.command("RCPT TO:<alice@local.test>");
+  expect((await client.command("DATA")).code).toBe(354);
+  client.write("Subject: cut short\r\n\r\nhalf a message");
+  return client;
+}
+
 test("restart removes a killed server's spool", async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-kill-spool-"));
   const file = path.join(dir, "mailroom.yaml");
@@ -125,12 +136,7 @@ test("restart removes a killed server's spool", async () => {
     `server:\n  listen: ["127.0.0.1:0"]\nplugins:\n  - use: "@mailroom/plugin-maildir"\n    with: { root: ./mail, domains: { local.test: { mailboxes: [alice] } } }\n`,
   );
   const first = (running = await startCli(file));
-  const client = await SmtpTestClient.connect(first.port);
-  await client.command("EHLO client.test");
-  await client.command("MAIL FROM:<a@client.test>");
-  await client.command("RCPT TO:<alice@local.test>");
-  expect((await client.command("DATA")).code).toBe(354);
-  client.write("Subject: cut short\r\n\r\nhalf a message");
+  const client = await sendHalfMessage(first.port);
   const prefix = `mailroom-spool-${first.child.pid}-`;
   const leftovers = async () => (await readdir(os.tmpdir())).filter((name) => name.startsWith(prefix));
   await until(async () => (await leftovers()).length === 1, "the spool folder");
@@ -152,12 +158,7 @@ test("restart removes a killed server's files from a configured spool folder", a
   );
   const spool = path.join(dir, "spool");
   const first = (running = await startCli(file));
-  const client = await SmtpTestClient.connect(first.port);
-  await client.command("EHLO client.test");
-  await client.command("MAIL FROM:<a@client.test>");
-  await client.command("RCPT TO:<alice@local.test>");
-  expect((await client.command("DATA")).code).toBe(354);
-  client.write("Subject: cut short\r\n\r\nhalf a message");
+  const client = await sendHalfMessage(first.port);
   await until(async () => (await readdir(spool)).length === 1, "the spool file");
   const [name] = await readdir(spool);
   expect(name).toMatch(new RegExp(`^${first.child.pid}-.+\\.eml$`));

@@ -14,8 +14,9 @@ const MIN_UPTIME_MS = 5000;
 export function runPrimary(count: number, logger: Logger): Promise<number> {
   // Workers accept connections themselves. Node's default on Linux has the
   // primary accept each one and pass it over IPC, which cost about a quarter
-  // more CPU per message in the benchmark; the kernel spreads connections
-  // less evenly this way. NODE_CLUSTER_SCHED_POLICY=rr brings the default back.
+  // more CPU per message in a benchmark side run. The kernel spreads
+  // connections less evenly, and NODE_CLUSTER_SCHED_POLICY=rr brings the
+  // default back.
   if (!process.env.NODE_CLUSTER_SCHED_POLICY) cluster.schedulingPolicy = cluster.SCHED_NONE;
   let stopping = false;
   let failed = false;

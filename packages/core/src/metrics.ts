@@ -78,9 +78,9 @@ type PromClient = typeof import("prom-client");
 /**
  * Prometheus metrics of one server, in a registry of its own so that two
  * servers in one process do not mix. Names start with `mailroom_`. The
- * counts are kept from the start; prom-client and its default process
- * metrics load when the registry is first used (a scrape, or serveMetrics
- * at start), so a server without metrics does not pay for them.
+ * counts are kept from the start. prom-client and its default process
+ * metrics load only when the registry is first used (a scrape, or
+ * serveMetrics at start), so a server without metrics does not pay for them.
  */
 export class ServerMetrics {
   private promRegistry: Registry | undefined;

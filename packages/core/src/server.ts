@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -10,7 +10,7 @@ import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./confi
 import { logSerializers } from "./logging.js";
 import { MemoryBudget } from "./message/spool.js";
 import { ServerMetrics, serveMetrics } from "./metrics.js";
-import { processAlive } from "./process-alive.js";
+import { removeLeftovers } from "./process-alive.js";
 import { reverseLookup } from "./reverse-dns.js";
 import { closePlugins, loadPlugins } from "./plugins/loader.js";
 import { HookRunner, type LoadedPlugin } from "./plugins/runner.js";
@@ -406,14 +406,7 @@ function prepareSpoolDir(dir: string): void {
   } catch (error) {
     throw new Error(`server.spoolDir ${dir} cannot be created: ${(error as Error).message}`, { cause: error });
   }
-  try {
-    for (const name of readdirSync(dir)) {
-      const match = /^(\d+)-.+\.eml$/.exec(name);
-      if (match && !processAlive(Number(match[1]))) rmSync(path.join(dir, name), { force: true });
-    }
-  } catch {
-    // An unreadable folder only means nothing is cleaned up; writing into it reports the error.
-  }
+  removeLeftovers(dir, /^(\d+)-.+\.eml$/);
 }
 
 /**
@@ -423,14 +416,7 @@ function prepareSpoolDir(dir: string): void {
  */
 function defaultSpoolDir(): string {
   const base = os.tmpdir();
-  try {
-    for (const name of readdirSync(base)) {
-      const match = /^mailroom-spool-(\d+)-/.exec(name);
-      if (match && !processAlive(Number(match[1]))) rmSync(path.join(base, name), { recursive: true, force: true });
-    }
-  } catch {
-    // An unreadable temp folder only means nothing is cleaned up.
-  }
+  removeLeftovers(base, /^mailroom-spool-(\d+)-/);
   return mkdtempSync(path.join(base, `mailroom-spool-${process.pid}-`));
 }
 

@@ -37,8 +37,8 @@ interface Entry {
 const CONTENT_CACHE_LIMIT = 64 * 1024 * 1024;
 /**
  * How long an open connection waits for another message to its domain
- * before QUIT. It is short, so an idle connection holds a slot of the remote
- * server and of the concurrency limits only briefly.
+ * before QUIT. It is short, so an idle connection occupies a slot of the
+ * remote server and of the concurrency limits only briefly.
  */
 const CONNECTION_IDLE_MS = 2000;
 /** The reason given when the loop's sleep is cut short, made once so no DOMException is built per wake. */

@@ -77,8 +77,8 @@ export const serverSchema = z
     spoolDir: z.string().optional(),
     /**
      * Messages up to `perMessage` octets are kept in memory while they are
-     * received, within `total` for all sessions of a process; the rest go to
-     * spoolDir. `perMessage: 0` sends every message to spoolDir.
+     * received, within `total` for all sessions of a process. The rest go to
+     * spoolDir, and `perMessage: 0` sends every message there.
      */
     memorySpool: z
       .strictObject({ perMessage: size().default(128 * 1024), total: size().default(64 * 1024 * 1024) })

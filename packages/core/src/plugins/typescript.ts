@@ -1,11 +1,11 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { readFile, unlink, writeFile } from "node:fs/promises";
 import { builtinModules, SourceMap } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Plugin as EsbuildPlugin } from "esbuild";
-import { processAlive } from "../process-alive.js";
+import { removeLeftovers } from "../process-alive.js";
 
 /** True when this module runs as TypeScript under a loader (vitest) that imports .ts files itself. */
 const RUNNING_AS_TYPESCRIPT = import.meta.url.endsWith(".ts");
@@ -33,14 +33,7 @@ let sequence = 0;
  */
 function compiledDir(): string {
   if (!outputDir) {
-    try {
-      for (const name of readdirSync(os.tmpdir())) {
-        const match = /^mailroom-plugins-(\d+)-/.exec(name);
-        if (match && !processAlive(Number(match[1]))) rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
-      }
-    } catch {
-      // An unreadable temp folder only means nothing is cleaned up.
-    }
+    removeLeftovers(os.tmpdir(), /^mailroom-plugins-(\d+)-/);
     const dir = mkdtempSync(path.join(os.tmpdir(), `mailroom-plugins-${process.pid}-`));
     outputDir = dir;
     process.once("exit", () => rmSync(dir, { recursive: true, force: true }));

@@ -194,9 +194,9 @@ class CommandReader extends SMTPStream {
       let resumedSync = false;
       this.onLine({ bytes: overflow ? Buffer.alloc(0) : line, bareLf, overflow }, () => {
         if (sync) resumedSync = true;
-        // A client that pipelined more lines waits one event loop turn per
-        // line, so other connections get their turn in between; otherwise
-        // the reader asks the socket for more at once.
+        // Pipelined lines wait one event-loop turn each, so that other
+        // connections run in between. Without one, the reader asks the
+        // socket for more at once.
         else if (this.buffer.indexOf(LF) !== -1) setImmediate(() => this.readLines(next));
         else this.readLines(next);
       });
