@@ -35,8 +35,15 @@ afterEach(async () => {
 
 async function postmasterMail(): Promise<string[]> {
   const folder = path.join(server.dir, "mail", "local.example", "postmaster", "Maildir", "new");
-  const files = (await readdir(folder)).sort();
-  return Promise.all(files.map((file) => readFile(path.join(folder, file), "utf8")));
+  const files = await readdir(folder);
+  const texts = await Promise.all(files.map((file) => readFile(path.join(folder, file), "utf8")));
+  // Maildir names do not sort by arrival (the microseconds are not padded),
+  // so the messages are put in order by their subject.
+  return texts.sort((a, b) => subject(a).localeCompare(subject(b)));
+}
+
+function subject(text: string): string {
+  return /^Subject: (.*)$/m.exec(text)?.[1] ?? "";
 }
 
 test("bare postmaster reaches the postmaster mailbox", async () => {
