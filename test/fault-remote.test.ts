@@ -100,9 +100,9 @@ type Send = Parameters<Handler>[1];
 
 /**
  * Starts a dns2 server on 127.0.0.1 for ok.test, whose UDP answers the test
- * spoils. `serveTcp()` adds whole answers over TCP on the same port.
+ * spoils. With `tcp`, whole answers are also served over TCP on the same port.
  */
-async function startSpoiledDns(): Promise<DnsFixture & { mode: DnsMode; serveTcp(): Promise<void> }> {
+async function startSpoiledDns(options: { tcp?: boolean } = {}): Promise<DnsFixture & { mode: DnsMode }> {
   const { Packet } = DNS;
   const fixture = {
     mode: "good" as DnsMode,
@@ -110,7 +110,6 @@ async function startSpoiledDns(): Promise<DnsFixture & { mode: DnsMode; serveTcp
     nameserver: "",
     queries: [] as { name: string; type: string }[],
     close: async () => undefined as void,
-    serveTcp: async () => undefined as void,
   };
   const answer = (mode: DnsMode, request: Request, send: Send) => {
     const question = request.questions[0]!;
@@ -137,22 +136,30 @@ async function startSpoiledDns(): Promise<DnsFixture & { mode: DnsMode; serveTcp
     }
     send(response);
   };
-  const server = DNS.createServer({ udp: true, handle: (request, send) => answer(fixture.mode, request, send) });
-  const addresses = await server.listen({ udp: { port: 0, address: "127.0.0.1" } });
-  fixture.port = (addresses as { udp: { port: number } }).udp.port;
-  fixture.nameserver = `127.0.0.1:${fixture.port}`;
-  fixture.close = () => server.close().then(() => undefined);
-  fixture.serveTcp = async () => {
-    const tcp = DNS.createServer({ tcp: true, handle: (request, send) => answer("good", request, send) });
-    await tcp.listen({ tcp: { port: fixture.port, address: "127.0.0.1" } });
-    const closeUdp = fixture.close;
-    fixture.close = () => Promise.all([closeUdp(), tcp.close()]).then(() => undefined);
-  };
+  // UDP and TCP have separate port spaces, so a free UDP port may be taken
+  // for TCP. The loop tries fresh ports until one is free for both.
+  for (let attempt = 1; ; attempt++) {
+    const server = DNS.createServer({ udp: true, handle: (request, send) => answer(fixture.mode, request, send) });
+    const addresses = await server.listen({ udp: { port: 0, address: "127.0.0.1" } });
+    const port = (addresses as { udp: { port: number } }).udp.port;
+    const tcp = options.tcp ? DNS.createServer({ tcp: true, handle: (request, send) => answer("good", request, send) }) : undefined;
+    try {
+      await tcp?.listen({ tcp: { port, address: "127.0.0.1" } });
+    } catch (error) {
+      await server.close();
+      if ((error as NodeJS.ErrnoException).code !== "EADDRINUSE" || attempt === 10) throw error;
+      continue;
+    }
+    fixture.port = port;
+    fixture.nameserver = `127.0.0.1:${port}`;
+    fixture.close = () => Promise.all([server.close(), tcp?.close()]).then(() => undefined);
+    break;
+  }
   return fixture;
 }
 
-async function world(options: { mx: ScriptedMx; dns?: DnsMode; settings?: Record<string, unknown> }) {
-  const dns = await startSpoiledDns();
+async function world(options: { mx: ScriptedMx; dns?: DnsMode; dnsTcp?: boolean; settings?: Record<string, unknown> }) {
+  const dns = await startSpoiledDns({ tcp: options.dnsTcp });
   dns.mode = options.dns ?? "good";
   cleanup.push(() => dns.close());
   const dir = await makeServerDir();
@@ -240,8 +247,7 @@ describe("a DNS server that spoils its answers", () => {
   test("truncated UDP answer is retried over TCP", async () => {
     const mx = await startScriptedMx("accept");
     cleanup.push(() => mx.close());
-    const setup = await world({ mx, dns: "truncated" });
-    await setup.dns.serveTcp();
+    const setup = await world({ mx, dns: "truncated", dnsTcp: true });
     const codes = await submit(setup.server, "alice@local.test", ["bob@ok.test"], "X-Test-Id: remote\r\n\r\nbody\r\n");
     expect(codes.at(-1)).toBe(250);
     await waitFor(() => mx.received.length === 1, "delivery after the TCP retry");
