@@ -6,7 +6,8 @@ import { receivedHeader } from "./message/received.js";
 import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
 import type { HookRunner } from "./plugins/runner.js";
 import { replyFor, type Reply } from "./replies.js";
-import type { Connection, Recipient, Transaction } from "./session-state.js";
+import { storeRoutes } from "./store-routes.js";
+import type { Connection, Transaction } from "./session-state.js";
 import type { Wire } from "./smtp/adapter.js";
 
 /** A message with more Received headers than this is taken to be looping. */
@@ -186,18 +187,6 @@ async function receiveAndStore(context: ReceiveContext, input: Readable, spool: 
   return queue(context, message);
 }
 
-/** Groups the recipients by route; a recipient without a route gets "". */
-function byRoute(recipients: Recipient[]): Map<string, Recipient[]> {
-  const groups = new Map<string, Recipient[]>();
-  for (const recipient of recipients) {
-    const route = recipient.route ?? "";
-    const list = groups.get(route) ?? [];
-    list.push(recipient);
-    groups.set(route, list);
-  }
-  return groups;
-}
-
 /**
  * Calls the queue handler of each route's owner with its recipients. The
  * reply is 250 only when every owner answered OK, which for the stock
@@ -208,42 +197,22 @@ export async function queue(
   message: Message,
 ): Promise<Reply> {
   const { connection, transaction, runner } = context;
-  const stored: string[] = [];
+  const result = await storeRoutes(runner, { connection, transaction, message }, transaction);
+  if (result.kind === "stored") return replyFor("queue", { verdict: "OK" })!;
 
-  for (const [route, recipients] of byRoute(transaction.recipients)) {
-    const owner = route ? runner.routeOwner(route) : undefined;
-    if (!owner) {
-      transaction.logger.error(
-        { route: route || null, recipients: recipients.map((recipient) => recipient.address.address) },
-        "no plugin stores this route",
-      );
-      return failure(transaction, stored, { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" });
-    }
-    const outcome = await runner.runPlugin(
-      owner,
-      "queue",
-      { connection, transaction, message, route, recipients },
-      transaction,
+  const { route, outcome } = result;
+  if (!outcome) {
+    transaction.logger.error(
+      {
+        route: route || null,
+        recipients: transaction.recipients.filter((recipient) => (recipient.route ?? "") === route).map((recipient) => recipient.address.address),
+      },
+      "no plugin stores this route",
     );
-    if (outcome.kind === "answer" && outcome.answer.verdict === "OK") {
-      stored.push(route);
-      continue;
-    }
-    let answer: Answer | "ERROR" | undefined;
-    if (outcome.kind === "error") answer = "ERROR";
-    else if (outcome.kind === "answer") answer = outcome.answer;
-    return failure(transaction, stored, replyFor("queue", answer)!);
+    return { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" };
   }
-
-  return replyFor("queue", { verdict: "OK" })!;
-}
-
-// NOTE: routes are stored one after the other with no rollback, so a failure
-// after the first route makes the client's retry store those routes twice.
-function failure(transaction: Transaction, stored: string[], reply: Reply): Reply {
-  if (stored.length > 0) {
-    // The client will retry the whole message, so these routes get it twice.
-    transaction.logger.warn({ stored, code: reply.code }, "message stored for some routes only");
-  }
-  return reply;
+  let answer: Answer | "ERROR" | undefined;
+  if (outcome.kind === "error") answer = "ERROR";
+  else if (outcome.kind === "answer") answer = outcome.answer;
+  return replyFor("queue", answer)!;
 }

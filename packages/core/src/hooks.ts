@@ -97,6 +97,13 @@ export interface HookArgs {
     route: string;
     /** The recipients of this route only. */
     recipients: Recipient[];
+    /**
+     * Resolves true once every route stored the message (the client gets
+     * 250), or false when the engine rejects it after this call: this call
+     * missed server.hookTimeout, or another route failed. On false, remove
+     * the copy this call stored. Hand a copy on for delivery only on true.
+     */
+    accepted: Promise<boolean>;
   };
   reset: WithConnection & { transaction: Transaction | undefined };
   unknown_command: WithConnection & { verb: string; argument: string };

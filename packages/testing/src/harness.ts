@@ -12,6 +12,7 @@ import {
   replyFor,
   MemoryBudget,
   SpoolWriter,
+  storeRoutes,
   TOKENS,
   Transaction,
   wrapHeaders,
@@ -212,22 +213,19 @@ export class PluginHarness {
     return new Message(result.body, result.size, wrapHeaders(result.headers), received, transaction.sender);
   }
 
-  /** Calls each route owner's queue hook with its recipients; the first refusal wins. */
+  /**
+   * Calls each route owner's queue hook with its recipients, as the server
+   * does: the first refusal wins, and the owners called before it get
+   * `accepted` resolved false.
+   */
   async queue(connection: Connection, transaction: Transaction, message: Message): Promise<HookCall> {
-    const routes = new Map<string, typeof transaction.recipients>();
-    for (const recipient of transaction.recipients) {
-      const route = recipient.route ?? "";
-      routes.set(route, [...(routes.get(route) ?? []), recipient]);
-    }
-    for (const [route, recipients] of routes) {
-      const owner = this.runner.routeOwner(route);
-      if (!owner) throw new Error(`no plugin registered route "${route}"`);
-      const outcome = await this.runner.runPlugin(owner, "queue", { connection, transaction, message, route, recipients }, this.logger);
-      if (outcome.kind === "error") return toCall("ERROR", undefined, replyFor("queue", "ERROR"), outcome.error);
-      const answer = outcome.kind === "answer" ? outcome.answer : undefined;
-      if (answer?.verdict !== "OK") return toCall(answer?.verdict ?? "CONT", answer, replyFor("queue", answer));
-    }
-    return toCall("OK", undefined, replyFor("queue", { verdict: "OK" }));
+    const result = await storeRoutes(this.runner, { connection, transaction, message }, this.logger);
+    if (result.kind === "stored") return toCall("OK", undefined, replyFor("queue", { verdict: "OK" }));
+    const { outcome, route } = result;
+    if (!outcome) throw new Error(`no plugin registered route "${route}"`);
+    if (outcome.kind === "error") return toCall("ERROR", undefined, replyFor("queue", "ERROR"), outcome.error);
+    const answer = outcome.kind === "answer" ? outcome.answer : undefined;
+    return toCall(answer?.verdict ?? "CONT", answer, replyFor("queue", answer));
   }
 
   /** Runs every plugin's close() and removes the spool folder. */

@@ -1,3 +1,4 @@
+import { unlink } from "node:fs/promises";
 import path from "node:path";
 import {
   definePlugin,
@@ -7,6 +8,7 @@ import {
   TOKENS,
   type Address,
   type DirectoryEntry,
+  type HookResult,
   type Logger,
   type UserDirectory,
 } from "@mailroom/core";
@@ -93,7 +95,7 @@ export default definePlugin({
         return ok({ route: ROUTE });
       },
 
-      async queue({ message, recipients, transaction }) {
+      async queue({ message, recipients, transaction, accepted }) {
         const notes = transaction.notes[NOTE] as Map<string, DirectoryEntry> | undefined;
         // One copy per mailbox, even when an alias and its mailbox were both named.
         const targets = new Map<string, DirectoryEntry>();
@@ -105,12 +107,21 @@ export default definePlugin({
           }
           targets.set(maildirPath(root, entry), entry);
         }
-        return deliverAll(targets, message, deliverOptions, transaction.logger);
+        const outcome = await deliverAll(targets, message, deliverOptions, transaction.logger);
+        if (outcome.stored.length > 0) {
+          void accepted.then((yes) => (yes ? undefined : removeCopies(outcome.stored, transaction.logger, "message rejected after it was stored")));
+        }
+        return outcome.answer;
       },
     };
   },
 });
 
+/**
+ * Delivers one copy to each maildir. When any delivery fails, the copies
+ * already in new/ are removed again, so the client's retry does not
+ * duplicate them. `stored` lists the files kept.
+ */
 async function deliverAll(
   targets: Map<string, DirectoryEntry>,
   message: {
@@ -119,7 +130,7 @@ async function deliverAll(
   },
   options: DeliverOptions,
   logger: Logger,
-) {
+): Promise<{ answer: HookResult; stored: string[] }> {
   const results = await Promise.allSettled(
     [...targets].map(async ([maildir, entry]) => {
       const deliveredTo = `${entry.mailbox}@${entry.domain}`;
@@ -130,19 +141,33 @@ async function deliverAll(
       return delivery;
     }),
   );
+  const delivered = results.flatMap((result) => (result.status === "fulfilled" ? [result.value.path] : []));
   const failures = results.flatMap((result) => (result.status === "rejected" ? [result.reason as unknown] : []));
-  if (failures.length === 0) return ok();
+  if (failures.length === 0) return { answer: ok(), stored: delivered };
 
   for (const error of failures) {
     const details = error instanceof MaildirError ? { path: error.path, step: error.step, code: error.code } : {};
     logger.error({ err: error, ...details }, "maildir delivery failed");
   }
-  const delivered = results.flatMap((result) => (result.status === "fulfilled" ? [result.value.path] : []));
-  if (delivered.length > 0) {
-    logger.warn({ delivered }, "message stored in some mailboxes only; the retry will duplicate it there");
-  }
+  if (delivered.length > 0) await removeCopies(delivered, logger, "message not stored in every mailbox");
   if (failures.some((error) => error instanceof MaildirError && error.isFull)) {
-    return denySoft({ code: 452, enhanced: "4.3.1", message: "Insufficient system storage, try again later" });
+    return { answer: denySoft({ code: 452, enhanced: "4.3.1", message: "Insufficient system storage, try again later" }), stored: [] };
   }
-  return denySoft({ code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" });
+  return { answer: denySoft({ code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" }), stored: [] };
+}
+
+/**
+ * Removes delivered copies of a message that the client will send again.
+ * NOTE: a mail reader may already have seen a copy in new/ before it goes.
+ */
+async function removeCopies(files: string[], logger: Logger, reason: string): Promise<void> {
+  const failed: string[] = [];
+  for (const file of files) {
+    await unlink(file).catch((error: unknown) => {
+      // A reader that already moved it to cur/ keeps it.
+      if ((error as { code?: string }).code !== "ENOENT") failed.push(file);
+    });
+  }
+  if (failed.length > 0) logger.error({ files: failed, reason }, "copies of a rejected message not removed; the retry duplicates them");
+  else logger.info({ files, reason }, "removed the copies of a rejected message");
 }

@@ -1,3 +1,4 @@
+import { unlink } from "node:fs/promises";
 import path from "node:path";
 import {
   definePlugin,
@@ -8,6 +9,7 @@ import {
   type Clock,
   type DnsResolver,
   type HookService,
+  type Logger,
   type MessageInjector,
   type UserDirectory,
 } from "@mailroom/core";
@@ -54,13 +56,26 @@ export default definePlugin({
           ? container.resolve<UserDirectory>(TOKENS.UserDirectory)
           : undefined,
     });
+    /** Removes the records of a message that the engine rejected after they were written. */
+    const removeRecords = async (ids: string[], claimed: boolean, log: Logger) => {
+      for (const id of ids) {
+        try {
+          if (claimed) await store.finish(id);
+          else await unlink(store.activePath(id));
+        } catch (error) {
+          // NOTE: a record another process claimed meanwhile is delivered, and the client's retry duplicates it.
+          log.error({ err: error, id }, "record of a rejected message not removed from the queue");
+        }
+      }
+      log.info({ removed: ids }, "message rejected after it was queued, records removed");
+    };
     const queue = new DiskOutboundQueue(store, clock, () => scheduler.kick());
     container.register(TOKENS.OutboundQueue, { useValue: queue });
     context.registerRoute(OUTBOUND_ROUTE);
     if (options.deliver) scheduler.start();
 
     return {
-      async queue({ message, recipients, transaction }) {
+      async queue({ message, recipients, transaction, accepted }) {
         const domains = new Map<string, string[]>();
         for (const recipient of recipients) {
           const domain = recipient.address.domain.toLowerCase();
@@ -68,7 +83,9 @@ export default definePlugin({
           if (!list.includes(recipient.address.address)) list.push(recipient.address.address);
           domains.set(domain, list);
         }
-        // A process that delivers takes its new records straight over, claimed and in memory.
+        // A process that delivers takes its new records straight over,
+        // claimed and in memory, so no other process sends them before the
+        // engine accepts the message. The others write to active/.
         const deliverHere = scheduler.accepting;
         let added: AddedMessage;
         try {
@@ -86,8 +103,15 @@ export default definePlugin({
           }
           return denySoft({ code: 451, enhanced: "4.3.0", message: "Message not queued, try again later" });
         }
-        transaction.logger.info({ queued: added.records.map((record) => record.id) }, "queued for outbound delivery");
-        if (deliverHere) scheduler.accept(added);
+        const ids = added.records.map((record) => record.id);
+        void accepted.then(async (yes) => {
+          if (yes) {
+            transaction.logger.info({ queued: ids }, "queued for outbound delivery");
+            if (deliverHere) scheduler.accept(added);
+            return;
+          }
+          await removeRecords(ids, deliverHere, transaction.logger);
+        });
         return ok();
       },
       async close() {
