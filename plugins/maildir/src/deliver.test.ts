@@ -1,10 +1,11 @@
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { readWithPython } from "../test-support/read-maildir.js";
-import { deliverToMaildir, directoryFsyncCount, ensureMaildir, MaildirError } from "./deliver.js";
+import { deliverToMaildir, directoryFsyncCount, ensureMaildir, MaildirError, tmpCleanupsDone } from "./deliver.js";
 
 let root: string;
 beforeEach(async () => {
@@ -106,6 +107,42 @@ describe("deliverToMaildir", () => {
     for (const [index, delivery] of deliveries.entries()) {
       expect(await readFile(delivery.path, "utf8")).toBe(bodies[index]);
     }
+  });
+
+  test("concurrent first deliveries share the creation", async () => {
+    const maildir = path.join(root, "deep", "er", "example.test", "alice", "Maildir");
+    const order: string[] = [];
+    await Promise.all([
+      ensureMaildir(maildir).then(() => order.push("first")),
+      ensureMaildir(maildir).then(() => order.push("second")),
+    ]);
+    // The second call resolves only once the first one's folders and fsyncs are done.
+    expect(order).toEqual(["first", "second"]);
+    expect((await stat(path.join(maildir, "new"))).isDirectory()).toBe(true);
+  });
+
+  test("first use removes abandoned tmp/ files", async () => {
+    const maildir = path.join(root, "leftovers", "Maildir");
+    const tmp = path.join(maildir, "tmp");
+    await mkdir(tmp, { recursive: true });
+    const exitedPid = spawnSync("true").pid!;
+    const names = {
+      deadWriter: `1700000000.M1P${exitedPid}Q1R00ff.host`,
+      liveWriter: `1700000000.M1P${process.pid}Q1R00ff.host`,
+      oldForeign: "1500000000.12345_1.other-mda",
+      freshForeign: "1700000000.12345_2.other-mda",
+    };
+    for (const name of Object.values(names)) await writeFile(path.join(tmp, name), "partial");
+    const old = new Date(Date.now() - 40 * 3600 * 1000);
+    await utimes(path.join(tmp, names.oldForeign), old, old);
+
+    await deliverToMaildir(maildir, "Subject: hi\r\n\r\nbody\r\n");
+    await tmpCleanupsDone();
+    const left = await readdir(tmp);
+    expect(left).not.toContain(names.deadWriter);
+    expect(left).not.toContain(names.oldForeign);
+    expect(left).toContain(names.liveWriter);
+    expect(left).toContain(names.freshForeign);
   });
 
   test("ensureMaildir keeps existing messages", async () => {

@@ -1,5 +1,6 @@
 import fs, { constants } from "node:fs";
-import { link, mkdir, rename, unlink } from "node:fs/promises";
+import { link, mkdir, readdir, rename, stat, unlink } from "node:fs/promises";
+import { processAlive } from "@mailroom/core";
 import path from "node:path";
 import { uniqueName } from "./filename.js";
 
@@ -120,13 +121,26 @@ function startDirectorySync(dir: string): Promise<void> {
   return state.running;
 }
 
+/** Mailboxes being created, so concurrent first deliveries wait for the same fsyncs. */
+const creating = new Map<string, Promise<void>>();
+
 /**
  * Creates `maildir` and its tmp/, new/ and cur/ folders (mode 0700) when they
  * are missing, and fsyncs the parent of every folder it created, so a new
- * mailbox survives a crash as well as the message in it.
+ * mailbox survives a crash as well as the message in it. The first call for
+ * a mailbox in this process also starts a clean-up of its tmp/ folder.
  */
 export async function ensureMaildir(maildir: string): Promise<void> {
   if (known.has(maildir)) return;
+  let pending = creating.get(maildir);
+  if (!pending) {
+    pending = createMaildir(maildir).finally(() => creating.delete(maildir));
+    creating.set(maildir, pending);
+  }
+  await pending;
+}
+
+async function createMaildir(maildir: string): Promise<void> {
   await step("mkdir", maildir, async () => {
     const first = await mkdir(maildir, { recursive: true, mode: DIR_MODE });
     let created = first !== undefined;
@@ -149,6 +163,42 @@ export async function ensureMaildir(maildir: string): Promise<void> {
     }
   });
   known.add(maildir);
+  const cleanup: Promise<void> = cleanTmp(path.join(maildir, "tmp")).finally(() => cleanups.delete(cleanup));
+  cleanups.add(cleanup);
+}
+
+/** Age after which a file in tmp/ counts as abandoned, the maildir convention (36 hours). */
+const TMP_MAX_AGE_MS = 36 * 3600 * 1000;
+/** A name this plugin writes, with the writer's pid in the P field (see uniqueName). */
+const OWN_NAME = /^\d+\.M\d+P(\d+)Q\d+R[0-9a-f]+\./;
+const cleanups = new Set<Promise<void>>();
+
+/**
+ * Removes files from tmp/ that no delivery will finish: ones this plugin
+ * wrote in a process that is gone (a kill -9 skips the removal), and any
+ * file older than 36 hours. Errors only leave the files in place.
+ */
+async function cleanTmp(tmp: string): Promise<void> {
+  try {
+    const cutoff = Date.now() - TMP_MAX_AGE_MS;
+    for (const name of await readdir(tmp)) {
+      const owner = OWN_NAME.exec(name)?.[1];
+      const file = path.join(tmp, name);
+      let abandoned = owner !== undefined && Number(owner) !== process.pid && !processAlive(Number(owner));
+      if (!abandoned) {
+        const info = await stat(file).catch(() => undefined);
+        abandoned = info !== undefined && info.mtimeMs < cutoff;
+      }
+      if (abandoned) await unlink(file).catch(() => undefined);
+    }
+  } catch {
+    // An unreadable tmp/ fails the delivery itself, with a clear error.
+  }
+}
+
+/** Waits for the tmp/ clean-ups running now; for tests. */
+export async function tmpCleanupsDone(): Promise<void> {
+  await Promise.all([...cleanups]);
 }
 
 // The file operations of a delivery work on raw descriptors with callbacks,
