@@ -105,3 +105,41 @@ test("reload loads an edited plugin file", async () => {
   expect((await client.command("MAIL FROM:<a@b.test>")).lines[0]).toBe("2.1.0 edited 1");
   client.close();
 });
+
+test("unusable TLS key on reload changes nothing", async () => {
+  const file = path.join(dir, "mailroom.yaml");
+  await writeFile(file, config(1));
+  server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
+  const [address] = await server.listen();
+
+  await writeFile(path.join(dir, "bad.key"), "not a key\n");
+  await writeFile(path.join(dir, "bad.crt"), "not a certificate\n");
+  await writeFile(file, `${config(2)}\n`.replace("server:\n", "server:\n  tls: { key: ./bad.key, cert: ./bad.crt }\n"));
+  const failure = server.reload();
+  await expect(failure).rejects.toThrow(/server\.tls: .*bad\.key and .*bad\.crt are not a usable PEM private key and certificate/);
+
+  const client = await SmtpTestClient.connect(address!.port);
+  const ehlo = await client.command("EHLO client.test");
+  expect(ehlo.lines.some((line) => line.startsWith("STARTTLS"))).toBe(false);
+  expect((await client.command("MAIL FROM:<a@b.test>")).lines[0]).toBe("2.1.0 generation 1");
+  client.close();
+  // The second generation never started, so nothing was closed.
+  expect(await closedGenerations()).toEqual([]);
+});
+
+test("changed listen address on reload is logged", async () => {
+  const file = path.join(dir, "mailroom.yaml");
+  await writeFile(file, config(1));
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  server = await MailroomServer.fromFile(file, { logger });
+  await server.listen();
+
+  await writeFile(file, config(1).replace('["127.0.0.1:0"]', '["127.0.0.1:0", "127.0.0.1:2626"]'));
+  await server.reload();
+
+  const warning = lines.find((line) => line.msg === "server.listen changed; the server keeps its listeners until it is restarted");
+  expect(warning).toBeDefined();
+  expect(warning!.configured).toEqual(["127.0.0.1:0", "127.0.0.1:2626"]);
+  expect(warning!.listening).toEqual(["127.0.0.1:0"]);
+});

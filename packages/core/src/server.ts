@@ -1,4 +1,5 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -62,14 +63,27 @@ function readTls(loaded: LoadedConfig) {
       );
     }
   };
+  // Node's own error for a bad key names neither the file nor the option,
+  // so the pair is loaded here first.
+  const pair = (files: { key: string; cert: string }, keyPath: (string | number)[]) => {
+    const key = read(files.key, [...keyPath, "key"]);
+    const cert = read(files.cert, [...keyPath, "cert"]);
+    try {
+      createSecureContext({ key, cert });
+    } catch (error) {
+      const line = loaded.lineOf([...keyPath, "key"]);
+      throw new ConfigError(
+        `${loaded.file}${line ? `:${line}` : ""}: ${keyPath.join(".")}: ${files.key} and ${files.cert} are not a usable PEM private key and certificate (${(error as Error).message})`,
+        { cause: error },
+      );
+    }
+    return { key, cert };
+  };
   const sni = new Map<string, { key: Buffer; cert: Buffer }>();
   for (const [name, entry] of Object.entries(tls.sni)) {
-    sni.set(name.toLowerCase(), {
-      key: read(entry.key, ["server", "tls", "sni", name, "key"]),
-      cert: read(entry.cert, ["server", "tls", "sni", name, "cert"]),
-    });
+    sni.set(name.toLowerCase(), pair(entry, ["server", "tls", "sni", name]));
   }
-  return { key: read(tls.key, ["server", "tls", "key"]), cert: read(tls.cert, ["server", "tls", "cert"]), sni };
+  return { ...pair(tls, ["server", "tls"]), sni };
 }
 
 /**
@@ -330,8 +344,32 @@ export class MailroomServer {
       throw new Error(`${file}: server.tls is required while the implicitTls listener ${implicit.config.address} runs`);
     }
     const next = await MailroomServer.startPlugins(loaded, this.container, this.logger, this.metrics);
+    if (tls) {
+      try {
+        for (const listener of this.listeners) {
+          // The SNI map is replaced whole, so a name removed from the config is gone too.
+          listener.server.updateSecureContext({
+            key: tls.key,
+            cert: tls.cert,
+            sniOptions: Object.fromEntries(tls.sni),
+          });
+        }
+      } catch (error) {
+        // The new plugins never take a session, so they are closed again.
+        await closePlugins(next.plugins, this.logger);
+        throw error;
+      }
+    }
     const previous = this.current;
     this.current = next;
+    const listening = previous.loaded.config.server.listen;
+    const configured = loaded.config.server.listen;
+    if (!this.listenOverride && JSON.stringify(configured) !== JSON.stringify(listening)) {
+      this.logger.warn(
+        { listening: listening.map((listener) => listener.address), configured: configured.map((listener) => listener.address) },
+        "server.listen changed; the server keeps its listeners until it is restarted",
+      );
+    }
     if ((configuredSpoolDir(loaded) ?? this.spoolDir) !== this.spoolDir) {
       this.logger.warn(
         { spoolDir: this.spoolDir, configured: configuredSpoolDir(loaded) ?? "(system temp folder)" },
@@ -342,16 +380,6 @@ export class MailroomServer {
     this.memory.perMessage = next.loaded.config.server.memorySpool.perMessage;
     this.liveSets.add(next);
     this.tls = tls;
-    if (tls) {
-      for (const listener of this.listeners) {
-        // The SNI map is replaced whole, so a name removed from the config is gone too.
-        listener.server.updateSecureContext({
-          key: tls.key,
-          cert: tls.cert,
-          sniOptions: Object.fromEntries(tls.sni),
-        });
-      }
-    }
     previous.retired = true;
     if (previous.sessions === 0) await this.retire(previous);
     this.logger.info({ file, plugins: next.plugins.map((plugin) => plugin.name) }, "config reloaded");
