@@ -35,6 +35,7 @@ export async function startCommand(options: {
   let resolveExit: (code: number) => void = () => {};
   const exit = new Promise<number>((resolve) => (resolveExit = resolve));
   let stopping = false;
+  let failed = false;
 
   const reload = () => {
     logger.info({ file: options.config }, "reloading config");
@@ -54,7 +55,7 @@ export async function startCommand(options: {
     process.off("SIGHUP", reload);
     logger.info({ signal }, "stopping");
     server.close().then(
-      () => resolveExit(EXIT.ok),
+      () => resolveExit(failed ? EXIT.failure : EXIT.ok),
       (error: unknown) => {
         logger.error({ err: error }, "stop failed");
         resolveExit(EXIT.failure);
@@ -66,6 +67,21 @@ export async function startCommand(options: {
   process.on("SIGHUP", reload);
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+
+  // A promise rejected without a handler (typically in a plugin) is a bug
+  // but leaves no half-done work behind, so the server runs on.
+  process.on("unhandledRejection", (reason) => {
+    logger.error({ err: reason }, "unhandled promise rejection, probably a bug in a plugin; the server keeps running");
+  });
+  // An exception thrown from a timer or callback may have stopped work half
+  // way, so the server stops as it does on SIGTERM and exits 1. A supervisor,
+  // or the primary process of `server.workers`, starts it again.
+  process.on("uncaughtException", (error) => {
+    logger.fatal({ err: error }, "uncaught exception, probably a bug in a plugin; stopping the server");
+    if (stopping) process.exit(EXIT.failure);
+    failed = true;
+    stop("uncaughtException");
+  });
 
   try {
     await server.listen();
