@@ -260,6 +260,43 @@ describe("authenticated user", () => {
   });
 });
 
+describe("MAIL AUTH parameter", () => {
+  test.each([
+    ["empty submitter", "AUTH=<>"],
+    ["xtext mailbox", "AUTH=alice+40sender.example"],
+  ])("%s is accepted after login", async (_name, parameter) => {
+    await start();
+    const client = await connectSecure();
+    await client.command(`AUTH PLAIN ${plainToken("alice", PASSWORD)}`);
+    const reply = await client.command(`MAIL FROM:<alice@sender.example> ${parameter}`);
+    expect(reply.code).toBe(250);
+  });
+
+  test("AUTH=<> is accepted where AUTH is offered", async () => {
+    await start();
+    const client = await connectSecure();
+    expect((await client.command("MAIL FROM:<relay@sender.example> AUTH=<>")).code).toBe(250);
+  });
+
+  test("invalid xtext gets 501", async () => {
+    await start();
+    const client = await connectSecure();
+    const reply = await client.command("MAIL FROM:<alice@sender.example> AUTH=a=b");
+    expect(reply.code).toBe(501);
+    expect(reply.enhanced).toBe("5.5.4");
+    const empty = await client.command("MAIL FROM:<alice@sender.example> AUTH");
+    expect(empty.code).toBe(501);
+  });
+
+  test("AUTH parameter without AUTH offered gets 555", async () => {
+    await start({ authPlugin: false });
+    const client = await connectSecure();
+    const reply = await client.command("MAIL FROM:<alice@sender.example> AUTH=<>");
+    expect(reply.code).toBe(555);
+    expect(reply.enhanced).toBe("5.5.4");
+  });
+});
+
 test("passwords never reach the log", async () => {
   const logLines: string[] = [];
   await start({ logLines });

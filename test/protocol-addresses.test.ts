@@ -76,7 +76,10 @@ test("a UTF-8 address needs SMTPUTF8 on MAIL", async () => {
   expect(status(await client.command("MAIL FROM:<jörg@bücher.example> SMTPUTF8"))).toBe("250 2.1.0");
   expect(status(await client.command("RCPT TO:<bob@local.example>"))).toBe("250 2.1.5");
   expect(status(await client.data("Subject: utf8\r\n\r\nhi\r\n"))).toBe("250 2.0.0");
-  expect((await server.stored())[0]!.sender).toBe("jörg@bücher.example");
+  const [stored] = await server.stored();
+  expect(stored!.sender).toBe("jörg@bücher.example");
+  // RFC 6531's protocol name for ESMTP with SMTPUTF8.
+  expect(stored!.text).toMatch(/^\tby mx\.local\.example \(Mailroom\) with UTF8SMTP id /m);
   // The next transaction without SMTPUTF8 is ASCII again.
   await client.command("MAIL FROM:<a@sender.example>");
   expect(status(await client.command("RCPT TO:<jörg@local.example>"))).toBe("501 5.1.3");

@@ -43,6 +43,8 @@ const SYNTAX = {
 
 /** A HELO argument: a domain name or an address literal, printable and without spaces. */
 const HELO_NAME = /^(?:\[[\x21-\x5a\x5e-\x7e]+\]|[\x21-\x7e]+)$/;
+/** RFC 3461 xtext: printable ASCII except "+" and "=", which are written as "+" and two hex digits. */
+const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/;
 
 /**
  * Drives one SMTP session: parses each command line, enforces the command
@@ -265,6 +267,12 @@ export class Session implements SessionDriver {
         }
       } else if (key === "SMTPUTF8") {
         if (value !== true) return { reply: { code: 501, enhanced: "5.5.4", message: "SMTPUTF8 takes no value" } };
+      } else if (key === "AUTH" && (this.authOffered() || this.connection.user !== undefined)) {
+        // RFC 4954: the original submitter as xtext, or <>. It is accepted and
+        // not used: relaying it would need trust in the client's assertion.
+        if (value === true || !XTEXT.test(value)) {
+          return { reply: { code: 501, enhanced: "5.5.4", message: "AUTH must be an xtext mailbox or <>" } };
+        }
       } else {
         return { reply: { code: 555, enhanced: "5.5.4", message: `Unsupported parameter ${key}` } };
       }

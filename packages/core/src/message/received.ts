@@ -41,7 +41,8 @@ export function receivedHeader(options: {
     if (connection.tls.secure) protocol += "S";
     if (connection.user) protocol += "A";
   }
-  if (options.utf8) protocol = protocol.replace("SMTP", "UTF8SMTP");
+  // RFC 6531 names them UTF8SMTP, UTF8SMTPS, UTF8SMTPA and UTF8SMTPSA.
+  if (options.utf8 && protocol.startsWith("ESMTP")) protocol = `UTF8SMTP${protocol.slice("ESMTP".length)}`;
 
   const only = transaction.recipients.length === 1 ? transaction.recipients[0] : undefined;
   const forClause = only ? `\r\n\tfor <${only.address.address}>` : "";
