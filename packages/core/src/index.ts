@@ -23,6 +23,6 @@ export * from "./config/schema.js";
 export { ConfigError, loadConfig, parseConfig, formatIssues, type LoadedConfig } from "./config/load.js";
 export { parseSize, parseDuration, size, duration } from "./config/units.js";
 export { createInjector, type InjectorEnvironment } from "./inject.js";
-export { processAlive } from "./process-alive.js";
+export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";
 export { logSerializers } from "./logging.js";
