@@ -219,9 +219,14 @@ describe("certificate reload", () => {
 
   test("reload cannot drop TLS under an implicit TLS listener", async () => {
     const { implicitPort, certs } = await startFromFile();
+    const file = path.join(reloadDir, "mailroom.yaml");
     const listen = ["127.0.0.1:0", { address: "127.0.0.1:0", implicitTls: true }];
-    await writeFile(path.join(reloadDir, "mailroom.yaml"), stringify({ server: { hostname: "mx.test", listen } }));
+    await writeFile(file, stringify({ server: { hostname: "mx.test", listen } }));
+    await expect(server.reload()).rejects.toThrow(/implicitTls but server\.tls is not configured/);
 
+    // A reload does not change the listeners, so dropping the implicit TLS
+    // entry together with server.tls still leaves that listener without TLS.
+    await writeFile(file, stringify({ server: { hostname: "mx.test", listen: ["127.0.0.1:0"] } }));
     await expect(server.reload()).rejects.toThrow(/server\.tls is required while the implicitTls listener/);
 
     const current = await readPem(certs, "main");

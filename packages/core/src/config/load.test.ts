@@ -40,6 +40,29 @@ describe("parseConfig", () => {
     expect(() => parseConfig(text, "f.yaml")).toThrow(message);
   });
 
+  test("implicitTls without server.tls is an error", () => {
+    const text = 'server:\n  listen:\n    - 127.0.0.1:25\n    - { address: "127.0.0.1:465", implicitTls: true }\n';
+    expect(() => parseConfig(text, "f.yaml")).toThrow(
+      /^f\.yaml:4: server\.listen\[1\]\.implicitTls: listen 127\.0\.0\.1:465 has implicitTls but server\.tls is not configured/,
+    );
+    const withTls = `${text}  tls: { key: k.pem, cert: c.pem }\n`;
+    expect(parseConfig(withTls, "f.yaml").config.server.listen[1]?.implicitTls).toBe(true);
+  });
+
+  test.each([
+    ['["127.0.0.1:25", "127.0.0.1:25"]', "server.listen[1].address: 127.0.0.1:25 is already listed as listen[0]"],
+    ['["[::1]:25", "[0:0::1]:25"]', "server.listen[1].address: [0:0::1]:25 is already listed as listen[0]"],
+    ['["mx.example:25", "127.0.0.1:26", "MX.Example:25"]', "server.listen[2].address: MX.Example:25 is already listed as listen[0]"],
+    ['["127.0.0.1:25", { address: "127.0.0.1:25", requireAuth: true }]', "server.listen[1].address: 127.0.0.1:25 is already listed"],
+  ])("duplicate listen address %s is an error", (listen, message) => {
+    expect(() => parseConfig(`server:\n  listen: ${listen}\n`, "f.yaml")).toThrow(message);
+  });
+
+  test("port 0 may be listed twice", () => {
+    const { config } = parseConfig('server:\n  listen: ["127.0.0.1:0", "127.0.0.1:0"]\n', "f.yaml");
+    expect(config.server.listen).toHaveLength(2);
+  });
+
   test("broken YAML names the line", () => {
     expect(() => parseConfig("server:\n  hostname: [\n", "f.yaml")).toThrow(/^f\.yaml:\d+: invalid YAML/);
   });

@@ -31,6 +31,41 @@ const listener = z.preprocess(
 
 const certificate = z.strictObject({ key: z.string(), cert: z.string() });
 
+/**
+ * Returns `host:port` in one spelling per address: a lower-case host name,
+ * IPv6 in its shortest form. Port 0 gets a new port on each bind, so such
+ * entries never collide and return undefined.
+ */
+function bindKey(address: string): string | undefined {
+  const target = parseHostPort(address);
+  if (!target || target.port === 0) return undefined;
+  let host = target.host.toLowerCase();
+  if (isIP(host) === 6) host = new URL(`http://[${host}]/`).hostname;
+  return `${host}:${target.port}`;
+}
+
+/** Listen entries: the same address twice would fail the second bind with EADDRINUSE. */
+const listenList = z
+  .array(listener)
+  .min(1)
+  .superRefine((entries, context) => {
+    const seen = new Map<string, number>();
+    for (const [index, entry] of entries.entries()) {
+      const key = bindKey(entry.address);
+      if (key === undefined) continue;
+      const first = seen.get(key);
+      if (first === undefined) {
+        seen.set(key, index);
+        continue;
+      }
+      context.addIssue({
+        code: "custom",
+        path: [index, "address"],
+        message: `${entry.address} is already listed as listen[${first}]; the second listener would fail with EADDRINUSE`,
+      });
+    }
+  });
+
 export const limitsSchema = z
   .strictObject({
     maxMessageSize: size()
@@ -54,7 +89,7 @@ export const serverSchema = z
       .string()
       .regex(/^[\x21-\x7e]+$/, "expected a host name without spaces or control characters")
       .default("localhost"),
-    listen: z.array(listener).min(1).prefault(["127.0.0.1:2525"]),
+    listen: listenList.prefault(["127.0.0.1:2525"]),
     banner: z.string().optional(),
     dns: z
       .strictObject({
@@ -94,6 +129,17 @@ export const serverSchema = z
     proxyProtocol: z
       .union([z.boolean(), z.array(z.string().refine((address) => isIP(address) !== 0, "expected an IP address"))])
       .default(false),
+  })
+  .superRefine((server, context) => {
+    if (server.tls) return;
+    for (const [index, entry] of server.listen.entries()) {
+      if (!entry.implicitTls) continue;
+      context.addIssue({
+        code: "custom",
+        path: ["listen", index, "implicitTls"],
+        message: `listen ${entry.address} has implicitTls but server.tls is not configured; set server.tls.key and server.tls.cert, or remove implicitTls`,
+      });
+    }
   })
   .prefault({});
 
