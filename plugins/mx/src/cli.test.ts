@@ -1,4 +1,6 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -66,6 +68,46 @@ test("show, retry and delete one record", async () => {
   await expect(queueDelete(config, first.id)).rejects.toThrow(/no queued message/);
   await expect(queueShow(config, "nosuch")).rejects.toThrow(/no queued message nosuch/);
 });
+
+test("list leaves the queue unchanged", async () => {
+  const { config, store, first, second } = await fixture();
+  // A record claimed by a process that ended, an unreadable record and a leftover write.
+  const ended = spawnSync(process.execPath, ["-e", "process.exit(0)"]).pid!;
+  await rename(store.activePath(second.id), path.join(store.claimed, `${second.id}.${ended}.abcdef.msg`));
+  await writeFile(path.join(store.active, "broken-0.msg"), "not json at all\n");
+  await writeFile(path.join(store.tmp, `m9-0.${ended}.abcdef.0a0b0c0d.msg`), "{");
+  const before = await listFiles(store.dir);
+
+  const lines = (await queueList(config)).split("\n");
+  expect(lines.find((line) => line.startsWith(first.id))).toContain("2026-01-05T09:00:00Z");
+  // Not "delivering": the server's next scan takes the record back.
+  expect(lines.find((line) => line.startsWith(second.id))).toContain("2026-01-05T10:00:00Z");
+  expect(await queueShow(config, second.id)).toContain("Next attempt: 2026-01-05T10:00:00Z");
+  expect(await listFiles(store.dir)).toEqual(before);
+});
+
+test("list of a queue not created yet", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-cli-"));
+  dirs.push(dir);
+  const config = parseConfig(
+    ['plugins:', '  - use: "@mailroom/plugin-mx"', "    with: { queueDir: ./queue }", ""].join("\n"),
+    path.join(dir, "mailroom.yaml"),
+    dir,
+  );
+  expect(await queueList(config)).toBe("The outbound queue is empty.");
+  expect(existsSync(path.join(dir, "queue"))).toBe(false);
+});
+
+/** Lists every file under a queue folder with its content. */
+async function listFiles(dir: string): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  for (const folder of ["tmp", "active", "claimed", "corrupt"]) {
+    for (const name of await readdir(path.join(dir, folder))) {
+      files[`${folder}/${name}`] = await readFile(path.join(dir, folder, name), "utf8");
+    }
+  }
+  return files;
+}
 
 test("config without plugin-mx is rejected", async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-cli-"));

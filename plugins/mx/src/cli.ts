@@ -19,14 +19,23 @@ function isMxEntry(use: string): boolean {
   return use === "@mailroom/plugin-mx" || /(^|[/\\])(plugin-)?mx(\/|\\|$)|plugins[/\\]mx\b/.test(use);
 }
 
-/** Opens the outbound queue of the plugin-mx entry in a loaded config. */
-export async function openQueue(loaded: LoadedConfig, logger: Logger = stderrLogger()): Promise<DiskOutboundQueue> {
+/**
+ * Opens the outbound queue of the plugin-mx entry in a loaded config. Unless
+ * `readOnly`, it first does what a start does: creates the folders, takes
+ * back records of processes that ended and sets unreadable ones aside.
+ */
+export async function openQueue(
+  loaded: LoadedConfig,
+  logger: Logger = stderrLogger(),
+  options: { readOnly?: boolean } = {},
+): Promise<DiskOutboundQueue> {
   const entry = loaded.config.plugins.find((plugin) => isMxEntry(plugin.use));
   if (!entry) throw new Error(`${loaded.file}: no @mailroom/plugin-mx entry in plugins`);
   const parsed = optionsSchema.safeParse(entry.with);
   if (!parsed.success) throw new Error(`${loaded.file}: invalid options for plugin mx: ${parsed.error.message}`);
-  const store = new QueueStore(path.resolve(loaded.dir, parsed.data.queueDir), logger);
-  await store.init();
+  const readOnly = options.readOnly ?? false;
+  const store = new QueueStore(path.resolve(loaded.dir, parsed.data.queueDir), logger, { readOnly });
+  if (!readOnly) await store.init();
   return new DiskOutboundQueue(store, systemClock);
 }
 
@@ -44,9 +53,9 @@ function shorten(text: string, max: number): string {
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
 
-/** `mailroom queue list`: a table of every queued record. */
+/** `mailroom queue list`: a table of every queued record. It only reads the queue folder. */
 export async function queueList(loaded: LoadedConfig): Promise<string> {
-  const queue = await openQueue(loaded);
+  const queue = await openQueue(loaded, stderrLogger(), { readOnly: true });
   const entries = await queue.list();
   if (entries.length === 0) return "The outbound queue is empty.";
   const rows = [["ID", "SENDER", "DOMAIN", "RECIPIENTS", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"]];
@@ -64,9 +73,9 @@ export async function queueList(loaded: LoadedConfig): Promise<string> {
   return table(rows);
 }
 
-/** `mailroom queue show ID`: every field of one record. */
+/** `mailroom queue show ID`: every field of one record. It only reads the queue folder. */
 export async function queueShow(loaded: LoadedConfig, id: string): Promise<string> {
-  const queue = await openQueue(loaded);
+  const queue = await openQueue(loaded, stderrLogger(), { readOnly: true });
   const record = await queue.details(id);
   if (!record) throw new Error(`no queued message ${id}`);
   const lines = [

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { open, readdir, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import { syncDirectory } from "./directory-sync.js";
@@ -67,7 +66,7 @@ export async function convertLegacyRecords(store: QueueStore): Promise<number> {
       await store.setAside(state, id, error, message);
       continue;
     }
-    const temporary = path.join(store.tmp, `${id}.${randomBytes(4).toString("hex")}${RECORD_SUFFIX}`);
+    const temporary = store.temporaryPath(id);
     try {
       await writeNewFile(temporary, async (fd) => {
         await writeAll(fd, [Buffer.from(`${JSON.stringify(record)}\n`, "utf8")]);

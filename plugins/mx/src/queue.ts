@@ -16,7 +16,11 @@ function summary(record: QueueRecord, delivering = false): QueuedMessage & { del
   };
 }
 
-/** A queue entry as listed: the record summary plus whether a process is delivering it. */
+/**
+ * A queue entry as listed: the record summary plus whether a process is
+ * delivering it. A record left claimed by a process that ended is listed as
+ * not delivering, because the next scan or start takes it back.
+ */
 export type QueueEntry = ReturnType<typeof summary>;
 
 /**
@@ -33,7 +37,7 @@ export class DiskOutboundQueue implements OutboundQueue {
   async list(): Promise<QueueEntry[]> {
     const active = (await this.store.list()).map((record) => summary(record));
     const claimed = (await this.store.listClaimed()).flatMap((entry) =>
-      entry.record ? [summary(entry.record, true)] : [],
+      entry.record ? [summary(entry.record, !entry.abandoned)] : [],
     );
     return [...active, ...claimed].sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id));
   }
@@ -46,8 +50,8 @@ export class DiskOutboundQueue implements OutboundQueue {
   async details(id: string): Promise<(QueueRecord & { delivering: boolean }) | undefined> {
     const active = (await this.store.list()).find((record) => record.id === id);
     if (active) return { ...active, delivering: false };
-    const claimed = (await this.store.listClaimed()).find((entry) => entry.id === id)?.record;
-    return claimed ? { ...claimed, delivering: true } : undefined;
+    const claimed = (await this.store.listClaimed()).find((entry) => entry.id === id);
+    return claimed?.record ? { ...claimed.record, delivering: !claimed.abandoned } : undefined;
   }
 
   async retry(id: string): Promise<boolean> {

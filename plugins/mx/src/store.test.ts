@@ -1,5 +1,6 @@
-import { spawnSync } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -215,3 +216,164 @@ test("half-done conversion keeps one copy", async () => {
   expect(await readdir(restarted.active)).toEqual([`${record!.id}.msg`]);
   expect((await restarted.list()).map((item) => item.id)).toEqual([record!.id]);
 });
+
+/** Returns the pid of a process that has ended. */
+function endedPid(): number {
+  return spawnSync(process.execPath, ["-e", "process.exit(0)"]).pid!;
+}
+
+/** Writes the queue file of a new record into claimed/ as `pid` with `token` would name it; returns the record. */
+async function writeClaimed(store: QueueStore, pid: number, token = "abcdef") {
+  const {
+    records: [record],
+  } = await store.add(message(), oneDomain());
+  const file = path.join(store.claimed, `${record!.id}.${pid}.${token}.msg`);
+  await writeFile(file, await readFile(store.activePath(record!.id)));
+  await rm(store.activePath(record!.id));
+  return { record: record!, file };
+}
+
+test.skipIf(!existsSync("/proc/self/stat"))("claim under a reused pid is recovered", async (context) => {
+  const { dir, store } = await newStore();
+  const {
+    records: [record],
+  } = await store.add(message(), oneDomain());
+  const content = await readFile(store.activePath(record!.id));
+  await rm(store.activePath(record!.id));
+  // The claim must be older than the process that gets its pid. Pids are
+  // handed out in turn, so claims are written for the next pids first.
+  const pidMax = Number(await readFile("/proc/sys/kernel/pid_max", "utf8"));
+  let next = endedPid();
+  const names = new Map<number, string>();
+  for (let count = 0; count < 3000; count++) {
+    next = next + 1 >= pidMax ? 301 : next + 1;
+    names.set(next, `${record!.id}.${next}.abcdef.msg`);
+  }
+  for (const name of names.values()) await writeFile(path.join(store.claimed, name), content);
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const other = spawn("sleep", ["30"], { stdio: "ignore" });
+  try {
+    await new Promise((resolve) => other.once("spawn", resolve));
+    const kept = names.get(other.pid!);
+    if (!kept) context.skip(`the new process got pid ${other.pid}, past the 3000 claims written ahead`);
+    for (const name of names.values()) if (name !== kept) await rm(path.join(store.claimed, name));
+
+    const { logger, lines } = recordingLogger();
+    const restarted = new QueueStore(dir, logger);
+    await restarted.init();
+    expect(await readdir(restarted.claimed)).toEqual([]);
+    expect((await restarted.list()).map((item) => item.id)).toEqual([record!.id]);
+    expect(lines.filter((line) => line.msg === "took back a queue record claimed by a process that ended")).toHaveLength(1);
+  } finally {
+    other.kill("SIGKILL");
+  }
+});
+
+test("live claim is kept", async () => {
+  const { dir, store } = await newStore();
+  const other = spawn("sleep", ["30"], { stdio: "ignore" });
+  try {
+    await new Promise((resolve) => other.once("spawn", resolve));
+    // Claimed after the process started, as that process's own claim would be.
+    const { file } = await writeClaimed(store, other.pid!);
+    const own = await store.add(message(), oneDomain(), { claim: true });
+
+    const restarted = new QueueStore(dir, recordingLogger().logger);
+    await restarted.init();
+    expect(await restarted.takeBackAbandoned()).toBe(0);
+    expect((await readdir(restarted.claimed)).sort()).toEqual(
+      [path.basename(file), path.basename(store.claimedPath(own.records[0]!.id))].sort(),
+    );
+    expect(await restarted.list()).toEqual([]);
+  } finally {
+    other.kill("SIGKILL");
+  }
+});
+
+test("concurrent take-backs both succeed", async () => {
+  const { dir, store } = await newStore();
+  const ended = endedPid();
+  const content = Buffer.from('{"version":2,"id":"x","messageId":"x","sender":"","domain":"ok.test","pending":["u@ok.test"],"failed":[],"createdAt":1,"nextAttemptAt":1,"attempts":0}\nSubject: t\r\n\r\n');
+  for (let index = 0; index < 2000; index++) {
+    const id = `m${index}-0`;
+    await writeFile(path.join(store.claimed, `${id}.${ended}.abcdef.msg`), content.toString("utf8").replaceAll('"x"', `"${id}"`));
+  }
+  const first = new QueueStore(dir, recordingLogger().logger);
+  const second = new QueueStore(dir, recordingLogger().logger);
+  const results = await Promise.allSettled([first.init(), second.init()]);
+  expect(results.map((result) => result.status)).toEqual(["fulfilled", "fulfilled"]);
+  expect(await readdir(store.claimed)).toEqual([]);
+  expect(await readdir(store.active)).toHaveLength(2000);
+  expect(await readdir(store.corrupt)).toEqual([]);
+});
+
+test("temporary files of ended processes removed", async () => {
+  const { dir, store } = await newStore();
+  const other = spawn("sleep", ["30"], { stdio: "ignore" });
+  try {
+    await new Promise((resolve) => other.once("spawn", resolve));
+    const ended = endedPid();
+    const names = {
+      ended: `m1-0.${ended}.abcdef.0a0b0c0d.msg`,
+      earlierRun: `m2-0.${process.pid}.abcdef.0a0b0c0d.msg`,
+      live: `m3-0.${other.pid}.abcdef.0a0b0c0d.msg`,
+      unnamedFresh: "m4-0.msg",
+      unnamedOld: "m5-0.msg",
+    };
+    for (const name of Object.values(names)) await writeFile(path.join(store.tmp, name), "{");
+    const hoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    await utimes(path.join(store.tmp, names.unnamedOld), hoursAgo, hoursAgo);
+
+    await new QueueStore(dir, recordingLogger().logger).init();
+    expect((await readdir(store.tmp)).sort()).toEqual([names.live, names.unnamedFresh].sort());
+  } finally {
+    other.kill("SIGKILL");
+  }
+});
+
+test("temporary files carry the owner", async () => {
+  const { store } = await newStore();
+  expect(path.basename(store.temporaryPath("m1-0"))).toMatch(new RegExp(`^m1-0\\.${process.pid}\\.[0-9a-f]+\\.[0-9a-f]+\\.msg$`));
+});
+
+test("folders are created 0700", async () => {
+  const base = await mkdtemp(path.join(os.tmpdir(), "mailroom-queue-"));
+  dirs.push(base);
+  const store = new QueueStore(path.join(base, "var", "queue"), recordingLogger().logger);
+  await store.init();
+  for (const folder of [store.dir, store.tmp, store.active, store.claimed, store.corrupt]) {
+    expect({ folder, mode: (await stat(folder)).mode & 0o777 }).toEqual({ folder, mode: 0o700 });
+  }
+});
+
+test("read-only store changes nothing", async () => {
+  const { dir, store } = await newStore();
+  const { file } = await writeClaimed(store, endedPid());
+  await writeFile(path.join(store.active, "broken-0.msg"), "not json at all\n");
+  await writeFile(path.join(store.tmp, `m9-0.${endedPid()}.abcdef.0a0b0c0d.msg`), "{");
+  const before = await snapshot(dir);
+
+  const { logger, lines } = recordingLogger();
+  const reader = new QueueStore(dir, logger, { readOnly: true });
+  expect(await reader.list()).toEqual([]);
+  const claimed = await reader.listClaimed();
+  expect(claimed.map((entry) => [path.basename(file).startsWith(entry.id), entry.abandoned])).toEqual([[true, true]]);
+  await expect(reader.init()).rejects.toThrow(/read-only/);
+  await expect(reader.claim("broken-0")).rejects.toThrow(/read-only/);
+  expect(await snapshot(dir)).toEqual(before);
+  expect(lines.some((line) => line.msg === "unreadable queue record left in place; the server sets it aside")).toBe(true);
+
+  const missing = new QueueStore(path.join(dir, "not-created"), logger, { readOnly: true });
+  expect(await missing.list()).toEqual([]);
+  expect(await missing.listClaimed()).toEqual([]);
+  expect(existsSync(path.join(dir, "not-created"))).toBe(false);
+});
+
+/** Lists every file under the queue folder. */
+async function snapshot(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for (const folder of ["tmp", "active", "claimed", "corrupt"]) {
+    for (const name of await readdir(path.join(dir, folder))) names.push(`${folder}/${name}`);
+  }
+  return names.sort();
+}

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import { processAlive, type Logger, type OutboundContext } from "@mailroom/core";
+import { OwnerCheck, removeLeftovers, type Logger, type OutboundContext } from "@mailroom/core";
 import { syncDirectory, syncDirectoryShared } from "./directory-sync.js";
 import { convertLegacyRecords, parseLegacyRecord } from "./legacy.js";
 import { appendFrom, readStateLineOf, renamePath, unlinkPath, writeAll, writeNewFile, writeNewFileSynced } from "./record-file.js";
@@ -35,6 +35,10 @@ export interface QueueRecord {
   lastError?: string;
   /** When a bounce that could not be handed over is tried again. */
   bounceAttemptAt?: number;
+  /** Failed attempts to hand over the bounce of `failed`; absent in records written before it was kept. */
+  bounceAttempts?: number;
+  /** When the first of those attempts was made; the bounce is dropped maxQueueLifetime later. */
+  bounceFirstAttemptAt?: number;
 }
 
 /** The result of `add`: the records, and the stored copy when it was kept in memory. */
@@ -106,14 +110,38 @@ export function isMissing(error: unknown): boolean {
 export const RECORD_SUFFIX = ".msg";
 /** Names in claimed/: record id, process id, a token of that process's run, and the suffix. */
 const CLAIMED = /^(.+)\.(\d+)\.([0-9a-f]+)\.(msg|json)$/;
+/** Names in tmp/: record id, process id, run token, a random part, and the suffix. */
+const TEMPORARY = /^[A-Za-z0-9_-]+\.(\d+)\.([0-9a-f]+)\.[0-9a-f]+\.msg$/;
 const RUN_TOKEN = randomBytes(6).toString("hex");
 /** Messages up to this size are written with one call and can be kept in memory for delivery. */
 const IN_MEMORY_LIMIT = 1024 * 1024;
+/** Age after which a file in tmp/ whose name carries no owner is removed at start. */
+const ORPHAN_AGE_MS = 3_600_000;
 
-/** True when the process that made a claim has ended (a reused pid has another token). */
-function claimOwnerGone(pid: number, token: string): boolean {
+/**
+ * True when the process that made the entry `file` (a claim or a file in
+ * tmp/) has ended: this process's own pid with another token means an
+ * earlier run whose pid was reused, and for another pid see OwnerCheck. An
+ * entry that is gone already counts as not ended, so the caller skips it.
+ */
+async function ownerGone(owners: OwnerCheck, file: string, pid: number, token: string): Promise<boolean> {
   if (pid === process.pid) return token !== RUN_TOKEN;
-  return !processAlive(pid);
+  if (!owners.exists(pid)) return true;
+  try {
+    return owners.gone(pid, (await stat(file)).ctimeMs);
+  } catch (error) {
+    if (isMissing(error)) return false;
+    throw error;
+  }
+}
+
+/** A record in claimed/, as `listClaimed` returns it. */
+export interface ClaimedEntry {
+  id: string;
+  pid: number;
+  /** The process that claimed it has ended, so a start or a scan takes it back. */
+  abandoned: boolean;
+  record?: QueueRecord;
 }
 
 /**
@@ -127,6 +155,14 @@ function claimOwnerGone(pid: number, token: string): boolean {
  *   that delivers writes its new records straight into claimed/;
  * - `corrupt/`: records that could not be read, set aside.
  *
+ * Files in tmp/ are named ID.PID.TOKEN.RANDOM.msg, so a start can remove
+ * those of a process that ended at once. Folders are created 0700 and files
+ * 0600.
+ *
+ * A store opened with `readOnly` only reads: `list` leaves unreadable
+ * records where they are, and a missing folder reads as empty. It is for
+ * commands that must not change the queue, such as `mailroom queue list`.
+ *
  * The previous format kept the state in `active/ID.json` and the message in
  * `active/ID.eml`; `init` converts such records (see legacy.ts).
  */
@@ -138,10 +174,14 @@ export class QueueStore {
   /** Offset of the message in the queue file of each record this process claimed. */
   private readonly bodyOffsets = new Map<string, number>();
 
+  private readonly readOnly: boolean;
+
   constructor(
     readonly dir: string,
     readonly logger: Logger,
+    options: { readOnly?: boolean } = {},
   ) {
+    this.readOnly = options.readOnly ?? false;
     this.tmp = path.join(dir, "tmp");
     this.active = path.join(dir, "active");
     this.claimed = path.join(dir, "claimed");
@@ -153,39 +193,72 @@ export class QueueStore {
    * gone, and converts records of the previous format.
    */
   async init(): Promise<void> {
+    this.assertWritable("init");
     for (const folder of [this.tmp, this.active, this.claimed, this.corrupt]) {
-      await mkdir(folder, { recursive: true });
+      await mkdir(folder, { recursive: true, mode: 0o700 });
     }
-    for (const name of await readdir(this.claimed)) {
-      const match = CLAIMED.exec(name);
-      if (!match || !claimOwnerGone(Number(match[2]), match[3]!)) continue;
-      await this.takeBack(name, match[1]!, `.${match[4]!}`);
-    }
+    await this.takeBackAbandoned();
     await syncDirectory(this.active);
     await convertLegacyRecords(this);
     await this.removeOrphans();
   }
 
-  private async takeBack(name: string, id: string, suffix: string): Promise<void> {
-    const from = path.join(this.claimed, name);
-    const to = path.join(this.active, `${id}${suffix}`);
-    try {
-      // A copy in active/ is the newer state: release renames it in before it
-      // removes the claimed file.
-      await stat(to);
-      await unlink(from);
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-      await rename(from, to);
-      this.logger.warn({ id }, "took back a queue record claimed by a process that ended");
-    }
+  private assertWritable(operation: string): void {
+    if (this.readOnly) throw new Error(`queue store ${this.dir} is open read-only; ${operation} would change it`);
   }
 
-  /** Removes files of unfinished writes and previous-format messages without a record (older than an hour). */
+  /**
+   * Moves the records claimed by processes that have ended back to active/
+   * and returns how many it moved. Two processes may do this at once: a
+   * record the other one moved first is skipped.
+   */
+  async takeBackAbandoned(): Promise<number> {
+    const owners = new OwnerCheck();
+    let count = 0;
+    for (const name of await readdir(this.claimed)) {
+      const match = CLAIMED.exec(name);
+      if (!match) continue;
+      const file = path.join(this.claimed, name);
+      if (!(await ownerGone(owners, file, Number(match[2]), match[3]!))) continue;
+      if (await this.takeBack(file, match[1]!, `.${match[4]!}`)) count += 1;
+    }
+    if (count > 0) await syncDirectory(this.active);
+    return count;
+  }
+
+  /** Moves one claimed file back to active/; returns false when another process took it back first. */
+  private async takeBack(from: string, id: string, suffix: string): Promise<boolean> {
+    const to = path.join(this.active, `${id}${suffix}`);
+    try {
+      await stat(to);
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      try {
+        await rename(from, to);
+      } catch (renameError) {
+        if (isMissing(renameError)) return false;
+        throw renameError;
+      }
+      this.logger.warn({ id }, "took back a queue record claimed by a process that ended");
+      return true;
+    }
+    // A copy in active/ is the newer state: release renames it in before it
+    // removes the claimed file.
+    await unlink(from).catch((error: unknown) => {
+      if (!isMissing(error)) throw error;
+    });
+    return false;
+  }
+
+  /**
+   * Removes files of unfinished writes: at once when the process that wrote
+   * them has ended, after an hour when their name carries no owner. Also
+   * removes previous-format messages without a record, after an hour.
+   */
   private async removeOrphans(): Promise<void> {
     const names = new Set(await readdir(this.active));
     const claimedIds = new Set((await readdir(this.claimed)).map((name) => name.split(".")[0]));
-    const cutoff = Date.now() - 3_600_000;
+    const cutoff = Date.now() - ORPHAN_AGE_MS;
     for (const name of names) {
       if (!name.endsWith(".eml")) continue;
       const id = name.slice(0, -4);
@@ -197,8 +270,15 @@ export class QueueStore {
         this.logger.warn({ id }, "removed a queued message file without a record");
       }
     }
+    removeLeftovers(this.tmp, TEMPORARY);
     for (const name of await readdir(this.tmp)) {
       const file = path.join(this.tmp, name);
+      const match = TEMPORARY.exec(name);
+      if (match) {
+        // An earlier run of a process that had this process's pid.
+        if (Number(match[1]) === process.pid && match[2] !== RUN_TOKEN) await unlink(file).catch(() => undefined);
+        continue;
+      }
       const info = await stat(file).catch(() => undefined);
       if (info && info.mtimeMs < cutoff) await unlink(file).catch(() => undefined);
     }
@@ -210,6 +290,11 @@ export class QueueStore {
 
   claimedPath(id: string, suffix = RECORD_SUFFIX): string {
     return path.join(this.claimed, `${id}.${process.pid}.${RUN_TOKEN}${suffix}`);
+  }
+
+  /** Returns a new path in tmp/ for a queue file of the record, named after this process. */
+  temporaryPath(id: string): string {
+    return path.join(this.tmp, `${id}.${process.pid}.${RUN_TOKEN}.${randomBytes(4).toString("hex")}${RECORD_SUFFIX}`);
   }
 
   /**
@@ -225,6 +310,7 @@ export class QueueStore {
     entry: { sender: string; domains: Map<string, string[]>; now: number },
     options: { claim?: boolean } = {},
   ): Promise<AddedMessage> {
+    this.assertWritable("add");
     const messageId = newMessageId();
     const records = [...entry.domains].map(
       ([domain, recipients], index): QueueRecord => ({
@@ -241,7 +327,7 @@ export class QueueStore {
       }),
     );
     const lines = records.map(stateLine);
-    const temporary = records.map((record) => path.join(this.tmp, `${record.id}${RECORD_SUFFIX}`));
+    const temporary = records.map((record) => this.temporaryPath(record.id));
     const targets = records.map((record) => (options.claim ? this.claimedPath(record.id) : this.activePath(record.id)));
     const renamed: string[] = [];
     let content: Buffer | undefined;
@@ -287,10 +373,13 @@ export class QueueStore {
     }
   }
 
-  /** Reads every record not claimed by a process; unreadable ones are set aside. */
+  /**
+   * Reads every record not claimed by a process. Unreadable ones are set
+   * aside, or with `readOnly` skipped with a warning.
+   */
   async list(): Promise<QueueRecord[]> {
     const records: QueueRecord[] = [];
-    for (const name of await readdir(this.active)) {
+    for (const name of await this.readFolder(this.active)) {
       if (!name.endsWith(RECORD_SUFFIX)) continue;
       const id = name.slice(0, -RECORD_SUFFIX.length);
       const file = path.join(this.active, name);
@@ -299,16 +388,31 @@ export class QueueStore {
         text = (await readStateLineOf(file)).text;
       } catch (error) {
         if (isMissing(error)) continue;
-        await this.setAside(file, id, error);
+        await this.skipUnreadable(file, id, error);
         continue;
       }
       try {
         records.push(parseRecord(text));
       } catch (error) {
-        await this.setAside(file, id, error);
+        await this.skipUnreadable(file, id, error);
       }
     }
     return records;
+  }
+
+  private async skipUnreadable(file: string, id: string, error: unknown): Promise<void> {
+    if (!this.readOnly) return this.setAside(file, id, error);
+    this.logger.warn({ id, err: error, file }, "unreadable queue record left in place; the server sets it aside");
+  }
+
+  /** Lists a folder of the queue; with `readOnly`, a folder not created yet reads as empty. */
+  private async readFolder(folder: string): Promise<string[]> {
+    try {
+      return await readdir(folder);
+    } catch (error) {
+      if (this.readOnly && isMissing(error)) return [];
+      throw error;
+    }
   }
 
   /** Returns the ids of the records being delivered right now, by any process. */
@@ -321,13 +425,15 @@ export class QueueStore {
     return ids;
   }
 
-  /** Returns the records being delivered right now, by any process. */
-  async listClaimed(): Promise<{ id: string; pid: number; record?: QueueRecord }[]> {
-    const result: { id: string; pid: number; record?: QueueRecord }[] = [];
-    for (const name of await readdir(this.claimed)) {
+  /** Returns the records in claimed/: being delivered now, or left by a process that ended. */
+  async listClaimed(): Promise<ClaimedEntry[]> {
+    const result: ClaimedEntry[] = [];
+    const owners = new OwnerCheck();
+    for (const name of await this.readFolder(this.claimed)) {
       const match = CLAIMED.exec(name);
       if (!match) continue;
       const file = path.join(this.claimed, name);
+      const abandoned = await ownerGone(owners, file, Number(match[2]), match[3]!);
       let record: QueueRecord | undefined;
       try {
         record =
@@ -337,7 +443,7 @@ export class QueueStore {
       } catch {
         record = undefined;
       }
-      result.push({ id: match[1]!, pid: Number(match[2]), ...(record ? { record } : {}) });
+      result.push({ id: match[1]!, pid: Number(match[2]), abandoned, ...(record ? { record } : {}) });
     }
     return result;
   }
@@ -347,6 +453,7 @@ export class QueueStore {
    * (or CLI command) works on it. Returns undefined when it is gone or taken.
    */
   async claim(id: string): Promise<QueueRecord | undefined> {
+    this.assertWritable("claim");
     if (!isRecordId(id)) return undefined;
     const claimed = this.claimedPath(id);
     try {
@@ -384,7 +491,7 @@ export class QueueStore {
    */
   async release(record: QueueRecord): Promise<void> {
     const { path: source, start } = await this.messageOf(record.id);
-    const temporary = path.join(this.tmp, `${record.id}.${randomBytes(4).toString("hex")}${RECORD_SUFFIX}`);
+    const temporary = this.temporaryPath(record.id);
     await writeNewFile(temporary, async (fd) => {
       await writeAll(fd, [stateLine(record)]);
       await appendFrom(source, start, fd);
