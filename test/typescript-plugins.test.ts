@@ -150,3 +150,53 @@ test("syntax error names file, line and column", async () => {
   expect(result.stderr).toContain('cannot load plugin "./plugin.ts": TypeScript compilation failed');
   expect(result.stderr).toMatch(/lib\/refusal\.ts:1:\d+: /);
 });
+
+// The same rules hold for a JavaScript plugin written as an ES module: it
+// imports the engine from a folder outside the repository, and a reload
+// picks up edits to the modules it imports.
+const JS_PLUGIN = `
+import { definePlugin, deny } from "@mailroom/core";
+import { refusal } from "./lib/refusal.mjs";
+
+export default definePlugin({
+  name: "plain",
+  setup() {
+    return {
+      mail: ({ address }) => (address?.address === "bad@sender.test" ? deny({ code: 550, enhanced: "5.7.1", message: refusal }) : undefined),
+    };
+  },
+});
+`;
+
+async function useJavaScriptPlugin(): Promise<void> {
+  await writeFile(path.join(dir, "plugin.mjs"), JS_PLUGIN);
+  await writeFile(path.join(dir, "lib/refusal.mjs"), `export const refusal = "listed sender";\n`);
+  await writeFile(path.join(dir, "mailroom.yaml"), CONFIG.replace("./plugin.ts", "./plugin.mjs"));
+}
+
+test("JavaScript module plugin imports the engine", async () => {
+  await useJavaScriptPlugin();
+  const { port } = await start();
+  expect(await mailReply(port, "bad@sender.test")).toBe("550 5.7.1 listed sender");
+  expect(await mailReply(port, "good@sender.test")).toMatch(/^250 /);
+});
+
+test("reload picks up a JavaScript plugin's imports", async () => {
+  await useJavaScriptPlugin();
+  const { port, logs } = await start();
+  await writeFile(path.join(dir, "lib/refusal.mjs"), `export const refusal = "sender on the list";\n`);
+  child!.kill("SIGHUP");
+  await waitFor(() => logs().includes('"msg":"config reloaded"'), "the reload");
+  expect(await mailReply(port, "bad@sender.test")).toBe("550 5.7.1 sender on the list");
+});
+
+test("missing package names where it was looked for", async () => {
+  await writeFile(path.join(dir, "mailroom.yaml"), CONFIG.replace("./plugin.ts", "mailroom-plugin-nowhere"));
+  const result = spawnSync(process.execPath, [BIN, "check", "--config", path.join(dir, "mailroom.yaml")], {
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+  expect(result.status).toBe(1);
+  expect(result.stderr).toContain(`cannot load plugin "mailroom-plugin-nowhere": package not found in ${dir} or beside @mailroom/core`);
+  expect(result.stderr).not.toContain("noop.js");
+});

@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -6,7 +7,7 @@ import type { Logger } from "pino";
 import type { DependencyContainer } from "tsyringe";
 import { ConfigError, formatIssues, type LoadedConfig } from "../config/load.js";
 import { HOOK_NAMES } from "../hooks.js";
-import { importTypeScript } from "./typescript.js";
+import { importCompiled } from "./typescript.js";
 import { isPluginDefinition, type PluginDefinition, type PluginHooks } from "./plugin.js";
 import type { LoadedPlugin } from "./runner.js";
 
@@ -14,26 +15,56 @@ function isPath(use: string): boolean {
   return use.startsWith(".") || path.isAbsolute(use);
 }
 
+/**
+ * True for a JavaScript file that Node.js loads as an ES module: .mjs, or
+ * .js under a package.json with "type": "module".
+ */
+function isModuleJavaScript(file: string): boolean {
+  if (file.endsWith(".mjs")) return true;
+  if (!file.endsWith(".js")) return false;
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    const manifest = path.join(dir, "package.json");
+    if (existsSync(manifest)) {
+      try {
+        return (JSON.parse(readFileSync(manifest, "utf8")) as { type?: unknown }).type === "module";
+      } catch {
+        return false;
+      }
+    }
+    if (dir === path.dirname(dir)) return false;
+  }
+}
+
 /** Imports the module named by `use`: a path relative to the config file or a package name. */
 async function importPlugin(use: string, configDir: string): Promise<unknown> {
   if (isPath(use)) {
     const file = path.resolve(configDir, use);
     // The modification time in the URL makes a reload import an edited file
-    // anew. A JavaScript plugin's own imports stay cached until a restart,
-    // while a TypeScript plugin is compiled with its local imports each time.
+    // anew. TypeScript and ES module files are compiled with their local
+    // imports each time, and @mailroom/core resolves from any folder. A
+    // CommonJS plugin's own requires stay cached until a restart.
     const { mtimeMs } = await stat(file);
     const url = `${pathToFileURL(file).href}?mtime=${Math.floor(mtimeMs)}`;
-    if (/\.[cm]?tsx?$/.test(file)) return importTypeScript(file, url);
+    if (/\.[cm]?tsx?$/.test(file) || isModuleJavaScript(file)) return importCompiled(file, url);
     return import(url);
   }
   try {
     return await import(use);
   } catch (error) {
     if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
-    // Not found beside @mailroom/core: look next to the config file instead.
-    const resolved = createRequire(`${configDir}${path.sep}`).resolve(use);
-    return import(pathToFileURL(resolved).href);
   }
+  // Not found beside @mailroom/core: look next to the config file instead.
+  let resolved: string;
+  try {
+    resolved = createRequire(path.join(configDir, "package.json")).resolve(use);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "MODULE_NOT_FOUND") throw error;
+    throw new Error(
+      `package not found in ${configDir} or beside @mailroom/core; install it there (npm install ${use}) or give a path that starts with ./`,
+      { cause: error },
+    );
+  }
+  return import(pathToFileURL(resolved).href);
 }
 
 const KNOWN_KEYS = new Set<string>([...HOOK_NAMES, "close"]);

@@ -139,14 +139,15 @@ export function mapStackTrace(stack: string): string {
 }
 
 /**
- * Imports a TypeScript plugin file (`url` is its file URL with a query that
- * makes a reload import it anew). esbuild compiles it together with the
- * local files it imports into one ES module, which is imported and then
- * deleted. Packages stay outside the bundle. A reload compiles the files
- * again, so edits to the modules a plugin imports take effect too. The
- * source map is kept for mapStackTrace.
+ * Imports a plugin file written in TypeScript or as an ES module in
+ * JavaScript (`url` is its file URL with a query that makes a reload import
+ * it anew). esbuild compiles it together with the local files it imports
+ * into one ES module, which is imported and then deleted. Packages stay
+ * outside the bundle. A reload compiles the files again, so edits to the
+ * modules a plugin imports take effect too. The source map is kept for
+ * mapStackTrace.
  */
-export async function importTypeScript(file: string, url: string): Promise<unknown> {
+export async function importCompiled(file: string, url: string): Promise<unknown> {
   // vitest resolves .ts files and the workspace packages on its own.
   if (RUNNING_AS_TYPESCRIPT) return import(url);
 
@@ -179,7 +180,8 @@ export async function importTypeScript(file: string, url: string): Promise<unkno
     map = result.outputFiles.find((output) => output.path.endsWith(".map"))!.text;
   } catch (error) {
     // esbuild's own message repeats the same errors, so it is not kept as the cause.
-    throw new Error(`TypeScript compilation failed:\n${describeFailure(error)}`);
+    const language = /\.[cm]?tsx?$/.test(file) ? "TypeScript" : "JavaScript";
+    throw new Error(`${language} compilation failed:\n${describeFailure(error)}`);
   } finally {
     // esbuild keeps a service process (about 12 MB) for later builds; the
     // next start or reload starts it again.
