@@ -1,16 +1,21 @@
-import { ConfigError, HOOK_NAMES, loadConfig, MailroomServer } from "@mailroom/core";
+import { ConfigError, HOOK_NAMES, loadConfig, loadTlsFiles, MailroomServer } from "@mailroom/core";
 import { pino } from "pino";
 import { EXIT } from "./cli.js";
+import { findListenOverlaps } from "./listen-overlap.js";
 import { findWarnings } from "./warnings.js";
 
 /**
  * Validates a config file and starts its plugins once, without listening,
- * to print them in order with the hooks each handles. Resolves with the
- * exit code.
+ * to print them in order with the hooks each handles. It also fails on what
+ * `start` would only hit when it listens: TLS files that OpenSSL rejects and
+ * listen addresses that overlap. Resolves with the exit code.
  */
 export async function checkCommand(options: { config: string }): Promise<number> {
   try {
     const loaded = await loadConfig(options.config);
+    loadTlsFiles(loaded);
+    const overlaps = findListenOverlaps(loaded);
+    if (overlaps.length > 0) throw new ConfigError(overlaps.join("\n"));
     const server = await MailroomServer.create(loaded, { logger: pino({ level: "silent" }) });
     const lines = [
       `${loaded.file}: valid`,

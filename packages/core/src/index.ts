@@ -22,6 +22,7 @@ export * from "./services/dns.js";
 export * from "./config/schema.js";
 export { ConfigError, loadConfig, parseConfig, formatIssues, type LoadedConfig } from "./config/load.js";
 export { parseSize, parseDuration, size, duration } from "./config/units.js";
+export { loadTlsFiles, type CertificateFiles, type TlsFiles } from "./config/tls-files.js";
 export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";
