@@ -59,7 +59,7 @@ test("partial failure bounces only the refused recipient", async () => {
 
   const [text, status, headers] = report.parts;
   expect(text!.headers["content-type"]).toMatch(/^text\/plain/);
-  expect(text!.body).toContain("<bad@ok.test>: 550 5.1.1 No such mailbox");
+  expect(text!.body).toContain("<bad@ok.test>: host mx.ok.test said: 550 5.1.1 No such mailbox");
   expect(text!.body).not.toContain("good@ok.test");
   expect(text!.body).not.toContain("later@ok.test");
 

@@ -23,10 +23,25 @@ function oneLine(text: string): string {
   return text.replace(/\r?\n/g, " ").replace(/[^\x20-\x7e\u00a0-\uffff]/g, "?").trim();
 }
 
-function diagnostic(item: FailedRecipient): string {
+const SMTP_REPLY = /^\d{3}(?:[ -]|$)/;
+
+/** Returns the readable line of a failed recipient: the remote's reply and the host that sent it, or the error. */
+function explanation(item: FailedRecipient): string {
   const text = oneLine(item.response);
-  if (/^\d{3}[ -]/.test(text)) return text;
-  return `${item.code || 554} ${item.enhanced} ${text}`;
+  if (item.remoteMta && SMTP_REPLY.test(text)) return `<${item.recipient}>: host ${item.remoteMta} said: ${text}`;
+  return `<${item.recipient}>: ${text}`;
+}
+
+/**
+ * Returns the Diagnostic-Code field (RFC 3464 section 2.3.6): "smtp; " and
+ * the SMTP reply as it was received, or for an error without a reply (a
+ * refused connection, a timeout) the local description under the private
+ * type X-Mailroom, as Postfix uses X-Postfix. The host that sent a reply is
+ * named in Remote-MTA, not here.
+ */
+function diagnosticCode(item: FailedRecipient): string {
+  const text = oneLine(item.response);
+  return SMTP_REPLY.test(text) ? `smtp; ${text}` : `X-Mailroom; ${text}`;
 }
 
 /**
@@ -63,7 +78,7 @@ export function buildBounce(input: BounceInput): string {
     "",
   );
   for (const item of input.failed) {
-    push(`<${item.recipient}>: ${diagnostic(item)}`);
+    push(explanation(item));
   }
   push(
     "",
@@ -81,7 +96,7 @@ export function buildBounce(input: BounceInput): string {
       "Action: failed",
       `Status: ${item.enhanced}`,
       ...(item.remoteMta ? [`Remote-MTA: dns; ${item.remoteMta}`] : []),
-      `Diagnostic-Code: smtp; ${diagnostic(item)}`,
+      `Diagnostic-Code: ${diagnosticCode(item)}`,
     );
   }
   push(

@@ -27,6 +27,14 @@ export interface JobSource {
   putBack(job: Job): void;
 }
 
+/**
+ * The result of delivering to one recipient. `temporary` marks a 5xx reply
+ * that defers the recipient instead of bouncing it (see isTemporaryRefusal).
+ */
+export interface DeliveryResult extends RecipientResult {
+  temporary?: boolean;
+}
+
 export interface ClientSettings {
   heloName: string;
   timeouts: { connect: number; greeting: number; socket: number };
@@ -62,9 +70,23 @@ export class ConnectionFailure extends Error {
     message: string,
     readonly code = 0,
     readonly response = "",
+    /** The command that got the reply, as nodemailer names it: CONN for the greeting, EHLO, AUTH PLAIN. */
+    readonly command = "",
   ) {
     super(message);
   }
+}
+
+/**
+ * True for a connection-level 5xx reply that defers instead of bouncing: the
+ * greeting (nodemailer also files a reply outside any command under CONN)
+ * and a rejected AUTH. A 5xx greeting tells the state of one site, not the
+ * fate of the message, and a rejected AUTH is a fault in this server's
+ * credentials. Postfix defers both by default (postconf(5):
+ * smtp_skip_5xx_greeting and smtp_sasl_auth_soft_bounce are yes).
+ */
+function isTemporaryRefusal(failure: ConnectionFailure): boolean {
+  return failure.command === "CONN" || failure.command.startsWith("AUTH");
 }
 
 function connectOnce(hop: Hop, address: string, settings: ClientSettings, plaintext: boolean): Promise<SMTPConnection> {
@@ -142,7 +164,7 @@ export async function openConnection(hop: Hop, address: string, settings: Client
 }
 
 function asFailure(error: SmtpError): ConnectionFailure {
-  return new ConnectionFailure(error.message, error.responseCode ?? 0, error.response ?? "");
+  return new ConnectionFailure(error.message, error.responseCode ?? 0, error.response ?? "", error.command ?? "");
 }
 
 /**
@@ -227,8 +249,8 @@ export function closeConnection(connection: SMTPConnection): Promise<void> {
  * each address of a hop in turn until a connection carries the jobs the
  * source hands out. A job whose connection broke is sent again on the next
  * address. `beforeSend` (the deliver hook) may return a job's results instead.
- * When no address is left, the jobs not sent and the rest of the run get a
- * 4.4.1 result, or the last host's refusal at connection level.
+ * When no address is left, the jobs not sent and the rest of the run get the
+ * result of the last failure (see connectionResult).
  */
 export async function deliverRun(
   hops: Hop[],
@@ -236,15 +258,15 @@ export async function deliverRun(
   source: JobSource,
   settings: ClientSettings,
   beforeSend: (job: Job, hop: Hop, address: string) => Promise<RecipientResult[] | undefined>,
-  onResults: (job: Job, results: RecipientResult[]) => void,
+  onResults: (job: Job, results: DeliveryResult[]) => void,
 ): Promise<void> {
   const unsent: Job[] = [first];
   let lastFailure: ConnectionFailure | undefined;
-  let lastHost = "";
+  let lastHost: { name: string; address: string } | undefined;
 
   for (const hop of hops) {
     for (const address of hop.addresses) {
-      lastHost = `${hop.name} [${address}]`;
+      lastHost = { name: hop.name, address };
       let connection: SMTPConnection;
       try {
         connection = await openConnection(hop, address, settings);
@@ -265,22 +287,37 @@ export async function deliverRun(
   }
 
   for (const job of [...unsent, ...(await source.rest())]) {
-    const code = lastFailure?.code ?? 0;
-    const response = lastFailure
-      ? `${lastHost}: ${lastFailure.response || lastFailure.message}`
-      : "no host to connect to";
     onResults(
       job,
-      job.recipients.map((recipient) => ({
-        recipient,
-        // A refusal at connection level (greeting, EHLO) from the last host decides; else defer.
-        code: code >= 400 ? code : 0,
-        enhanced: code >= 400 ? enhancedOf(code, lastFailure?.response ?? "") : "4.4.1",
-        response,
-        ...(lastHost ? { remoteMta: lastHost.split(" ")[0]! } : {}),
-      })),
+      job.recipients.map((recipient) => connectionResult(recipient, lastFailure, lastHost)),
     );
   }
+}
+
+/**
+ * Returns the result for a recipient that no address took, from the last
+ * host's failure. A failure without a reply (refused, timed out, broken)
+ * defers with 4.4.1 and names the host and address. A reply is kept as the
+ * remote sent it, with the host in remoteMta: 4xx defers, a 5xx greeting or
+ * AUTH refusal defers with its enhanced code's class made 4 (as Postfix
+ * does), and another 5xx (to EHLO, say) bounces.
+ */
+function connectionResult(
+  recipient: string,
+  failure: ConnectionFailure | undefined,
+  host: { name: string; address: string } | undefined,
+): DeliveryResult {
+  if (!failure || !host) return { recipient, code: 0, enhanced: "4.4.1", response: "no host to connect to" };
+  const remoteMta = host.name;
+  const reply = failure.response.trim();
+  if (failure.code < 400 || reply === "") {
+    return { recipient, code: 0, enhanced: "4.4.1", response: `${host.name} [${host.address}]: ${failure.message}`, remoteMta };
+  }
+  const enhanced = enhancedOf(failure.code, reply);
+  if (failure.code >= 500 && isTemporaryRefusal(failure)) {
+    return { recipient, code: failure.code, enhanced: `4${enhanced.slice(1)}`, response: reply, remoteMta, temporary: true };
+  }
+  return { recipient, code: failure.code, enhanced, response: reply, remoteMta };
 }
 
 type SendOutcome =
@@ -302,7 +339,7 @@ async function sendJobs(
   unsent: Job[],
   source: JobSource,
   beforeSend: (job: Job, hop: Hop, address: string) => Promise<RecipientResult[] | undefined>,
-  onResults: (job: Job, results: RecipientResult[]) => void,
+  onResults: (job: Job, results: DeliveryResult[]) => void,
 ): Promise<SendOutcome> {
   let ended = false;
   const onEnd = () => (ended = true);

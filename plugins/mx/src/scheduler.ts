@@ -8,7 +8,7 @@ import type {
   UserDirectory,
 } from "@mailroom/core";
 import { sendBounce } from "./bounce-sender.js";
-import { deliverRun, type Job, type JobSource } from "./deliver.js";
+import { deliverRun, type DeliveryResult, type Job, type JobSource } from "./deliver.js";
 import { retryDelay, type MxOptions } from "./options.js";
 import { route } from "./routing.js";
 import { contextOf, type AddedMessage, type FailedRecipient, type QueueRecord, type QueueStore } from "./store.js";
@@ -391,7 +391,7 @@ export class Scheduler {
       takingJobs = false;
       this.addCapacity(domain, -(limit - jobsTaken));
     };
-    const settle = (entry: Entry, results: RecipientResult[]) => {
+    const settle = (entry: Entry, results: DeliveryResult[]) => {
       runEntries.delete(entry.record.id);
       if (entry.content) this.cachedBytes -= entry.content.length;
       applying.push(
@@ -497,13 +497,13 @@ export class Scheduler {
   }
 
   /** Records one attempt's results and writes the record back (or removes it). */
-  private async apply(record: QueueRecord, results: RecipientResult[]): Promise<void> {
+  private async apply(record: QueueRecord, results: DeliveryResult[]): Promise<void> {
     const { clock, options, logger, store } = this.env;
     const now = clock.now();
     const context = contextOf(record);
     const delivered = results.filter((item) => item.code >= 200 && item.code < 300);
-    const failed = results.filter((item) => item.code >= 500);
-    const deferred = results.filter((item) => item.code < 200 || (item.code >= 300 && item.code < 500));
+    const failed = results.filter((item) => item.code >= 500 && !item.temporary);
+    const deferred = results.filter((item) => !delivered.includes(item) && !failed.includes(item));
     // A recipient without a result is deferred, so it cannot be retried in a tight loop.
     for (const recipient of record.pending) {
       if (results.some((item) => item.recipient === recipient)) continue;
@@ -513,11 +513,13 @@ export class Scheduler {
     record.attempts += 1;
     record.pending = deferred.map((item) => item.recipient);
     record.failed.push(...failed.map(toFailed));
-    for (const item of [...delivered, ...failed, ...deferred]) {
-      logger.info(
-        { id: record.id, recipient: item.recipient, code: item.code, enhanced: item.enhanced, remoteMta: item.remoteMta, response: item.response },
-        resultMessage(item.code),
-      );
+    for (const [items, message] of [[delivered, "delivered"], [failed, "delivery failed"], [deferred, "delivery deferred"]] as const) {
+      for (const item of items) {
+        logger.info(
+          { id: record.id, recipient: item.recipient, code: item.code, enhanced: item.enhanced, remoteMta: item.remoteMta, response: item.response },
+          message,
+        );
+      }
     }
 
     if (deferred.length > 0) {
@@ -614,11 +616,4 @@ function defaultEnhanced(code: number): string {
   if (code < 300) return "2.0.0";
   if (code < 500) return "4.3.0";
   return "5.7.1";
-}
-
-/** Returns the log message for one recipient's delivery result. */
-function resultMessage(code: number): string {
-  if (code >= 200 && code < 300) return "delivered";
-  if (code >= 500) return "delivery failed";
-  return "delivery deferred";
 }
