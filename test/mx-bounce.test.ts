@@ -1,4 +1,4 @@
-import { readdir, rm, writeFile } from "node:fs/promises";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, expect, test } from "vitest";
 import { TOKENS, type OutboundQueue } from "@mailroom/core";
@@ -130,4 +130,74 @@ test("restart delivers queued mail over one connection", async () => {
   expect(remote.connections).toBe(1);
   expect(new Set(remote.received.map((message) => message.connection)).size).toBe(1);
   expect(remote.received.map((message) => message.to[0]).sort()).toEqual(["one@ok.test", "three@ok.test", "two@ok.test"]);
+});
+
+// Answers 451 to the recipient of every injected message, as a local
+// mailbox that cannot take mail would; bounces are injected.
+const DEFER_INJECTED = `
+import { definePlugin, denySoft } from "@mailroom/core";
+export default definePlugin({
+  name: "defer-injected",
+  setup: () => ({
+    rcpt: ({ connection }) =>
+      connection.notes.injected ? denySoft({ code: 451, enhanced: "4.2.0", message: "Mailbox unavailable" }) : undefined,
+  }),
+});
+`;
+
+test("refused bounce retried, then dropped", async () => {
+  const remote = await startRemoteMx({ rcpt: () => ({ code: 550, message: "5.1.1 No such mailbox" }) });
+  cleanup.push(() => remote.close());
+  const dns = await startDns(ZONE);
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(path.join(dir, "defer-injected.ts"), DEFER_INJECTED);
+  const clock = new TestClock(Date.UTC(2026, 0, 5, 9, 0, 0));
+  const start = clock.now();
+  const server = await startMailroom({
+    dir,
+    dns,
+    clock,
+    mx: { port: remote.port, retry: ["5m", "10m", "30m"], maxQueueLifetime: "20m" },
+    before: ["./defer-injected.ts"],
+  });
+  cleanup.push(() => server.stop());
+  await submit(server, "alice@local.test", ["bad@ok.test"]);
+
+  const retries = () => server.logs.filter((line) => line.msg === "bounce not handed over; trying again later");
+  const bounceState = async () => {
+    const [name] = await readdir(path.join(dir, "queue/active"));
+    const text = await readFile(path.join(dir, "queue/active", name!), "utf8");
+    return JSON.parse(text.slice(0, text.indexOf("\n"))) as Record<string, unknown>;
+  };
+  // Each retry waits for the next delay of the schedule, up to the lifetime counted from the first attempt.
+  const expected = [
+    { advance: 0, bounceAttempts: 1, bounceAttemptAt: start + 5 * 60_000 },
+    { advance: 5 * 60_000, bounceAttempts: 2, bounceAttemptAt: start + 15 * 60_000 },
+    { advance: 10 * 60_000, bounceAttempts: 3, bounceAttemptAt: start + 20 * 60_000 },
+  ];
+  for (const [index, step] of expected.entries()) {
+    clock.advance(step.advance);
+    await waitFor(() => retries().length === index + 1, `bounce attempt ${index + 1}`);
+    await waitFor(async () => (await bounceState().catch(() => undefined))?.bounceAttempts === step.bounceAttempts, "the record's state");
+    const state = await bounceState();
+    expect(state.bounceAttemptAt).toBe(step.bounceAttemptAt);
+    expect(state.bounceFirstAttemptAt).toBe(start);
+  }
+
+  clock.advance(5 * 60_000);
+  const dropped = await waitFor(
+    () => server.logs.find((line) => line.msg === "bounce not handed over within maxQueueLifetime; dropped"),
+    "the dropped bounce",
+  );
+  expect(dropped.level).toBe(50);
+  expect(dropped.to).toBe("alice@local.test");
+  expect(dropped.recipients).toEqual(["bad@ok.test"]);
+  expect(dropped.records).toHaveLength(1);
+  expect(JSON.stringify(dropped.err)).toContain("451");
+  await waitFor(async () => (await readdir(path.join(dir, "queue/active"))).length === 0, "an empty queue");
+  expect(await readdir(path.join(dir, "queue/claimed"))).toEqual([]);
+  expect(retries()).toHaveLength(3);
+  expect(await server.local()).toEqual([]);
 });

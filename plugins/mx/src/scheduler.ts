@@ -68,6 +68,8 @@ export class Scheduler {
   private bouncing = false;
   /** Claimed records whose new state could not be written (a full disk), written again at each scan. */
   private readonly unreleased = new Map<string, QueueRecord>();
+  /** Messages whose bounce could not claim its records, by the time it is tried again. */
+  private readonly bounceHolds = new Map<string, number>();
   private scanRequested = true;
   private nextScanAt = 0;
   private sleeping: { until: number; controller: AbortController } | undefined;
@@ -91,13 +93,15 @@ export class Scheduler {
   }
 
   /**
-   * Writes a claimed record's new state back to the queue. When that fails,
-   * the record stays claimed by this process and each scan tries again, so
-   * it is not stuck until a restart once the disk has space again.
+   * Writes a claimed record's new state back to the queue, or removes the
+   * record when nothing is left to deliver or report. When that fails, the
+   * record stays claimed by this process and each scan tries again, so it
+   * is not stuck until a restart once the disk has space again.
    */
   private async releaseOrKeep(record: QueueRecord): Promise<void> {
     try {
-      await this.env.store.release(record);
+      if (record.pending.length === 0 && record.failed.length === 0) await this.env.store.finish(record.id);
+      else await this.env.store.release(record);
       this.unreleased.delete(record.id);
     } catch (error) {
       this.env.logger.error({ err: error, id: record.id }, "queue record state not written, retrying at the next scan");
@@ -206,8 +210,15 @@ export class Scheduler {
 
   /** Claims what is due and returns the time until the next record or bounce is due. */
   private async tick(): Promise<number> {
-    const { store, clock } = this.env;
+    const { store, clock, logger } = this.env;
     for (const record of [...this.unreleased.values()]) await this.releaseOrKeep(record);
+    // A process that ended while it held records (a killed `mailroom queue
+    // retry`, a worker) left them in claimed/; a start would take them back too.
+    try {
+      await store.takeBackAbandoned();
+    } catch (error) {
+      logger.error({ err: error }, "taking back queue records of ended processes failed; the next scan tries again");
+    }
     const now = clock.now();
     const records = await store.list();
     let next = Infinity;
@@ -498,7 +509,7 @@ export class Scheduler {
 
   /** Records one attempt's results and writes the record back (or removes it). */
   private async apply(record: QueueRecord, results: DeliveryResult[]): Promise<void> {
-    const { clock, options, logger, store } = this.env;
+    const { clock, options, logger } = this.env;
     const now = clock.now();
     const context = contextOf(record);
     const delivered = results.filter((item) => item.code >= 200 && item.code < 300);
@@ -544,8 +555,7 @@ export class Scheduler {
       await hooks.runAll("deferred", { message: context, results: deferred, nextAttemptAt: record.nextAttemptAt }, logger);
     }
 
-    if (record.pending.length === 0 && record.failed.length === 0) await store.finish(record.id);
-    else await this.releaseOrKeep(record);
+    await this.releaseOrKeep(record);
     // A scan sends the bounce, once no record of the message is being delivered.
     if (record.failed.length > 0 || this.bounceWaits.has(record.messageId)) this.kick();
     else if (record.pending.length > 0) this.scanBy(record.nextAttemptAt);
@@ -565,10 +575,16 @@ export class Scheduler {
     const groups = new Map<string, QueueRecord[]>();
     let next = Infinity;
     this.bounceWaits.clear();
+    for (const [messageId, until] of this.bounceHolds) if (until <= now) this.bounceHolds.delete(messageId);
     for (const record of records) {
       if (record.failed.length === 0) continue;
       if (busy.has(record.messageId)) {
         this.bounceWaits.add(record.messageId);
+        continue;
+      }
+      const heldUntil = this.bounceHolds.get(record.messageId);
+      if (heldUntil !== undefined) {
+        next = Math.min(next, heldUntil - now);
         continue;
       }
       if (record.bounceAttemptAt && record.bounceAttemptAt > now) {
@@ -583,7 +599,10 @@ export class Scheduler {
     this.bouncing = true;
     this.spawn("", async () => {
       try {
-        for (const group of groups.values()) await sendBounce(this.env, group);
+        for (const [messageId, group] of groups) {
+          const retryAt = await sendBounce(this.env, group, (record) => this.releaseOrKeep(record));
+          if (retryAt !== undefined) this.bounceHolds.set(messageId, retryAt);
+        }
       } finally {
         this.bouncing = false;
         // A bounce to a remote sender was queued in active/; the scan also retries bounces kept back.
