@@ -1,4 +1,4 @@
-import { mkdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 /** Versions the generated package depends on: the ones this CLI was released with. */
@@ -46,8 +46,25 @@ test.each([
 `;
 }
 
-function readme(name: string, local: boolean): string {
+const VITEST_CONFIG = `import { fileURLToPath } from "node:url";
+import { defineConfig } from "vitest/config";
+
+// This package's own config, so that \`npm test\` in this folder does not use
+// a parent folder's config, whose patterns are relative to that folder.
+export default defineConfig({
+  test: {
+    root: fileURLToPath(new URL(".", import.meta.url)),
+    include: ["src/**/*.test.ts"],
+  },
+});
+`;
+
+/** Returns the package's README; `fromRoot` is its folder relative to the workspace root, when it has one. */
+function readme(name: string, local: boolean, fromRoot?: string): string {
   const use = local ? `./${name}.ts` : name;
+  const rootRun = fromRoot
+    ? `\nFrom the repository root, \`npx vitest run ${fromRoot}\` runs the same\ntests with the repository's config.\n`
+    : "";
   return `# ${name}
 
 A Mailroom plugin. It rejects senders whose domain is in \`blockedDomains\`.
@@ -63,10 +80,12 @@ plugins:
 
 ## Test
 
+In this folder:
+
 \`\`\`
-npx vitest run
+npm test
 \`\`\`
-`;
+${rootRun}`;
 }
 
 async function exists(file: string): Promise<boolean> {
@@ -81,13 +100,79 @@ async function writeNew(file: string, text: string): Promise<void> {
   await writeFile(file, text, { flag: "wx" });
 }
 
+/** Converts an npm workspaces pattern ("plugins/*", "packages/core") to a regular expression. */
+function workspacePattern(pattern: string): RegExp {
+  const source = pattern
+    .replace(/^\.\//, "")
+    .replace(/\/+$/, "")
+    .split(/(\*\*|\*)/)
+    .map((part) => (part === "**" ? ".*" : part === "*" ? "[^/]*" : part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")))
+    .join("");
+  return new RegExp(`^${source}$`);
+}
+
+/** Finds the nearest package.json above `folder` that declares npm workspaces. */
+async function findWorkspaceRoot(folder: string): Promise<{ root: string; patterns: string[] } | undefined> {
+  for (let current = folder; ; current = path.dirname(current)) {
+    try {
+      const manifest = JSON.parse(await readFile(path.join(current, "package.json"), "utf8")) as {
+        workspaces?: string[] | { packages?: string[] };
+      };
+      const workspaces = Array.isArray(manifest.workspaces) ? manifest.workspaces : manifest.workspaces?.packages;
+      if (workspaces) return { root: current, patterns: workspaces };
+    } catch {
+      // No package.json here, or one that is not JSON: look further up.
+    }
+    if (path.dirname(current) === current) return undefined;
+  }
+}
+
+/** Where a new package folder sits: the workspace root above it, and whether its patterns include the folder. */
+interface PackagePlace {
+  folder: string;
+  workspace?: { root: string; relative: string; member: boolean };
+}
+
+async function placePackage(folder: string): Promise<PackagePlace> {
+  const found = await findWorkspaceRoot(path.dirname(folder));
+  if (!found) return { folder };
+  const relative = path.relative(found.root, folder).split(path.sep).join("/");
+  const member = found.patterns.some((pattern) => !pattern.startsWith("!") && workspacePattern(pattern).test(relative));
+  return { folder, workspace: { root: found.root, relative, member } };
+}
+
+/**
+ * Returns what must happen before the server can load the new package:
+ * npm links a workspace package into node_modules only at the next
+ * `npm install` in the workspace root.
+ */
+function nextStep(name: string, place: PackagePlace): string {
+  const use = `use: "${name}"`;
+  const { folder, workspace } = place;
+  if (!workspace) {
+    return `${folder} is not in an npm workspace; install it where the server runs (npm install ${folder}) before the server can load ${use}`;
+  }
+  if (!workspace.member) {
+    const manifest = path.join(workspace.root, "package.json");
+    return `${workspace.relative} is not in the workspaces of ${manifest}; add it there and run "npm install" in ${workspace.root} before the server can load ${use}`;
+  }
+  return `run "npm install" in ${workspace.root} before the server can load ${use}, because npm links a new workspace package into node_modules only then`;
+}
+
 /**
  * Creates a plugin: a package folder `dir/NAME` by default, or with `local`
  * a single `dir/NAME.ts` and its test. Returns the files written; refuses
- * to overwrite anything.
+ * to overwrite anything. For a package, `note` receives the step that is
+ * still needed before the server can load it (printed to stderr by default).
  */
-export async function scaffoldPlugin(options: { name: string; dir: string; local: boolean }): Promise<string[]> {
+export async function scaffoldPlugin(options: {
+  name: string;
+  dir: string;
+  local: boolean;
+  note?: (text: string) => void;
+}): Promise<string[]> {
   const { name, dir, local } = options;
+  const note = options.note ?? ((text: string) => process.stderr.write(`mailroom: next step: ${text}\n`));
   if (!/^(?:@[a-z0-9][a-z0-9._-]*\/)?[a-z0-9][a-z0-9._-]*$/.test(name)) {
     throw new Error(`invalid plugin name "${name}": use lower-case letters, digits, ".", "_" and "-", with an optional @scope/`);
   }
@@ -103,6 +188,7 @@ export async function scaffoldPlugin(options: { name: string; dir: string; local
 
   const root = path.join(dir, base);
   if (await exists(root)) throw new Error(`${root} already exists`);
+  const place = await placePackage(root);
   const packageJson = {
     name,
     version: "0.1.0",
@@ -137,10 +223,12 @@ export async function scaffoldPlugin(options: { name: string; dir: string; local
   const files: [string, string][] = [
     [path.join(root, "package.json"), `${JSON.stringify(packageJson, null, 2)}\n`],
     [path.join(root, "tsconfig.json"), `${JSON.stringify(tsconfig, null, 2)}\n`],
-    [path.join(root, "README.md"), readme(name, false)],
+    [path.join(root, "vitest.config.ts"), VITEST_CONFIG],
+    [path.join(root, "README.md"), readme(name, false, place.workspace?.member ? place.workspace.relative : undefined)],
     [path.join(root, "src", "index.ts"), pluginSource(name)],
     [path.join(root, "src", "index.test.ts"), testSource("./index.js")],
   ];
   for (const [file, text] of files) await writeNew(file, text);
+  note(nextStep(name, place));
   return files.map(([file]) => file);
 }
