@@ -30,7 +30,7 @@ async function writeConfig(text: string): Promise<string> {
   return file;
 }
 
-/** A TCP port that was free a moment ago, for rules that skip port 0. */
+/** Returns a TCP port that was free a moment ago, for rules that skip port 0. */
 async function freePort(): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -80,7 +80,7 @@ describe("check fails where start fails", () => {
     expect(check.stderr).toContain("start would fail with EADDRINUSE");
     expect(check.status).toBe(1);
 
-    // The rule is only worth its place if start really fails so.
+    // start must fail the same way, or the rule would reject a working config.
     const start = mailroom("start", file);
     expect(start.stderr).toContain("EADDRINUSE");
     expect(start.status).toBe(1);
@@ -147,8 +147,8 @@ describe("check loads the TLS files", () => {
 
   test("encrypted key file", async () => {
     const encrypted = path.join(dir, "encrypted.pem");
-    const made = spawnSync("openssl", ["pkey", "-in", main.keyPath, "-aes256", "-passout", "pass:secret", "-out", encrypted]);
-    expect(made.status).toBe(0);
+    const encrypt = spawnSync("openssl", ["pkey", "-in", main.keyPath, "-aes256", "-passout", "pass:secret", "-out", encrypted]);
+    expect(encrypt.status).toBe(0);
     const check = mailroom("check", await writeConfig(tlsConfig(encrypted, main.certPath)));
     expect(check.stderr).toContain(`server.tls.key: ${encrypted} is an encrypted private key, and server.tls has no passphrase option`);
     expect(check.status).toBe(1);

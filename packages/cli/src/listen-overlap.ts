@@ -30,7 +30,7 @@ function toBind(index: number, address: string): Bind | undefined {
 
 /**
  * Lists `server.listen` entries that Linux cannot bind next to an earlier
- * one, so that `start` would fail with EADDRINUSE: a wildcard address
+ * one, so that `start` would fail with EADDRINUSE. A wildcard address
  * (0.0.0.0 or [::]) takes its port on every address of its family, and [::]
  * takes IPv4 too while net.ipv6.bindv6only is 0. Node binds with
  * SO_REUSEADDR, and Linux still rejects the second bind (seen with Node 20).

@@ -100,15 +100,16 @@ async function writeNew(file: string, text: string): Promise<void> {
   await writeFile(file, text, { flag: "wx" });
 }
 
+function globPart(part: string): string {
+  if (part === "**") return ".*";
+  if (part === "*") return "[^/]*";
+  return part.replace(/[.+?^${}()|[\]\\]/g, "\\$&");
+}
+
 /** Converts an npm workspaces pattern ("plugins/*", "packages/core") to a regular expression. */
 function workspacePattern(pattern: string): RegExp {
-  const source = pattern
-    .replace(/^\.\//, "")
-    .replace(/\/+$/, "")
-    .split(/(\*\*|\*)/)
-    .map((part) => (part === "**" ? ".*" : part === "*" ? "[^/]*" : part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")))
-    .join("");
-  return new RegExp(`^${source}$`);
+  const trimmed = pattern.replace(/^\.\//, "").replace(/\/+$/, "");
+  return new RegExp(`^${trimmed.split(/(\*\*|\*)/).map(globPart).join("")}$`);
 }
 
 /** Finds the nearest package.json above `folder` that declares npm workspaces. */
@@ -127,7 +128,7 @@ async function findWorkspaceRoot(folder: string): Promise<{ root: string; patter
   }
 }
 
-/** Where a new package folder sits: the workspace root above it, and whether its patterns include the folder. */
+/** The location of a new package folder: the workspace root above it, and whether its patterns include the folder. */
 interface PackagePlace {
   folder: string;
   workspace?: { root: string; relative: string; member: boolean };

@@ -40,8 +40,9 @@ interface WorkerState {
  * each run the whole server on the shared listening sockets, and passes
  * SIGHUP and SIGTERM on to them. A worker that dies after it was listening
  * is forked again after a RestartBackoff delay. A worker that dies before
- * it listens (an invalid config, a port in use) is a start failure and is
- * not forked again until the next SIGHUP, which forks every missing worker.
+ * it listens (an invalid config, a plugin that fails to start) is a start
+ * failure and is not forked again until the next SIGHUP, which forks every
+ * missing worker.
  * Resolves with the exit code once every worker has stopped.
  */
 export function runPrimary(count: number, logger: Logger): Promise<number> {

@@ -44,7 +44,7 @@ function loadPair(loaded: LoadedConfig, files: { key: string; cert: string }, ke
     } catch (error) {
       throw fail(option, `cannot read ${file}: ${(error as Error).message}`, error);
     }
-    // OpenSSL accepts an empty key or certificate here and only fails at the first handshake.
+    // Node's TLS accepts an empty key or certificate, and then every handshake fails (seen with Node 20).
     if (content.toString("latin1").trim() === "") throw fail(option, `${file} is empty`, undefined);
     return content;
   };
