@@ -132,8 +132,8 @@ test("restart delivers queued mail over one connection", async () => {
   expect(remote.received.map((message) => message.to[0]).sort()).toEqual(["one@ok.test", "three@ok.test", "two@ok.test"]);
 });
 
-// Answers 451 to the recipient of every injected message, as a local
-// mailbox that cannot take mail would; bounces are injected.
+// Rejects the recipient of every injected message with 451, as a local
+// mailbox that cannot take mail would. Bounces are injected.
 const DEFER_INJECTED = `
 import { definePlugin, denySoft } from "@mailroom/core";
 export default definePlugin({

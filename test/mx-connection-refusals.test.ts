@@ -25,7 +25,7 @@ afterEach(async () => {
 
 const GREETING = "554 5.3.2 mx.ok.test busy, no SMTP service right now";
 
-/** Starts a server that greets with GREETING and answers every command but QUIT with 503. */
+/** Starts a server that greets with GREETING and replies 503 to every command but QUIT. */
 async function startRefusingGreeter(options: { host?: string; port?: number } = {}) {
   const state = { port: 0, connections: 0 };
   const sockets = new Set<net.Socket>();

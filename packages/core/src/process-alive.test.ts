@@ -18,7 +18,7 @@ function endedPid(): number {
   return spawnSync(process.execPath, ["-e", "process.exit(0)"]).pid!;
 }
 
-/** Starts a process that runs until the test ends and waits until /proc shows it. */
+/** Starts a process that runs until the test ends, and waits until it has started. */
 async function startSleeper(): Promise<ChildProcess> {
   const child = spawn("sleep", ["30"], { stdio: "ignore" });
   cleanup.push(() => void child.kill("SIGKILL"));

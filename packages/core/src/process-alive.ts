@@ -68,10 +68,11 @@ export function processStartTime(pid: number): number | undefined {
 /**
  * Tells whether the process that made an entry, such as a file named with
  * its pid, has ended. kill(pid, 0) alone takes a pid now used by another
- * process (after a reboot or a wrap of the pid counter) for the owner, so on
- * Linux an entry made before the last boot, or before the process that now
- * has the pid started, counts as left by an ended process too. Use one
- * instance for one scan of a folder: it reads each pid's state once.
+ * process (after a reboot or a wrap of the pid counter) for the owner. So on
+ * Linux, an entry made before the last boot counts as left by an ended
+ * process too, and so does one made before the process that has the pid now
+ * started. Use one instance for one scan of a folder: it reads each pid's
+ * state once.
  *
  * NOTE: the times compared are wall-clock times, so a forward step of the
  * system clock between an entry's creation and the check can make a running
@@ -110,7 +111,7 @@ export class OwnerCheck {
 /**
  * Removes the entries of `dir` whose names carry the pid of a process that
  * is gone: `pattern` captures the pid as its first group, and an entry's
- * ctime tells whether the process that now has the pid made it (see
+ * ctime shows whether the process that now has the pid made it (see
  * OwnerCheck). A kill -9 skips a process's own clean-up, so a starting one
  * removes what it left. An unreadable folder only means nothing is removed.
  */

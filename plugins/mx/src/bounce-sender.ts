@@ -12,7 +12,7 @@ import { contextOf, type QueueRecord } from "./store.js";
  */
 export type SettleRecord = (record: QueueRecord) => Promise<void>;
 
-/** What became of one bounce: handed over (or dropped on purpose), or to be tried again. */
+/** The result of handing over one bounce: done (sent or dropped on purpose), or to be tried again. */
 type Outcome = { kind: "done" } | { kind: "retry"; error: unknown };
 
 const DONE: Outcome = { kind: "done" };
@@ -23,7 +23,7 @@ const DONE: Outcome = { kind: "done" };
  * later try when the engine could not take the bounce. A bounce that is not
  * handed over within maxQueueLifetime of its first attempt is dropped with an
  * error log line. Returns a time to try again when the records could not be
- * claimed: their files are unchanged then, so nothing on disk holds the retry.
+ * claimed: their files are unchanged then, so nothing on disk records the retry.
  */
 export async function sendBounce(env: SchedulerEnv, candidates: QueueRecord[], settleRecord: SettleRecord): Promise<number | undefined> {
   const { store, logger, clock, options } = env;

@@ -34,10 +34,10 @@ function explanation(item: FailedRecipient): string {
 
 /**
  * Returns the Diagnostic-Code field (RFC 3464 section 2.3.6): "smtp; " and
- * the SMTP reply as it was received, or for an error without a reply (a
- * refused connection, a timeout) the local description under the private
- * type X-Mailroom, as Postfix uses X-Postfix. The host that sent a reply is
- * named in Remote-MTA, not here.
+ * the SMTP reply as it was received. An error without a reply (a refused
+ * connection, a timeout) gets its local description under the private type
+ * X-Mailroom, as Postfix uses X-Postfix. The host that sent a reply is named
+ * in Remote-MTA, not here.
  */
 function diagnosticCode(item: FailedRecipient): string {
   const text = oneLine(item.response);

@@ -80,7 +80,7 @@ export class ConnectionFailure extends Error {
 /**
  * True for a connection-level 5xx reply that defers instead of bouncing: the
  * greeting (nodemailer also files a reply outside any command under CONN)
- * and a rejected AUTH. A 5xx greeting tells the state of one site, not the
+ * and a rejected AUTH. A 5xx greeting reports the state of one site, not the
  * fate of the message, and a rejected AUTH is a fault in this server's
  * credentials. Postfix defers both by default (postconf(5):
  * smtp_skip_5xx_greeting and smtp_sasl_auth_soft_bounce are yes).

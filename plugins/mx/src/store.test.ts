@@ -222,7 +222,7 @@ function endedPid(): number {
   return spawnSync(process.execPath, ["-e", "process.exit(0)"]).pid!;
 }
 
-/** Writes the queue file of a new record into claimed/ as `pid` with `token` would name it; returns the record. */
+/** Adds a record and moves its queue file into claimed/, named as `pid` with `token` would name it. */
 async function writeClaimed(store: QueueStore, pid: number, token = "abcdef") {
   const {
     records: [record],
@@ -254,9 +254,9 @@ test.skipIf(!existsSync("/proc/self/stat"))("claim under a reused pid is recover
   const other = spawn("sleep", ["30"], { stdio: "ignore" });
   try {
     await new Promise((resolve) => other.once("spawn", resolve));
-    const kept = names.get(other.pid!);
-    if (!kept) context.skip(`the new process got pid ${other.pid}, past the 3000 claims written ahead`);
-    for (const name of names.values()) if (name !== kept) await rm(path.join(store.claimed, name));
+    const reusedName = names.get(other.pid!);
+    if (!reusedName) context.skip(`the new process got pid ${other.pid}, past the 3000 claims written ahead`);
+    for (const name of names.values()) if (name !== reusedName) await rm(path.join(store.claimed, name));
 
     const { logger, lines } = recordingLogger();
     const restarted = new QueueStore(dir, logger);

@@ -35,7 +35,7 @@ export interface QueueRecord {
   lastError?: string;
   /** When a bounce that could not be handed over is tried again. */
   bounceAttemptAt?: number;
-  /** Failed attempts to hand over the bounce of `failed`; absent in records written before it was kept. */
+  /** Failed attempts to hand over the bounce of `failed`. Records written before it was kept lack it. */
   bounceAttempts?: number;
   /** When the first of those attempts was made; the bounce is dropped maxQueueLifetime later. */
   bounceFirstAttemptAt?: number;
@@ -226,7 +226,7 @@ export class QueueStore {
     return count;
   }
 
-  /** Moves one claimed file back to active/; returns false when another process took it back first. */
+  /** Moves one claimed file back to active/ and returns false when another process took it back first. */
   private async takeBack(from: string, id: string, suffix: string): Promise<boolean> {
     const to = path.join(this.active, `${id}${suffix}`);
     try {
@@ -405,7 +405,7 @@ export class QueueStore {
     this.logger.warn({ id, err: error, file }, "unreadable queue record left in place; the server sets it aside");
   }
 
-  /** Lists a folder of the queue; with `readOnly`, a folder not created yet reads as empty. */
+  /** Lists a folder of the queue. With `readOnly`, a folder not created yet reads as empty. */
   private async readFolder(folder: string): Promise<string[]> {
     try {
       return await readdir(folder);
