@@ -1,12 +1,12 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createSecureContext } from "node:tls";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { pino, type Logger } from "pino";
 import type { SMTPServer } from "smtp-server";
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
-import { ConfigError, loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
+import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
+import { loadTlsFiles, type TlsFiles } from "./config/tls-files.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
 import { logSerializers } from "./logging.js";
 import { MemoryBudget } from "./message/spool.js";
@@ -48,42 +48,9 @@ export interface BoundAddress {
   implicitTls: boolean;
 }
 
-/** Reads the configured key and certificate files; a missing one is a config error with its line. */
-function readTls(loaded: LoadedConfig) {
-  const tls = loaded.config.server.tls;
-  if (!tls) return undefined;
-  const read = (file: string, keyPath: (string | number)[]) => {
-    try {
-      return readFileSync(file);
-    } catch (error) {
-      const line = loaded.lineOf(keyPath);
-      throw new ConfigError(
-        `${loaded.file}${line ? `:${line}` : ""}: ${keyPath.join(".")}: cannot read ${file}: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
-  };
-  // Node's own error for a bad key names neither the file nor the option,
-  // so the pair is loaded here first.
-  const pair = (files: { key: string; cert: string }, keyPath: (string | number)[]) => {
-    const key = read(files.key, [...keyPath, "key"]);
-    const cert = read(files.cert, [...keyPath, "cert"]);
-    try {
-      createSecureContext({ key, cert });
-    } catch (error) {
-      const line = loaded.lineOf([...keyPath, "key"]);
-      throw new ConfigError(
-        `${loaded.file}${line ? `:${line}` : ""}: ${keyPath.join(".")}: ${files.key} and ${files.cert} are not a usable PEM private key and certificate (${(error as Error).message})`,
-        { cause: error },
-      );
-    }
-    return { key, cert };
-  };
-  const sni = new Map<string, { key: Buffer; cert: Buffer }>();
-  for (const [name, entry] of Object.entries(tls.sni)) {
-    sni.set(name.toLowerCase(), pair(entry, ["server", "tls", "sni", name]));
-  }
-  return { ...pair(tls, ["server", "tls"]), sni };
+/** Reads and checks the configured key and certificate files; a bad one is a config error with its line. */
+function readTls(loaded: LoadedConfig): TlsFiles | undefined {
+  return loadTlsFiles(loaded);
 }
 
 /**
