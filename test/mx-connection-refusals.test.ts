@@ -1,6 +1,6 @@
-// Refusals before any message is sent: a 5xx greeting and a rejected AUTH
-// defer, as Postfix does by default, and the DSN of a message that expires
-// after them quotes the remote's reply.
+// Refusals before any message is sent: a 5xx greeting, a rejected AUTH and
+// a refused STARTTLS where TLS is required defer, as Postfix does by default,
+// and the DSN of a message that expires after them quotes the reply.
 import { rm } from "node:fs/promises";
 import net from "node:net";
 import { afterEach, expect, test } from "vitest";
@@ -132,4 +132,24 @@ test("rejected AUTH at the smarthost defers", async () => {
   const deferred = server.logs.find((line) => line.msg === "delivery deferred")!;
   expect(deferred.code).toBe(535);
   expect(deferred.enhanced).toMatch(/^4\./);
+});
+
+test.each([
+  ["a tls: required route", (port: number) => ({ routes: { "ok.test": { host: "127.0.0.1", port, tls: "required", allowLocal: true } } })],
+  ["a tls.requireFor domain", (port: number) => ({ port, tls: { requireFor: ["ok.test"] } })],
+])("no STARTTLS for %s defers", async (_name, settings) => {
+  // The remote offers no STARTTLS and refuses the command with 500.
+  const remote = await startRemoteMx();
+  cleanup.push(() => remote.close());
+  const zone: Zone = { "ok.test": { MX: [[10, "mx.ok.test"]] }, "mx.ok.test": { A: ["127.0.0.1"] } };
+  const { server, queue } = await world(zone, settings(remote.port));
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+  const [entry] = await waitFor(async () => {
+    const entries = await queue.list();
+    return entries.length === 1 && entries[0]!.attempts === 1 && !entries[0]!.delivering && entries;
+  }, "the deferral");
+  expect(entry!.recipients).toEqual(["bob@ok.test"]);
+  expect(remote.received).toHaveLength(0);
+  // No bounce went to the sender.
+  expect(await server.local()).toEqual([]);
 });

@@ -79,14 +79,15 @@ export class ConnectionFailure extends Error {
 
 /**
  * True for a connection-level 5xx reply that defers instead of bouncing: the
- * greeting (nodemailer also files a reply outside any command under CONN)
- * and a rejected AUTH. A 5xx greeting reports the state of one site, not the
- * fate of the message, and a rejected AUTH is a fault in this server's
- * credentials. Postfix defers both by default (postconf(5):
- * smtp_skip_5xx_greeting and smtp_sasl_auth_soft_bounce are yes).
+ * greeting (nodemailer also files a reply outside any command under CONN),
+ * a rejected AUTH and a refused STARTTLS. A 5xx greeting reports the state of
+ * one site, not the fate of the message, and a rejected AUTH is a fault in
+ * this server's credentials. Postfix defers both by default (postconf(5):
+ * smtp_skip_5xx_greeting and smtp_sasl_auth_soft_bounce are yes). A refused
+ * STARTTLS where TLS is required is a TLS failure, which defers like the rest.
  */
 function isTemporaryRefusal(failure: ConnectionFailure): boolean {
-  return failure.command === "CONN" || failure.command.startsWith("AUTH");
+  return failure.command === "CONN" || failure.command.startsWith("AUTH") || failure.command === "STARTTLS";
 }
 
 function connectOnce(hop: Hop, address: string, settings: ClientSettings, plaintext: boolean): Promise<SMTPConnection> {
