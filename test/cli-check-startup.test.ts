@@ -114,12 +114,14 @@ describe("check loads the TLS files", () => {
     await writeFile(bad, "not a key\n");
     const file = await writeConfig(tlsConfig(bad, main.certPath));
 
+    const message = `${file}:4: server.tls.key: ${bad} is not a PEM private key (`;
+
     const check = mailroom("check", file);
-    expect(check.stderr).toContain(`${file}:4: server.tls.key: ${bad} is not a PEM private key (`);
+    expect(check.stderr).toContain(message);
     expect(check.status).toBe(1);
 
     const start = mailroom("start", file);
-    expect(start.stderr).toContain(bad);
+    expect(start.stderr).toContain(message);
     expect(start.status).toBe(1);
   });
 
