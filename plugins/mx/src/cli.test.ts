@@ -7,7 +7,7 @@ import { Readable } from "node:stream";
 import { parseConfig } from "@mailroom/core";
 import { pino } from "pino";
 import { afterEach, expect, test } from "vitest";
-import { queueDelete, queueList, queueRetry, queueShow } from "./cli.js";
+import { queueDelete, queueList, queueRetry, queueShow, table } from "./cli.js";
 import { QueueStore } from "./store.js";
 
 const dirs: string[] = [];
@@ -49,6 +49,15 @@ test("list prints a table", async () => {
   const secondRow = lines.find((line) => line.startsWith(second.id))!;
   expect(secondRow).toContain("2026-01-05T10:00:00Z");
   expect(secondRow).toContain("451 4.4.3 MX lookup for two.test failed temporarily");
+});
+
+test("table of 200,000 rows", () => {
+  // As many rows as a large queue lists; spreading them into Math.max overflowed the stack.
+  const rows = [["ID", "DOMAIN"], ...Array.from({ length: 200_000 }, (_, index) => [`id-${index}`, "one.test"])];
+  const lines = table(rows).split("\n");
+  expect(lines).toHaveLength(200_001);
+  expect(lines[0]).toBe("ID         DOMAIN");
+  expect(lines.at(-1)).toBe("id-199999  one.test");
 });
 
 test("show, retry and delete one record", async () => {

@@ -43,8 +43,13 @@ function time(ms: number): string {
   return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+/** Formats rows as columns padded to the widest cell; exported for tests. */
+export function table(rows: string[][]): string {
+  // A loop, because spreading a large queue's rows into Math.max overflows the stack.
+  const widths = rows[0]!.map(() => 0);
+  for (const row of rows) {
+    for (const [column, cell] of row.entries()) widths[column] = Math.max(widths[column]!, cell.length);
+  }
   return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd()).join("\n");
 }
 

@@ -43,12 +43,14 @@ export class DiskOutboundQueue implements OutboundQueue {
   }
 
   async get(id: string): Promise<QueueEntry | undefined> {
-    return (await this.list()).find((entry) => entry.id === id);
+    const record = await this.details(id);
+    return record ? summary(record, record.delivering) : undefined;
   }
 
   /** Full state of a record, with failed recipients; undefined when it does not exist. */
   async details(id: string): Promise<(QueueRecord & { delivering: boolean }) | undefined> {
-    const active = (await this.store.list()).find((record) => record.id === id);
+    // A record waiting in active/ is read from its own file, so a large queue is not read whole.
+    const active = await this.store.readActive(id);
     if (active) return { ...active, delivering: false };
     const claimed = (await this.store.listClaimed()).find((entry) => entry.id === id);
     return claimed?.record ? { ...claimed.record, delivering: !claimed.abandoned } : undefined;

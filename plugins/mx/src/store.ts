@@ -400,6 +400,17 @@ export class QueueStore {
     return records;
   }
 
+  /** Reads one record of active/ by its id, without listing the folder; undefined when there is none. */
+  async readActive(id: string): Promise<QueueRecord | undefined> {
+    if (!isRecordId(id)) return undefined;
+    try {
+      return parseRecord((await readStateLineOf(this.activePath(id))).text);
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+  }
+
   private async skipUnreadable(file: string, id: string, error: unknown): Promise<void> {
     if (!this.readOnly) return this.setAside(file, id, error);
     this.logger.warn({ id, err: error, file }, "unreadable queue record left in place; the server sets it aside");
