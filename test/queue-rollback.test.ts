@@ -1,7 +1,7 @@
 // When the engine rejects a message after some routes stored it (a later
 // route fails, or a queue hook misses server.hookTimeout), the stock plugins
 // remove their copies, so the client's retry does not duplicate them.
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -136,6 +136,19 @@ test("route missing the deadline removes earlier copies", async () => {
   await waitFor(() => decisions().length === 1, "the slow route's decision");
   expect(decisions()).toEqual(["false"]);
   expect(sink!.messages).toEqual([]);
+});
+
+test("copy a reader moved to cur/ is removed", async () => {
+  await start();
+  const reply = send(["bob@local.test", "late@slow.test"]);
+  // A mail reader takes the new message while the slow route still runs.
+  const folder = path.join(dir, "mail/local.test/bob/Maildir");
+  const [name] = await waitFor(() => mailbox("bob").length === 1 && mailbox("bob"), "the copy in new/");
+  renameSync(path.join(folder, "new", name!), path.join(folder, "cur", `${name},S=70:2,S`));
+  expect(await reply).toBe(451);
+  await waitFor(() => entries.some((entry) => entry.msg === "removed the copies of a rejected message"), "removal of the copy");
+  expect(readdirSync(path.join(folder, "cur"))).toEqual([]);
+  expect(mailbox("bob")).toEqual([]);
 });
 
 test("failing first route stores nothing", async () => {

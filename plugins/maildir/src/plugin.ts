@@ -1,4 +1,4 @@
-import { unlink } from "node:fs/promises";
+import { readdir, unlink } from "node:fs/promises";
 import path from "node:path";
 import {
   definePlugin,
@@ -157,17 +157,44 @@ async function deliverAll(
 }
 
 /**
- * Removes delivered copies of a message that the client will send again.
- * NOTE: a mail reader may already have seen a copy in new/ before it goes.
+ * Removes delivered copies of a message that the client will send again. A
+ * copy that a mail reader already moved to cur/ is removed there, under its
+ * new name (the old name followed by ":2,flags", or by "," and size fields).
+ * NOTE: a reader may already have shown such a copy to the user.
  */
 async function removeCopies(files: string[], logger: Logger, reason: string): Promise<void> {
-  const failed: string[] = [];
+  const removed: string[] = [];
   for (const file of files) {
-    await unlink(file).catch((error: unknown) => {
-      // A reader that already moved it to cur/ keeps it.
-      if ((error as { code?: string }).code !== "ENOENT") failed.push(file);
-    });
+    try {
+      const where = await removeCopy(file);
+      if (where) removed.push(where);
+      else logger.warn({ file, reason }, "copy of a rejected message not found in new/ or cur/; a reader took it");
+    } catch (error) {
+      logger.error({ err: error, file, reason }, "copy of a rejected message not removed; the retry duplicates it");
+    }
   }
-  if (failed.length > 0) logger.error({ files: failed, reason }, "copies of a rejected message not removed; the retry duplicates them");
-  else logger.info({ files, reason }, "removed the copies of a rejected message");
+  if (removed.length > 0) logger.info({ files: removed, reason }, "removed the copies of a rejected message");
+}
+
+/** Removes a delivered file from new/, or from cur/ where a reader moved it; returns the path removed, if any. */
+async function removeCopy(file: string): Promise<string | undefined> {
+  try {
+    await unlink(file);
+    return file;
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ENOENT") throw error;
+  }
+  const name = path.basename(file);
+  const cur = path.join(path.dirname(path.dirname(file)), "cur");
+  const entries = await readdir(cur).catch(() => [] as string[]);
+  const moved = entries.find((entry) => entry === name || entry.startsWith(`${name}:`) || entry.startsWith(`${name},`));
+  if (!moved) return undefined;
+  try {
+    await unlink(path.join(cur, moved));
+    return path.join(cur, moved);
+  } catch (error) {
+    // Moved on again (or deleted) meanwhile.
+    if ((error as { code?: string }).code === "ENOENT") return undefined;
+    throw error;
+  }
 }
