@@ -93,10 +93,16 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
     .option("-d, --dir <dir>", "folder to create it in", "plugins")
     .option("--local", "write one TypeScript file and its test instead of a package")
     .action((name: string, options: { dir: string; local?: boolean }) => {
+      // The next step is printed after the list of files, where it is read last.
+      let nextStep: string | undefined;
+      const note = (text: string) => {
+        nextStep = text;
+      };
       run(
-        scaffoldPlugin({ name, dir: path.resolve(options.dir), local: options.local ?? false }).then(
+        scaffoldPlugin({ name, dir: path.resolve(options.dir), local: options.local ?? false, note }).then(
           (files) => {
             process.stdout.write(`created:\n${files.map((file) => `  ${file}`).join("\n")}\n`);
+            if (nextStep) process.stderr.write(`mailroom: next step: ${nextStep}\n`);
             return EXIT.ok;
           },
           (error: Error) => {
