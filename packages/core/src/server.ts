@@ -211,10 +211,12 @@ export class MailroomServer {
             return refusal;
           },
           release: (remote) => {
-            if (admitted) {
-              this.release(remote);
-              this.metrics.connectionClosed();
-            }
+            if (!admitted) return;
+            admitted = false;
+            this.release(remote);
+            this.metrics.connectionClosed();
+          },
+          ended: () => {
             this.sessions.delete(session);
             set.sessions -= 1;
             if (set.retired && set.sessions === 0) void this.retire(set);

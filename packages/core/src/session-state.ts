@@ -74,6 +74,9 @@ export class Connection {
   transaction: Transaction | undefined;
   private readonly parentLogger: Logger;
   private childLogger: Logger | undefined;
+  /** Made on first use of `signal`, because most sessions never read it. */
+  private goneController: AbortController | undefined;
+  private gone = false;
 
   constructor(init: {
     remoteAddress: string;
@@ -104,6 +107,28 @@ export class Connection {
   /** Checks whether the logger writes `level`, without making the child logger. */
   logs(level: LevelWithSilent): boolean {
     return (this.childLogger ?? this.parentLogger).isLevelEnabled(level);
+  }
+
+  /**
+   * Aborted when the client has gone: the socket closed, or the client ended
+   * its input while the engine still works on its last command. The engine
+   * still writes the reply to that command while the socket stays writable,
+   * so use the signal only to skip work that just the client waits for, such
+   * as a failure delay or a queued password check.
+   */
+  get signal(): AbortSignal {
+    if (!this.goneController) {
+      this.goneController = new AbortController();
+      if (this.gone) this.goneController.abort();
+    }
+    return this.goneController.signal;
+  }
+
+  /** Aborts `signal`; the engine calls it once the client has gone. */
+  markGone(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.goneController?.abort();
   }
 }
 

@@ -28,8 +28,14 @@ export interface SessionEnvironment {
   memory: MemoryBudget;
   /** Checks the connection limits; returns a refusal or null. */
   admit(remoteAddress: string): Reply | null;
-  /** Called once when the session ends. */
+  /**
+   * Gives back the slot that `admit` took. Called once, as soon as the client
+   * has gone, which may be before the hook in progress and the disconnect
+   * hooks finished.
+   */
   release(remoteAddress: string): void;
+  /** Called once when the session ended, after the disconnect hooks. */
+  ended(): void;
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -55,6 +61,7 @@ export class Session implements SessionDriver {
   private errors = 0;
   private utf8 = false;
   private closedOnce = false;
+  private gone = false;
   private busy = false;
   private shuttingDown = false;
 
@@ -91,6 +98,8 @@ export class Session implements SessionDriver {
   }
 
   async ready(): Promise<Reply | null> {
+    // A client that left during the reverse DNS lookup would otherwise take a slot that nothing releases.
+    if (this.gone) return { code: 421, enhanced: "4.4.2", message: "Connection closed", close: true };
     const refusal = this.env.admit(this.connection.remoteAddress);
     if (refusal) {
       if (this.connection.logs("info")) {
@@ -495,14 +504,27 @@ export class Session implements SessionDriver {
     await this.env.runner.runAll("reset", { connection: this.connection, transaction }, transaction);
   }
 
+  /**
+   * Marks the client as gone: aborts `connection.signal` and releases the
+   * connection's slot at once, so a client that hangs up while a hook runs
+   * (a password check, a failure delay) no longer counts against the limits.
+   */
+  clientGone(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.connection.markGone();
+    this.env.release(this.connection.remoteAddress);
+  }
+
   closed(): void {
     if (this.closedOnce) return;
     this.closedOnce = true;
+    this.clientGone();
     const connection = this.connection;
     void this.endTransaction()
       .then(() => this.env.runner.runAll("disconnect", { connection }, connection))
       .finally(() => {
-        this.env.release(connection.remoteAddress);
+        this.env.ended();
         if (!connection.logs("info")) return;
         connection.logger.info(
           {

@@ -71,6 +71,7 @@ export const systemClock: Clock = {
   now: () => Date.now(),
   sleep: (ms, signal) =>
     new Promise((resolve) => {
+      if (signal?.aborted) return resolve();
       const timer = setTimeout(done, ms);
       timer.unref?.();
       function done() {

@@ -57,6 +57,12 @@ export interface SessionDriver {
   authenticate(method: string, username: string, password: string): Promise<AuthResult>;
   /** Called when a STARTTLS handshake finished. */
   tlsEstablished(info: { cipher?: string; protocol?: string; servername?: string }): void;
+  /**
+   * Called when the client can send nothing more while the engine still works
+   * on its last command: it ended its input after that command. The reply is
+   * still written. May be called more than once, and `closed()` follows.
+   */
+  clientGone(): void;
   /** Called once when the socket closed. */
   closed(): void;
 }
@@ -122,6 +128,10 @@ class CommandReader extends SMTPStream {
   onSlowLineClose: () => void = () => {};
   /** The client closed its sending side and every line before that has been handled. */
   onInputEnd: () => void = () => {};
+  /** The client closed its sending side; lines before that may still wait to be handled. */
+  onEndOfInput: () => void = () => {};
+  /** Octets of the chunk that _write is handling, which writableLength still counts. */
+  private chunkInProgress = 0;
 
   constructor(
     /** Maximum command line length kept in memory; set from the listener options. */
@@ -132,7 +142,25 @@ class CommandReader extends SMTPStream {
     super({});
   }
 
-  override _write(chunk: Buffer, _encoding: unknown, next: (error?: Error | null) => void): void {
+  // The socket's pipe calls end() when the client ended its input. STARTTLS
+  // unpipes the plaintext socket first, so its end does not reach the reader.
+  override end(...args: unknown[]): this {
+    (super.end as (...rest: unknown[]) => this).apply(this, args);
+    this.onEndOfInput();
+    return this;
+  }
+
+  /** Checks whether a complete command line, or input not yet split into lines, waits behind the current one. */
+  hasWaitingInput(): boolean {
+    return this.buffer.indexOf(LF) !== -1 || this.writableLength > this.chunkInProgress;
+  }
+
+  override _write(chunk: Buffer, _encoding: unknown, done: (error?: Error | null) => void): void {
+    this.chunkInProgress = chunk.length;
+    const next = (error?: Error | null): void => {
+      this.chunkInProgress = 0;
+      done(error);
+    };
     if (this.isClosed) return next();
     if (this._dataMode) {
       (this as unknown as FeedData)._feedDataStream(chunk, next);
@@ -229,6 +257,8 @@ class AdaptedConnection extends SMTPConnection {
   options!: ListenerOptions;
   /** The reader's callback for the line being handled; undefined once it was called. */
   private pendingLine: (() => void) | undefined;
+  /** A command line or SASL response is being handled, and reading waits for it. */
+  private lineRunning = false;
 
   override init(): void {
     // No early-talker delay: the greeting goes out as soon as the connect hook allows.
@@ -267,6 +297,12 @@ class AdaptedConnection extends SMTPConnection {
       this.options?.maxDiscard ?? 65536,
     );
     reader.onLine = (line, done) => this.onLine(line, done);
+    reader.onEndOfInput = () => {
+      // With the last line still in a hook, nothing more will come: the
+      // client has gone as far as the limits are concerned. Otherwise the
+      // waiting lines are handled and onInputEnd closes the connection.
+      if (this.lineRunning && !reader.hasWaitingInput()) this.driver.clientGone();
+    };
     // The listener keeps half-open sockets, so replies still reach a client
     // that shut down its sending side; the connection closes after them.
     reader.onInputEnd = () => this.close();
@@ -294,14 +330,17 @@ class AdaptedConnection extends SMTPConnection {
       self._nextHandler = false;
       self._handlerPending = true;
       const text = line.overflow ? Buffer.alloc(0) : line.bytes;
+      this.lineRunning = true;
       handler.call(this, text, () => {
         self._handlerPending = false;
+        this.lineRunning = false;
         done();
       });
       return;
     }
 
     self._handlerPending = true;
+    this.lineRunning = true;
     this.pendingLine = done;
     this.driver.handleLine(line).then(this.lineHandled, this.lineFailed);
   }
@@ -311,6 +350,7 @@ class AdaptedConnection extends SMTPConnection {
     const done = this.pendingLine;
     if (!done) return;
     this.pendingLine = undefined;
+    this.lineRunning = false;
     this.whenWritable(done);
   }
 

@@ -1,0 +1,19 @@
+import { expect, test } from "vitest";
+import { systemClock } from "./tokens.js";
+
+test("systemClock sleep ends when the signal aborts", async () => {
+  const controller = new AbortController();
+  const started = performance.now();
+  const sleeping = systemClock.sleep(5000, controller.signal);
+  setTimeout(() => controller.abort(), 20);
+  await sleeping;
+  expect(performance.now() - started).toBeLessThan(1000);
+});
+
+test("systemClock sleep with an aborted signal returns at once", async () => {
+  const controller = new AbortController();
+  controller.abort();
+  const started = performance.now();
+  await systemClock.sleep(5000, controller.signal);
+  expect(performance.now() - started).toBeLessThan(1000);
+});
