@@ -23,5 +23,7 @@ test("options have documented defaults", () => {
     failureDelay: 1000,
     maxFailureDelay: 10_000,
     maxFailures: 5,
+    maxConcurrentChecks: 2,
+    maxQueuedChecks: 16,
   });
 });

@@ -4,6 +4,7 @@ import {
   definePlugin,
   deny,
   denyDisconnect,
+  denySoft,
   duration,
   ok,
   systemClock,
@@ -13,6 +14,7 @@ import {
   type Connection,
 } from "@mailroom/core";
 import { DEFAULT_COST, hashPassword, parsePasswordHash, verifyPassword, type PasswordHash } from "./password.js";
+import { BoundedSemaphore } from "./semaphore.js";
 import { readUserFile } from "./user-file.js";
 
 export {
@@ -42,9 +44,20 @@ export const optionsSchema = z.strictObject({
   maxFailureDelay: duration().default(10_000),
   /** Failed attempts on one connection before it is closed. */
   maxFailures: z.number().int().min(1).default(5),
+  /**
+   * Password checks that run at once. Each one takes a thread of libuv's
+   * pool (4 threads unless UV_THREADPOOL_SIZE is set), which file
+   * writes and DNS lookups share.
+   */
+  maxConcurrentChecks: z.number().int().min(1).default(2),
+  /** Attempts that may wait for a check. Past that, an attempt gets 454 4.7.0 at once. */
+  maxQueuedChecks: z.number().int().min(0).default(16),
 });
 
 export type AuthFileOptions = z.output<typeof optionsSchema>;
+
+/** Interval between warnings about attempts turned away while every check slot was taken. */
+const BUSY_LOG_INTERVAL = 10_000;
 
 /** Returns the wait after the `failures`-th failure: failureDelay, doubled per failure, capped. */
 export function failureWait(failures: number, options: AuthFileOptions, hookTimeout: number): number {
@@ -79,11 +92,34 @@ export default definePlugin({
       await hashPassword("decoy password", { N: decoyCost.N, r: decoyCost.r, p: decoyCost.p }),
     ) as PasswordHash;
     const failures = new WeakMap<Connection, number>();
+    const checks = new BoundedSemaphore(options.maxConcurrentChecks, options.maxQueuedChecks);
+    let busyRejections = 0;
+    let busyLoggedAt = -Infinity;
 
     return {
       async auth({ connection, username, password }) {
         const entry = users.get(username);
-        const matches = await verifyPassword(password, entry ?? decoy);
+        const permitted = await checks.acquire(connection.signal);
+        if (!permitted) {
+          // A client that has gone reads no reply, so its attempt just ends.
+          if (connection.signal.aborted) return deny();
+          busyRejections += 1;
+          if (clock.now() - busyLoggedAt >= BUSY_LOG_INTERVAL) {
+            logger.warn(
+              { remote: connection.remoteAddress, rejected: busyRejections, queued: checks.waiting },
+              "password checks busy, AUTH attempts answered with 454",
+            );
+            busyLoggedAt = clock.now();
+            busyRejections = 0;
+          }
+          return denySoft({ code: 454, enhanced: "4.7.0", message: "Too many authentication attempts in progress, try again later" });
+        }
+        let matches: boolean;
+        try {
+          matches = await verifyPassword(password, entry ?? decoy);
+        } finally {
+          checks.release();
+        }
         if (entry && matches) return ok({ user: username });
 
         const count = (failures.get(connection) ?? 0) + 1;
@@ -99,7 +135,8 @@ export default definePlugin({
           },
           "authentication rejected",
         );
-        await clock.sleep(wait);
+        // The delay slows guessing on this connection, so it ends when the client has gone.
+        await clock.sleep(wait, connection.signal);
         if (count >= options.maxFailures) {
           logger.warn({ remote: connection.remoteAddress, failures: count }, "too many failed AUTH attempts, closing the connection");
           return denyDisconnect({ code: 535, enhanced: "5.7.8", message: "Authentication credentials invalid" });
