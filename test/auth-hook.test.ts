@@ -153,6 +153,28 @@ describe("AUTH exchange", () => {
     expect(second.enhanced).toBe("5.7.8");
   });
 
+  test("PLAIN authzid must match the user", async () => {
+    await start();
+    const client = await connectSecure();
+    const token = (authzid: string, user: string) => Buffer.from(`${authzid}\0${user}\0${PASSWORD}`, "utf8").toString("base64");
+
+    // Acting as another user would need proxy authorization, which Mailroom does not support.
+    const other = await client.command(`AUTH PLAIN ${token("bob", "alice")}`);
+    expect(other.code).toBe(535);
+    expect(other.enhanced).toBe("5.7.8");
+
+    const same = await client.command(`AUTH PLAIN ${token("alice", "alice")}`);
+    expect(same.code).toBe(235);
+  });
+
+  test("PLAIN with only an authzid authenticates that user", async () => {
+    await start();
+    const client = await connectSecure();
+    const token = Buffer.from(`alice\0\0${PASSWORD}`, "utf8").toString("base64");
+    const reply = await client.command(`AUTH PLAIN ${token}`);
+    expect(reply.code).toBe(235);
+  });
+
   test("throwing plugin gets 454 and the session goes on", async () => {
     await start();
     const client = await connectSecure();

@@ -476,7 +476,14 @@ export class Session implements SessionDriver {
     await this.wire.runSasl(method, rest);
   }
 
-  async authenticate(method: string, username: string, password: string): Promise<AuthResult> {
+  async authenticate(method: string, username: string, password: string, authzid: string): Promise<AuthResult> {
+    // Mailroom has no proxy authorization, so a client may act only as the
+    // user it authenticates as (RFC 4616 section 2). smtp-server takes the
+    // authzid as the user name when the authcid is empty, and that case matches.
+    if (authzid !== "" && authzid !== username) {
+      this.connection.logger.info({ user: username, authzid, method }, "authentication failed: authorization identity differs from the user");
+      return { code: 535, enhanced: "5.7.8", message: "Authorization identity must be empty or the user name" };
+    }
     const { reply, answer } = await this.hook("auth", { connection: this.connection, method, username, password });
     if (answer?.verdict === "OK") {
       this.connection.user = answer.user ?? username;

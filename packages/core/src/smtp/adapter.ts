@@ -53,8 +53,11 @@ export interface SessionDriver {
   ready(): Promise<WireReply | null>;
   /** Handles one command line; the next line is read after the promise settles. */
   handleLine(line: CommandLine): Promise<void>;
-  /** Verifies SASL credentials gathered by smtp-server. */
-  authenticate(method: string, username: string, password: string): Promise<AuthResult>;
+  /**
+   * Verifies SASL credentials gathered by smtp-server. `authzid` is the
+   * authorization identity of PLAIN (RFC 4616), empty when the client sent none.
+   */
+  authenticate(method: string, username: string, password: string, authzid: string): Promise<AuthResult>;
   /** Called when a STARTTLS handshake finished. */
   tlsEstablished(info: { cipher?: string; protocol?: string; servername?: string }): void;
   /**
@@ -537,7 +540,7 @@ export function createListener(options: ListenerOptions): SMTPServer {
         if (result.close) connection.close();
       };
       connection.driver
-        .authenticate(auth.method, auth.username ?? "", auth.password ?? "")
+        .authenticate(auth.method, auth.username ?? "", auth.password ?? "", auth.authzid ?? "")
         .then((result) => (result.user ? callback(null, { user: result.user }) : fail(result)))
         .catch((error: Error) => {
           options.onError(error);
