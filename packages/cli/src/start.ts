@@ -2,7 +2,7 @@ import cluster from "node:cluster";
 import { ConfigError, loadConfig, MailroomServer, type Logger } from "@mailroom/core";
 import { EXIT } from "./cli.js";
 import { createLogger } from "./logger.js";
-import { runPrimary } from "./workers.js";
+import { runPrimary, WORKER_SLOT_VARIABLE } from "./workers.js";
 
 /**
  * Starts the server and resolves with the exit code once it stopped:
@@ -20,10 +20,17 @@ export async function startCommand(options: {
     logger = createLogger(options.logLevel ?? loaded.config.server.logLevel);
     const workers = loaded.config.server.workers;
     if (workers > 1 && cluster.isPrimary) return await runPrimary(workers, logger);
-    // Each worker's log lines carry its number.
-    if (cluster.isWorker) logger = logger.child({ worker: cluster.worker!.id });
+    // Each worker's log lines carry its number and slot. Worker slot i
+    // serves metrics on the configured port + i - 1, so every worker has its own.
+    let metricsPortOffset = 0;
+    if (cluster.isWorker) {
+      const slot = Number(process.env[WORKER_SLOT_VARIABLE]) || cluster.worker!.id;
+      logger = logger.child({ worker: cluster.worker!.id, slot });
+      metricsPortOffset = slot - 1;
+    }
     server = await MailroomServer.create(loaded, {
       logger,
+      metricsPortOffset,
       ...(options.listen ? { listen: options.listen } : {}),
     });
   } catch (error) {

@@ -2,6 +2,13 @@ import cluster, { type Worker } from "node:cluster";
 import type { Logger } from "@mailroom/core";
 import { EXIT } from "./cli.js";
 
+/**
+ * Environment variable with a worker's slot, 1 to N. A worker that is forked
+ * again after a crash gets the slot of the one it replaces, while its
+ * cluster.worker.id is new.
+ */
+export const WORKER_SLOT_VARIABLE = "MAILROOM_WORKER_SLOT";
+
 /** Delay before a worker that died after it was listening is forked again. */
 const FIRST_RESTART_DELAY_MS = 1000;
 /** Each further crash doubles the delay, up to this. */
@@ -28,6 +35,8 @@ export class RestartBackoff {
 }
 
 interface WorkerState {
+  /** The worker's place from 1 to N, which a restarted worker takes over. */
+  slot: number;
   forkedAt: number;
   /** When the worker's first socket was listening; undefined while it starts. */
   listeningAt?: number;
@@ -55,12 +64,13 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
   let stopping = false;
   let failed = false;
   const states = new Map<Worker, WorkerState>();
-  const restartTimers = new Set<NodeJS.Timeout>();
+  /** The slot each pending restart will fork. */
+  const restartTimers = new Map<NodeJS.Timeout, number>();
   const backoff = new RestartBackoff();
 
-  const fork = () => {
-    const worker = cluster.fork();
-    states.set(worker, { forkedAt: Date.now(), reloadPending: false });
+  const fork = (slot: number) => {
+    const worker = cluster.fork({ [WORKER_SLOT_VARIABLE]: String(slot) });
+    states.set(worker, { slot, forkedAt: Date.now(), reloadPending: false });
     return worker;
   };
   // cluster.workers keeps a worker whose IPC channel is still open during its "exit" event.
@@ -68,9 +78,14 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
     Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined && !worker.isDead());
   /** Forks workers until N run or wait for a restart; returns how many were forked. */
   const forkMissing = () => {
-    const missing = count - workers().length - restartTimers.size;
-    for (let index = 0; index < missing; index++) fork();
-    return Math.max(missing, 0);
+    const occupiedSlots = new Set([...workers().map((worker) => states.get(worker)?.slot), ...restartTimers.values()]);
+    let forked = 0;
+    for (let slot = 1; slot <= count; slot++) {
+      if (occupiedSlots.has(slot)) continue;
+      fork(slot);
+      forked += 1;
+    }
+    return forked;
   };
 
   forkMissing();
@@ -105,11 +120,12 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
       if (listening) {
         const delayMs = backoff.next(now - state!.listeningAt!);
         logger.info({ worker: worker.id, delayMs }, "restarting worker");
+        const slot = state!.slot;
         const timer = setTimeout(() => {
           restartTimers.delete(timer);
-          if (!stopping) fork();
+          if (!stopping) fork(slot);
         }, delayMs);
-        restartTimers.add(timer);
+        restartTimers.set(timer, slot);
         return;
       }
 
@@ -144,7 +160,7 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, "stopping workers");
-      for (const timer of restartTimers) clearTimeout(timer);
+      for (const timer of restartTimers.keys()) clearTimeout(timer);
       restartTimers.clear();
       const running = workers();
       if (running.length === 0) resolve(failed ? EXIT.failure : EXIT.ok);

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { createRequire } from "node:module";
 import type { Counter, Registry } from "prom-client";
 import type { DependencyContainer } from "tsyringe";
+import { parseHostPort } from "./config/schema.js";
 import { TOKENS, type OutboundQueue } from "./services/tokens.js";
 
 const HOOK_BUCKETS = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30];
@@ -274,7 +275,31 @@ function copyCounts<L extends string>(counter: Counter<L>, label: L, totals: Rec
   }
 }
 
-/** Serves `GET /metrics` on `host:port`; resolves with the bound address. */
+/**
+ * Returns the address the metrics server of a process binds: `listen`
+ * (`host:port`) with `portOffset` added to the port. Port 0 stays 0, because
+ * each process then gets a free port of its own. Throws when the sum passes
+ * 65535.
+ */
+export function metricsTarget(listen: string, portOffset: number): { host: string; port: number } {
+  const target = parseHostPort(listen);
+  if (!target) throw new Error(`invalid server.metrics.listen ${JSON.stringify(listen)}: expected host:port`);
+  if (target.port === 0 || portOffset === 0) return target;
+  const port = target.port + portOffset;
+  if (port > 65535) {
+    throw new Error(
+      `metrics port ${target.port} + ${portOffset} = ${port} is above 65535; lower server.metrics.listen's port or server.workers`,
+    );
+  }
+  return { host: target.host, port };
+}
+
+/**
+ * Serves `GET /metrics` on `host:port`; resolves with the bound address.
+ * The socket is bound with `exclusive`, so in a node:cluster worker it is the
+ * worker's own instead of one shared through the primary, and each scrape
+ * reaches the process whose counts it reports.
+ */
 export async function serveMetrics(
   metrics: ServerMetrics,
   target: { host: string; port: number },
@@ -295,7 +320,7 @@ export async function serveMetrics(
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(target.port, target.host, () => resolve());
+    server.listen({ port: target.port, host: target.host, exclusive: true }, () => resolve());
   });
   const address = server.address() as AddressInfo;
   logger.info({ host: address.address, port: address.port }, "metrics listening");

@@ -10,7 +10,7 @@ import { loadTlsFiles, type TlsFiles } from "./config/tls-files.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
 import { logSerializers } from "./logging.js";
 import { MemoryBudget } from "./message/spool.js";
-import { ServerMetrics, serveMetrics } from "./metrics.js";
+import { metricsTarget, ServerMetrics, serveMetrics } from "./metrics.js";
 import { removeLeftovers } from "./process-alive.js";
 import { reverseLookup } from "./reverse-dns.js";
 import { closePlugins, loadPlugins } from "./plugins/loader.js";
@@ -39,6 +39,11 @@ export interface ServerOptions {
   listen?: string[];
   /** A parent container, for tests that provide their own services. */
   container?: DependencyContainer;
+  /**
+   * Added to the port of `server.metrics.listen`, unless that port is 0, so
+   * that each worker of `server.workers` has a metrics port of its own.
+   */
+  metricsPortOffset?: number;
 }
 
 /** The address a listener is bound to. */
@@ -81,6 +86,7 @@ export class MailroomServer {
     logger: Logger,
     private readonly listenOverride: string[] | undefined,
     readonly metrics: ServerMetrics,
+    private readonly metricsPortOffset = 0,
   ) {
     this.current = set;
     this.liveSets.add(set);
@@ -127,7 +133,7 @@ export class MailroomServer {
     registerServices(container, loaded, logger);
     const metrics = new ServerMetrics(container);
     const set = await MailroomServer.startPlugins(loaded, container, logger, metrics);
-    return new MailroomServer(set, container, logger, options.listen, metrics);
+    return new MailroomServer(set, container, logger, options.listen, metrics, options.metricsPortOffset);
   }
 
   private static async startPlugins(
@@ -284,7 +290,7 @@ export class MailroomServer {
     }
     const metrics = this.config.server.metrics;
     if (metrics) {
-      const target = parseHostPort(metrics.listen)!;
+      const target = metricsTarget(metrics.listen, this.metricsPortOffset);
       const served = await serveMetrics(this.metrics, target, this.logger);
       this.metricsServer = served.server;
       this.metricsAddress = { host: served.address.address, port: served.address.port };
