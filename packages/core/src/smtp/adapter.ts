@@ -288,8 +288,52 @@ class AdaptedConnection extends SMTPConnection {
       return;
     }
     self._ready = true;
-    const banner = `${this.options.hostname} ESMTP`;
-    this.send(220, banner, false);
+    this.queueOutput(`220 ${this.options.hostname} ESMTP\r\n`);
+  }
+
+  /** Reply text waiting for the end of the event-loop turn; see flushQueuedOutput. */
+  private output = "";
+
+  /** Adds reply text to write at the end of this event-loop turn. */
+  queueOutput(text: string): void {
+    if (!this.canWrite()) return;
+    if (this.output === "") queuedConnections.push(this);
+    this.output += text;
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flushQueuedOutput);
+    }
+  }
+
+  /** Writes the queued reply text now. */
+  flushOutput(): void {
+    const text = this.output;
+    if (text === "") return;
+    this.output = "";
+    if (this.canWrite()) (this as unknown as Internals)._socket.write(text);
+  }
+
+  /**
+   * Checks that replies can reach the client. smtp-server's send() also
+   * requires readyState "open", which drops replies to a client that
+   * half-closed; the adapter writes to such a client too.
+   */
+  private canWrite(): boolean {
+    const self = this as unknown as Internals;
+    const socket = self._socket;
+    return !self._upgrading && socket !== undefined && !socket.destroyed && socket.writable;
+  }
+
+  // smtp-server writes some replies itself (STARTTLS, SASL, its timeouts);
+  // queued replies go out first so the client reads them in order.
+  override send(code: number, data?: string | string[], context?: string | false): void {
+    this.flushOutput();
+    super.send(code, data, context);
+  }
+
+  override close(): void {
+    this.flushOutput();
+    super.close();
   }
 
   // The base constructor calls this before `options` is set, so the limits
@@ -419,6 +463,7 @@ class AdaptedConnection extends SMTPConnection {
   }
 
   override _onClose(): void {
+    this.output = "";
     const self = this as unknown as Internals;
     const wasClosed = self._closed;
     super._onClose();
@@ -445,6 +490,25 @@ interface Internals {
   secure: boolean;
 }
 
+/**
+ * Connections with queued reply text. Replies are written at the end of the
+ * event-loop turn (setImmediate) instead of at once, so the replies to the
+ * commands of every connection handled in one turn leave back to back. A
+ * client that sleeps until its reply arrives is then woken while it is still
+ * reading the previous reply rather than once per reply. In the 1 KB load
+ * benchmark with 20 clients this cut CPU per message by about a tenth.
+ */
+const queuedConnections: AdaptedConnection[] = [];
+let flushScheduled = false;
+
+function flushQueuedOutput(): void {
+  flushScheduled = false;
+  // A write can run socket callbacks that queue more output; those go out
+  // in the next turn.
+  const connections = queuedConnections.splice(0);
+  for (const connection of connections) connection.flushOutput();
+}
+
 function makeWire(connection: AdaptedConnection): Wire {
   const self = connection as unknown as Internals;
   return {
@@ -453,11 +517,7 @@ function makeWire(connection: AdaptedConnection): Wire {
       return self.secure;
     },
     reply(reply) {
-      // Written here rather than with smtp-server's send(), which drops
-      // replies once the client half-closed (readyState "writeOnly").
-      const socket = self._socket;
-      const writable = !self._upgrading && socket && !socket.destroyed && socket.writable;
-      if (writable) socket.write(`${formatReply(reply)}\r\n`);
+      connection.queueOutput(`${formatReply(reply)}\r\n`);
       if (reply.close || reply.code === 421) connection.close();
     },
     close() {
