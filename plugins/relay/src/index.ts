@@ -3,6 +3,7 @@ import {
   deny,
   denySoft,
   ok,
+  normalizeDomain,
   TOKENS,
   type Answer,
   type Connection,
@@ -10,12 +11,14 @@ import {
   type Logger,
   type UserDirectory,
 } from "@mailroom/core";
-import { DomainSet, normalizeDomain } from "./domains.js";
+import { DomainSet } from "./domains.js";
 import { coversEverything, inNetworks, type Network } from "./networks.js";
 import { relayOptions, type RelayOptions } from "./options.js";
 import { decideRecipient, mayRelay, type ClientFacts } from "./policy.js";
 
-export { DomainSet, normalizeDomain } from "./domains.js";
+export { DomainSet } from "./domains.js";
+/** The domain normalization that every plugin shares, from @mailroom/core; re-exported for existing importers. */
+export { normalizeDomain } from "@mailroom/core";
 export { inNetworks, parseClientAddress, parseNetwork, type Network } from "./networks.js";
 export { relayOptions, type RelayOptions } from "./options.js";
 export { decideRecipient, mayRelay, type ClientFacts, type RecipientDecision } from "./policy.js";

@@ -1,18 +1,7 @@
-import { z } from "@mailroom/core";
-import { normalizeDomain } from "./domains.js";
+import { domainName, z } from "@mailroom/core";
 import { parseNetwork, type Network } from "./networks.js";
 
-const domain = z.string().transform((value, context) => {
-  const normalized = normalizeDomain(value);
-  if (normalized === null) {
-    context.addIssue({
-      code: "custom",
-      message: `invalid domain ${JSON.stringify(value)}: expected a domain name such as example.com or an address literal such as [192.0.2.1]`,
-    });
-    return z.NEVER;
-  }
-  return normalized;
-});
+const domain = domainName({ literals: true });
 
 const network = z.string().transform((value, context): Network => {
   try {

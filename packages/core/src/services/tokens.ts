@@ -93,12 +93,18 @@ export interface DirectoryEntry {
 /**
  * The directory of local addresses. The maildir plugin registers one built from
  * its config; an organisation may register its own (LDAP, SQL) before it.
- * Lookups are case-insensitive and may be asynchronous.
+ * Lookups are case-insensitive and may be asynchronous. The plugins compare
+ * domains with normalizeDomain, so a directory may list an international
+ * domain as U-labels or as A-labels.
  */
 export interface UserDirectory {
   /** Returns the local domains, lower-cased. */
   domains(): string[] | Promise<string[]>;
-  /** Resolves `local@domain` to its mailbox, or null when there is none. */
+  /**
+   * Resolves `local@domain` to its mailbox, or null when there is none. The
+   * bundled plugins pass `domain` as domains() spells it, or "" for the bare
+   * `<postmaster>`.
+   */
   lookup(
     local: string,
     domain: string,
