@@ -75,6 +75,21 @@ describe("ConfigDirectory", () => {
     expect(directory.findLocalPart("whoever")).toEqual([]);
   });
 
+  test("matches an international domain as U-labels or A-labels", () => {
+    const idn = new ConfigDirectory({
+      postmaster: "postmaster@xn--mnchen-3ya.example",
+      domains: { "Bücher.Example": { mailboxes: ["alice"] }, "xn--mnchen-3ya.example": { mailboxes: ["postmaster"] } },
+    });
+    expect(idn.domains()).toEqual(["xn--bcher-kva.example", "xn--mnchen-3ya.example"]);
+    const alice = { mailbox: "alice", domain: "xn--bcher-kva.example" };
+    expect(idn.lookup("alice", "bücher.example")).toEqual(alice);
+    expect(idn.lookup("alice", "XN--BCHER-KVA.example.")).toEqual(alice);
+    const postmaster = { mailbox: "postmaster", domain: "xn--mnchen-3ya.example" };
+    expect(idn.lookup("postmaster", "bücher.example")).toEqual(postmaster);
+    expect(idn.lookup("postmaster", "münchen.example")).toEqual(postmaster);
+    expect(idn.lookup("alice", "xn--zz.example")).toBeNull();
+  });
+
   test("without a postmaster address, postmaster is an ordinary local part", () => {
     const plain = new ConfigDirectory({ domains: { "a.test": { mailboxes: ["postmaster"] }, "b.test": {} } });
     expect(plain.lookup("postmaster", "a.test")).toEqual({ mailbox: "postmaster", domain: "a.test" });

@@ -1,5 +1,5 @@
-import { parseMailbox, type DirectoryEntry, type UserDirectory } from "@mailroom/core";
-import { normalizeDomain, normalizeLocal } from "./names.js";
+import { normalizeDomain, parseMailbox, type DirectoryEntry, type UserDirectory } from "@mailroom/core";
+import { normalizeLocal } from "./names.js";
 import type { DomainOptions } from "./options.js";
 
 interface Domain {
@@ -20,8 +20,9 @@ export interface DirectoryConfig {
 
 /**
  * The UserDirectory built from the maildir options. Lookups are
- * case-insensitive, domains ignore a trailing dot, and the mailbox names it
- * returns are lower-case.
+ * case-insensitive, and domains ignore a trailing dot and match as U-labels
+ * or A-labels. The domains it returns are in the form of normalizeDomain
+ * (A-labels), and the mailbox names are lower-case.
  */
 export class ConfigDirectory implements UserDirectory {
   readonly [CONFIG_DIRECTORY] = true;
@@ -30,7 +31,9 @@ export class ConfigDirectory implements UserDirectory {
 
   constructor(config: DirectoryConfig) {
     for (const [name, options] of Object.entries(config.domains)) {
-      this.byDomain.set(normalizeDomain(name), {
+      const domain = normalizeDomain(name);
+      if (domain === null || domain === "") throw new Error(`domains: invalid domain name "${name}"`);
+      this.byDomain.set(domain, {
         mailboxes: new Set((options.mailboxes ?? []).map(normalizeLocal)),
         aliases: new Map(
           Object.entries(options.aliases ?? {}).map(([alias, target]) => [
@@ -44,8 +47,9 @@ export class ConfigDirectory implements UserDirectory {
     }
     if (config.postmaster !== undefined) {
       const parsed = parseMailbox(config.postmaster, true);
-      if ("error" in parsed) throw new Error(`postmaster: invalid address "${config.postmaster}"`);
-      this.postmaster = { local: normalizeLocal(parsed.local), domain: normalizeDomain(parsed.domain) };
+      const domain = "error" in parsed ? null : normalizeDomain(parsed.domain);
+      if ("error" in parsed || domain === null) throw new Error(`postmaster: invalid address "${config.postmaster}"`);
+      this.postmaster = { local: normalizeLocal(parsed.local), domain };
     }
   }
 
@@ -61,6 +65,7 @@ export class ConfigDirectory implements UserDirectory {
   lookup(local: string, domain: string): DirectoryEntry | null {
     const name = normalizeLocal(local);
     const where = normalizeDomain(domain);
+    if (where === null) return null;
     if (name === "postmaster" && this.postmaster && (where === "" || this.byDomain.has(where))) {
       return this.resolve(this.postmaster.local, this.postmaster.domain, true, false);
     }

@@ -1,9 +1,3 @@
-/** Lower-cases a domain and drops one trailing dot, as every lookup compares them. */
-export function normalizeDomain(domain: string): string {
-  const lower = domain.toLowerCase();
-  return lower.endsWith(".") ? lower.slice(0, -1) : lower;
-}
-
 /** Lower-cases a local part; mailbox names compare case-insensitively. */
 export function normalizeLocal(local: string): string {
   return local.toLowerCase();

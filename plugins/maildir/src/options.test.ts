@@ -41,8 +41,26 @@ describe("maildir options", () => {
   });
 
   test("refuses domain names that are not host names", () => {
-    expect(issues({ root: "r", domains: { "bad domain": {} } })[0]).toMatch(/^domains\.bad domain: expected a domain/);
+    expect(issues({ root: "r", domains: { "bad domain": {} } })[0]).toMatch(/^domains\.bad domain: invalid domain "bad domain": expected a domain/);
     expect(issues({ root: "r", domains: { "[192.0.2.1]": {} } }).length).toBe(1);
+  });
+
+  test("refuses an international domain name that fails IDNA", () => {
+    expect(issues({ root: "r", domains: { "xn--zz.example": {} } })).toEqual([
+      'domains.xn--zz.example: invalid international domain name "xn--zz.example": a label fails the IDNA rules (RFC 5891) or is longer than 63 octets as an A-label',
+    ]);
+  });
+
+  test("refuses an international domain listed in both forms", () => {
+    expect(issues({ root: "r", domains: { "bücher.example": {}, "xn--bcher-kva.example": {} } })).toEqual([
+      'domains.xn--bcher-kva.example: domain xn--bcher-kva.example is listed twice, as "bücher.example" and "xn--bcher-kva.example"',
+    ]);
+  });
+
+  test("accepts a postmaster in the other form of its domain", () => {
+    const domains = { "bücher.example": { mailboxes: ["postmaster"] } };
+    expect(issues({ root: "r", postmaster: "postmaster@xn--bcher-kva.example", domains })).toEqual([]);
+    expect(issues({ root: "r", postmaster: "postmaster@BÜCHER.example", domains })).toEqual([]);
   });
 
   test("refuses a domain listed twice in different case", () => {

@@ -1,6 +1,6 @@
-import { parseDomain, parseMailbox, z } from "@mailroom/core";
+import { checkDomainName, parseMailbox, z } from "@mailroom/core";
 import { ConfigDirectory } from "./directory.js";
-import { isSafeSegment, normalizeDomain, normalizeLocal } from "./names.js";
+import { isSafeSegment, normalizeLocal } from "./names.js";
 
 const mailboxName = z
   .string()
@@ -29,11 +29,6 @@ const domainSchema = z.strictObject({
   recipientDelimiter: delimiter.default("+"),
 });
 
-function isDomainName(name: string): boolean {
-  const bare = name.endsWith(".") ? name.slice(0, -1) : name;
-  return !bare.startsWith("[") && parseDomain(bare, true) !== null;
-}
-
 export const optionsSchema = z
   .strictObject({
     /** Folder that contains `<domain>/<mailbox>/Maildir`, relative to the config file. */
@@ -45,17 +40,28 @@ export const optionsSchema = z
     domains: z.record(z.string(), domainSchema).default({}),
   })
   .superRefine((options, context) => {
-    const seen = new Set<string>();
+    // The first spelling of each normalized domain.
+    const seen = new Map<string, string>();
+    let allValid = true;
     for (const [name, domain] of Object.entries(options.domains)) {
-      if (!isDomainName(name)) {
-        context.addIssue({ code: "custom", path: ["domains", name], message: "expected a domain name such as example.test" });
+      const checked = checkDomainName(name);
+      if ("error" in checked) {
+        context.addIssue({ code: "custom", path: ["domains", name], message: checked.error });
+        allValid = false;
         continue;
       }
-      const key = normalizeDomain(name);
-      if (seen.has(key)) {
-        context.addIssue({ code: "custom", path: ["domains", name], message: `domain ${key} is listed twice` });
+      const key = checked.domain;
+      const first = seen.get(key);
+      if (first !== undefined) {
+        // bücher.example and xn--bcher-kva.example are one domain, with one folder.
+        context.addIssue({
+          code: "custom",
+          path: ["domains", name],
+          message: `domain ${key} is listed twice, as "${first}" and "${name}"`,
+        });
+      } else {
+        seen.set(key, name);
       }
-      seen.add(key);
       const mailboxes = new Set(domain.mailboxes.map(normalizeLocal));
       for (const [alias, target] of Object.entries(domain.aliases)) {
         if (!mailboxes.has(normalizeLocal(target))) {
@@ -74,7 +80,7 @@ export const optionsSchema = z
         });
       }
     }
-    if (options.postmaster !== undefined && checkPostmaster(options.postmaster, seen, context)) {
+    if (options.postmaster !== undefined && checkPostmaster(options.postmaster, new Set(seen.keys()), context) && allValid) {
       const directory = new ConfigDirectory(options);
       const parsed = parseMailbox(options.postmaster, true) as { local: string; domain: string };
       if (!directory.lookup(parsed.local, parsed.domain)) {
@@ -98,7 +104,12 @@ function checkPostmaster(postmaster: string, domains: Set<string>, context: z.Re
     });
     return false;
   }
-  if (!domains.has(normalizeDomain(parsed.domain))) {
+  const checked = checkDomainName(parsed.domain);
+  if ("error" in checked) {
+    context.addIssue({ code: "custom", path: ["postmaster"], message: checked.error });
+    return false;
+  }
+  if (!domains.has(checked.domain)) {
     context.addIssue({
       code: "custom",
       path: ["postmaster"],

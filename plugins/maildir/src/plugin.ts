@@ -1,9 +1,10 @@
-import { readdir, unlink } from "node:fs/promises";
+import { readdir, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import {
   definePlugin,
   deny,
   denySoft,
+  normalizeDomain,
   ok,
   TOKENS,
   type Address,
@@ -14,12 +15,16 @@ import {
 } from "@mailroom/core";
 import { CONFIG_DIRECTORY, ConfigDirectory } from "./directory.js";
 import { deliverToMaildir, MaildirError, type DeliverOptions } from "./deliver.js";
-import { isSafeSegment, normalizeDomain } from "./names.js";
+import { isSafeSegment } from "./names.js";
 import { optionsSchema } from "./options.js";
 
 export const ROUTE = "maildir";
 
-/** Returns the Maildir folder of a mailbox: `<root>/<domain>/<mailbox>/Maildir`. */
+/**
+ * Returns the Maildir folder of a mailbox: `<root>/<domain>/<mailbox>/Maildir`.
+ * The caller passes the domain in the form of normalizeDomain, so an
+ * international domain has the folder of its A-label form.
+ */
 export function maildirPath(root: string, entry: DirectoryEntry): string {
   return path.join(root, entry.domain, entry.mailbox, "Maildir");
 }
@@ -45,24 +50,55 @@ function isUsable(entry: DirectoryEntry): boolean {
   return isSafeSegment(entry.mailbox) && isSafeSegment(entry.domain);
 }
 
-/** Finds the mailbox of a recipient, or returns "foreign" for a domain that is not local. */
+/**
+ * Finds the mailbox of a recipient, or returns "foreign" for a domain that is
+ * not local. Domains compare in the form of normalizeDomain, so a recipient
+ * domain and a directory domain match as U-labels or as A-labels. The
+ * directory is asked with its own spelling of the domain, as domains()
+ * listed it.
+ */
 async function resolveRecipient(
   directory: UserDirectory,
   address: Address,
 ): Promise<DirectoryEntry | null | "foreign"> {
+  // A domain without an A-label form (invalid IDNA) cannot be local.
   const domain = normalizeDomain(address.domain);
+  if (domain === null) return "foreign";
+  let listed = "";
   if (domain !== "") {
-    const local = (await directory.domains()).map(normalizeDomain);
-    if (!local.includes(domain)) return "foreign";
+    const found = (await directory.domains()).find((entry) => normalizeDomain(entry) === domain);
+    if (found === undefined) return "foreign";
+    listed = found;
   }
-  const entry = await directory.lookup(address.local, domain);
+  const entry = await directory.lookup(address.local, listed);
   // Only the bare <postmaster> arrives without a domain; without a postmaster
   // mailbox it is left to the other plugins.
   if (!entry) return domain === "" ? "foreign" : null;
-  return { mailbox: entry.mailbox.toLowerCase(), domain: normalizeDomain(entry.domain) };
+  // The folder is named after the A-label form; a domain without one keeps the directory's spelling.
+  return { mailbox: entry.mailbox.toLowerCase(), domain: normalizeDomain(entry.domain) ?? entry.domain.toLowerCase() };
 }
 
 const NOTE = "maildir.entries";
+
+/**
+ * Warns about the folder of an international domain under its U-label name,
+ * where versions that compared domains as written stored its mail. Readers
+ * of the A-label folder do not see those messages until they are moved.
+ */
+async function warnAboutULabelFolders(root: string, domains: string[], logger: Logger): Promise<void> {
+  for (const name of domains) {
+    const written = name.toLowerCase().replace(/\.$/, "");
+    const domain = normalizeDomain(name);
+    if (domain === null || domain === written) continue;
+    const old = path.join(root, written);
+    const isFolder = await stat(old).then((entry) => entry.isDirectory(), () => false);
+    if (!isFolder) continue;
+    logger.warn(
+      { domain: name, folder: old, expected: path.join(root, domain) },
+      "a mail folder exists under the U-label name of a domain; mail for it is stored under the A-label name, so move the mailboxes there",
+    );
+  }
+}
 
 export default definePlugin({
   name: "maildir",
@@ -77,6 +113,7 @@ export default definePlugin({
     );
     const deliverOptions: DeliverOptions = options.hostname ? { hostname: options.hostname } : {};
     context.registerRoute(ROUTE);
+    void warnAboutULabelFolders(root, Object.keys(options.domains), logger);
 
     return {
       async rcpt({ address, transaction }) {

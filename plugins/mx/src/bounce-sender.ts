@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import type { RecipientResult } from "@mailroom/core";
+import { normalizeDomain, type RecipientResult } from "@mailroom/core";
 import { buildBounce } from "./bounce.js";
 import { retryDelay } from "./options.js";
 import type { SchedulerEnv } from "./scheduler.js";
@@ -142,7 +142,8 @@ async function handOver(env: SchedulerEnv, records: QueueRecord[]): Promise<Outc
       failed,
       headers: await store.readHeaders(first.id),
     });
-    const senderDomain = first.sender.slice(first.sender.lastIndexOf("@") + 1).toLowerCase();
+    const written = first.sender.slice(first.sender.lastIndexOf("@") + 1);
+    const senderDomain = normalizeDomain(written) ?? written.toLowerCase();
     if ((await isLocalDomain(env, senderDomain)) === false) {
       // A remote sender's bounce goes straight into this queue: the engine's
       // rcpt policy (plugin-relay) may not let a local injection relay.
@@ -172,7 +173,7 @@ async function handOver(env: SchedulerEnv, records: QueueRecord[]): Promise<Outc
 }
 
 /**
- * Tells whether `domain` is local by the UserDirectory service; undefined
+ * Tells whether `domain` (normalized) is local by the UserDirectory service; undefined
  * when no directory is registered or it fails (then the engine decides).
  */
 async function isLocalDomain(env: SchedulerEnv, domain: string): Promise<boolean | undefined> {
@@ -180,7 +181,7 @@ async function isLocalDomain(env: SchedulerEnv, domain: string): Promise<boolean
   if (!directory) return undefined;
   try {
     const domains = await directory.domains();
-    return domains.map((entry) => entry.toLowerCase()).includes(domain);
+    return domains.some((entry) => normalizeDomain(entry) === domain);
   } catch (error) {
     env.logger.warn({ err: error, domain }, "UserDirectory failed; the bounce goes through the engine");
     return undefined;

@@ -1,4 +1,4 @@
-import { duration, z } from "@mailroom/core";
+import { checkDomainName, domainName, duration, z } from "@mailroom/core";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -36,8 +36,36 @@ export const optionsSchema = z.strictObject({
     .prefault({}),
   /** Messages sent over one connection before it is closed. */
   maxMessagesPerConnection: z.number().int().min(1).default(50),
-  /** Static next hops per destination domain (lower case); they override DNS. */
-  routes: z.record(z.string(), targetSchema).default({}),
+  /**
+   * Static next hops per destination domain, which override DNS. The keys
+   * come out in the form of normalizeDomain (lower case, A-labels).
+   */
+  routes: z
+    .record(z.string(), targetSchema)
+    .default({})
+    .transform((routes, context) => {
+      const normalized: Record<string, Target> = {};
+      const written = new Map<string, string>();
+      for (const [name, target] of Object.entries(routes)) {
+        const checked = checkDomainName(name, { literals: true });
+        if ("error" in checked) {
+          context.addIssue({ code: "custom", path: [name], message: checked.error });
+          continue;
+        }
+        const first = written.get(checked.domain);
+        if (first !== undefined) {
+          context.addIssue({
+            code: "custom",
+            path: [name],
+            message: `domain ${checked.domain} is listed twice, as "${first}" and "${name}"`,
+          });
+          continue;
+        }
+        written.set(checked.domain, name);
+        normalized[checked.domain] = target;
+      }
+      return normalized;
+    }),
   /** Next hop for every domain without a route of its own. */
   smarthost: targetSchema.optional(),
   /** Name sent with EHLO; defaults to server.hostname. */
@@ -47,7 +75,7 @@ export const optionsSchema = z.strictObject({
   tls: z
     .strictObject({
       /** Domains that get verified TLS or nothing: no plaintext, delivery is deferred instead. */
-      requireFor: z.array(z.string()).default([]),
+      requireFor: z.array(domainName({ literals: true })).default([]),
     })
     .prefault({}),
   /** Allow destinations on loopback or this host's addresses (tests on 127.0.0.1). */

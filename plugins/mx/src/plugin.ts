@@ -3,6 +3,7 @@ import path from "node:path";
 import {
   definePlugin,
   denySoft,
+  normalizeDomain,
   ok,
   systemClock,
   TOKENS,
@@ -76,9 +77,10 @@ export default definePlugin({
 
     return {
       async queue({ message, recipients, transaction, accepted }) {
+        // One record per destination domain, so both spellings of an international domain share one.
         const domains = new Map<string, string[]>();
         for (const recipient of recipients) {
-          const domain = recipient.address.domain.toLowerCase();
+          const domain = normalizeDomain(recipient.address.domain) ?? recipient.address.domain.toLowerCase();
           const list = domains.get(domain) ?? [];
           if (!list.includes(recipient.address.address)) list.push(recipient.address.address);
           domains.set(domain, list);

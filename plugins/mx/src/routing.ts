@@ -3,6 +3,7 @@ import net from "node:net";
 import os from "node:os";
 import {
   DnsTemporaryError,
+  normalizeDomain,
   type DnsResolver,
   type HookService,
   type Logger,
@@ -120,11 +121,15 @@ function hopFromTarget(target: Target, addresses: string[], verify: boolean): Ho
 /**
  * Finds where mail for `domain` goes: a get_mx answer, a static route, the
  * smarthost, or DNS (RFC 5321 section 5.1, RFC 7505), with the loop guard
- * applied to every address.
+ * applied to every address. Routes, `tls.requireFor` and DNS see the domain
+ * in the form of normalizeDomain, so an international domain is looked up by
+ * its A-labels.
  */
-export async function route(domain: string, context: OutboundContext, env: RoutingEnv): Promise<Route> {
+export async function route(written: string, context: OutboundContext, env: RoutingEnv): Promise<Route> {
   const { options } = env;
-  const verify = options.tls.requireFor.map((entry) => entry.toLowerCase()).includes(domain);
+  // Records that older versions queued may hold U-labels or capitals.
+  const domain = normalizeDomain(written) ?? written.toLowerCase();
+  const verify = options.tls.requireFor.includes(domain);
   const dns = env.dns();
 
   const hooks = env.hooks();

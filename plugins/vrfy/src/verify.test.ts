@@ -42,3 +42,21 @@ test("verifyTarget counts a mailbox found twice once", async () => {
   const answer = await verifyTarget({ local: "bob", domain: undefined }, twice);
   expect(answer.code).toBe(250);
 });
+
+test("verifyTarget uses the directory's own domain spelling", async () => {
+  const asked: string[] = [];
+  const international: UserDirectory = {
+    domains: () => ["bücher.example"],
+    lookup: (local, domain) => {
+      asked.push(domain);
+      return local === "alice" && domain === "bücher.example" ? { mailbox: "alice", domain } : null;
+    },
+    findLocalPart: () => [],
+  };
+  const found = await verifyTarget({ local: "alice", domain: "xn--bcher-kva.example" }, international);
+  expect(found.code).toBe(250);
+  expect(found.message).toBe("alice@xn--bcher-kva.example");
+  const missing = await verifyTarget({ local: "nobody", domain: "XN--BCHER-KVA.EXAMPLE" }, international);
+  expect(missing.code).toBe(550);
+  expect(asked).toEqual(["bücher.example", "bücher.example"]);
+});

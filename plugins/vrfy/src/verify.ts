@@ -1,6 +1,7 @@
 import {
   deny,
   formatAddress,
+  normalizeDomain,
   ok,
   type Answer,
   type DirectoryEntry,
@@ -15,9 +16,14 @@ export const AMBIGUOUS: Answer = ok({
   message: "Cannot verify the user, but will accept the message",
 });
 
-/** Replies with the mailbox in the `local-part@domain` form of RFC 5321 section 3.5.1. */
+/**
+ * Replies with the mailbox in the `local-part@domain` form of RFC 5321
+ * section 3.5.1. The domain is given as A-labels, which a client without
+ * SMTPUTF8 can read.
+ */
 function found(entry: DirectoryEntry): Answer {
-  return ok({ code: 250, enhanced: "2.1.5", message: formatAddress(entry.mailbox, entry.domain) });
+  const domain = normalizeDomain(entry.domain) ?? entry.domain;
+  return ok({ code: 250, enhanced: "2.1.5", message: formatAddress(entry.mailbox, domain) });
 }
 
 const NOT_FOUND = deny({ code: 550, enhanced: "5.1.1", message: "Mailbox not found" });
@@ -32,20 +38,24 @@ const NOT_LOCAL = ok({ code: 252, enhanced: "2.1.5", message: "Not a local addre
  * Looks the target up in the directory and returns the real answer: 250 with
  * the mailbox, 550 5.1.1 when a local address has none, 553 5.1.4 when a bare
  * local part exists in more than one local domain, and 252 for an address at
- * a domain that is not local.
+ * a domain that is not local. Domains match as U-labels or A-labels, and the
+ * directory is asked with its own spelling of the domain.
  */
 export async function verifyTarget(target: VrfyTarget, directory: UserDirectory): Promise<Answer> {
   if (target.domain !== undefined) {
-    const entry = await directory.lookup(target.local, target.domain);
-    if (entry) return found(entry);
-    const domains = await directory.domains();
-    return domains.includes(target.domain) ? NOT_FOUND : NOT_LOCAL;
+    const wanted = normalizeDomain(target.domain);
+    const domains = wanted === null ? [] : await directory.domains();
+    const listed = domains.find((domain) => normalizeDomain(domain) === wanted);
+    if (listed === undefined) return NOT_LOCAL;
+    const entry = await directory.lookup(target.local, listed);
+    return entry ? found(entry) : NOT_FOUND;
   }
 
   const entries = await directory.findLocalPart(target.local);
   const distinct = new Map<string, DirectoryEntry>();
   for (const entry of entries) {
-    distinct.set(`${entry.mailbox}@${entry.domain}`.toLowerCase(), entry);
+    const domain = normalizeDomain(entry.domain) ?? entry.domain.toLowerCase();
+    distinct.set(`${entry.mailbox.toLowerCase()}@${domain}`, entry);
   }
   if (distinct.size === 0) return NOT_FOUND;
   if (distinct.size > 1) return AMBIGUOUS_LOCAL_PART;
