@@ -12,7 +12,8 @@ export { HookRunner, type LoadedPlugin, type HookOutcome } from "./plugins/runne
 export { loadPlugins, closePlugins } from "./plugins/loader.js";
 export { storeRoutes, type StoreResult } from "./store-routes.js";
 export { Connection, Transaction, type Recipient, type TlsState } from "./session-state.js";
-export { Message, wrapHeaders, type MessageHeaders } from "./message/message.js";
+export { Message, wrapHeaders } from "./message/message.js";
+export { decodeEncodedWords, type HeaderField, type MessageHeaders } from "./message/headers.js";
 export { rfc5322Date, receivedHeader } from "./message/received.js";
 export { MemoryBudget, SpoolWriter, type SpoolResult } from "./message/spool.js";
 export * from "./smtp/address.js";

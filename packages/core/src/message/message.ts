@@ -1,27 +1,13 @@
 import { createReadStream } from "node:fs";
 import { Readable } from "node:stream";
-import type { Headers } from "mailsplit";
 import type { Address } from "../smtp/address.js";
+import { NO_HEADERS, type MessageHeaders } from "./headers.js";
 
-/** Parsed header block of a message, in the order the lines arrived. */
-export interface MessageHeaders {
-  /** Returns every line of the named header ("Subject: ...", unfolded as sent). */
-  get(name: string): string[];
-  /** Returns the decoded value of the first header with that name, or "". */
-  getFirst(name: string): string;
-  /** Returns every header line with its lower-case key. */
-  list(): { key: string; line: string }[];
-  /** Counts the header lines with that name. */
-  count(name: string): number;
-}
+export type { HeaderField, MessageHeaders } from "./headers.js";
 
-export function wrapHeaders(headers: Headers | undefined): MessageHeaders {
-  return {
-    get: (name) => headers?.get(name) ?? [],
-    getFirst: (name) => headers?.getFirst(name) ?? "",
-    list: () => headers?.getList() ?? [],
-    count: (name) => headers?.get(name).length ?? 0,
-  };
+/** Returns the headers of a message, or an empty set for a message whose header block was not parsed. */
+export function wrapHeaders(headers: MessageHeaders | undefined): MessageHeaders {
+  return headers ?? NO_HEADERS;
 }
 
 /**

@@ -116,19 +116,23 @@ describe("headers", () => {
     const result = await spool([
       "Received: from a\r\n\tby b\r\nSubject: hello\r\n world\r\nReceived: from c\r\n\r\nNot-A: header\r\n",
     ]);
-    expect(result.headers?.get("received")).toEqual(["Received: from a\r\n\tby b", "Received: from c"]);
+    expect(result.headers?.list().map((field) => field.line)).toEqual([
+      "Received: from a\r\n\tby b",
+      "Subject: hello\r\n world",
+      "Received: from c",
+    ]);
     expect(result.headers?.getFirst("subject")).toBe("hello world");
     expect(result.headers?.get("not-a")).toEqual([]);
   });
 
   test("a message without a blank line is all header", async () => {
     const result = await spool(["Subject: only\r\nX-A: 1\r\n"]);
-    expect(result.headers?.getList().map((line) => line.key)).toEqual(["subject", "x-a"]);
+    expect(result.headers?.list().map((line) => line.key)).toEqual(["subject", "x-a"]);
   });
 
   test("the blank line may arrive split across chunks", async () => {
     const result = await spool(["Subject: s\r", "\n\r", "\nX-Body: no\r\n"]);
-    expect(result.headers?.getList().map((line) => line.key)).toEqual(["subject"]);
+    expect(result.headers?.list().map((line) => line.key)).toEqual(["subject"]);
   });
 
   test("a header block over the limit keeps the complete lines before it", async () => {
@@ -162,8 +166,8 @@ describe("header parsing takes linear time", () => {
       const block = (count: number) => Buffer.from(`Subject: s${unit.repeat(count)}\r\n`, "latin1");
       const small = block(10_000);
       const large = block(160_000);
-      parseHeaderBlock(small).getList();
-      const ratio = time(() => parseHeaderBlock(large).getList()) / Math.max(1, time(() => parseHeaderBlock(small).getList()));
+      parseHeaderBlock(small).list();
+      const ratio = time(() => parseHeaderBlock(large).list()) / Math.max(1, time(() => parseHeaderBlock(small).list()));
       // Sixteen times the input: linear is about 16, quadratic about 256.
       // The bound sits far from both, because a loaded machine skews timings.
       expect(ratio, JSON.stringify(unit)).toBeLessThan(80);

@@ -1,7 +1,7 @@
 import { createWriteStream, type WriteStream } from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
-import { Headers, type HeaderLine } from "mailsplit";
+import { ParsedHeaders, type HeaderField, type MessageHeaders } from "./headers.js";
 import type { MessageBody } from "./message.js";
 
 const CR = 0x0d;
@@ -9,18 +9,18 @@ const LF = 0x0a;
 const CRLF = Buffer.from("\r\n");
 const CR_BYTE = Buffer.from([CR]);
 
-/** The header block kept for plugins; mailsplit's own parser stops at the same size. */
+/** The size of the header block kept for plugins, in octets. */
 export const MAX_HEADER_BLOCK = 1024 * 1024;
 
 /**
  * Splits a header block into header fields, each with its folded
- * continuation lines, in linear time. (mailsplit's Splitter and Headers
- * parsers take quadratic time on many folded lines or long runs of bare CRs,
- * which a client controls.)
+ * continuation lines, in linear time. (mailsplit 5.4.6's Splitter and
+ * Headers parsers take quadratic time on many folded lines or long runs of
+ * bare CRs, which a client controls.)
  */
-export function parseHeaderBlock(block: Buffer): Headers {
+export function parseHeaderBlock(block: Buffer): MessageHeaders {
   const lines = block.toString("latin1").replace(/[\r\n]+$/, "").split(/\r?\n/);
-  const fields: HeaderLine[] = [];
+  const fields: HeaderField[] = [];
   let parts: string[] = [];
   const flush = () => {
     if (parts.length === 0) return;
@@ -39,7 +39,7 @@ export function parseHeaderBlock(block: Buffer): Headers {
     if (line !== "") parts.push(line);
   }
   flush();
-  return new Headers(fields);
+  return new ParsedHeaders(fields);
 }
 
 /** The treatment of line endings other than CRLF inside a message. */
@@ -98,7 +98,7 @@ export interface SpoolResult {
   lineTooLong: boolean;
   /** A bare CR or LF was seen (refused in strict mode, rewritten otherwise). */
   bareLineEnding: boolean;
-  headers: Headers | undefined;
+  headers: MessageHeaders | undefined;
 }
 
 /**
@@ -130,7 +130,7 @@ export class SpoolWriter {
   private headerBytes = 0;
   /** The current header line did not end in the previous chunk. */
   private headerLineOpen = false;
-  private headers: Headers | undefined;
+  private headers: MessageHeaders | undefined;
 
   constructor(options: SpoolOptions) {
     this.options = options;
