@@ -80,7 +80,7 @@ test("error block is what the server prints", async () => {
 });
 
 test("TypeScript blocks compile", () => {
-  const files = ["plugins/block-domains.ts", "plugins/archive.ts", "plugins/company-directory.ts"];
+  const files = ["plugins/block-domains.ts", "plugins/archive.ts", "plugins/company-directory.ts", "plugins/subject-rule.ts"];
   const result = spawnSync(
     "npx",
     [
@@ -107,8 +107,8 @@ test("test blocks pass under vitest", () => {
     timeout: 120_000,
   });
   const output = (result.stdout + result.stderr).replace(/\u001b\[[0-9;]*m/g, "");
-  // The five tests of the guide, plus the three of the plugin the shell block scaffolds.
-  expect(output).toMatch(/Tests\s+8 passed/);
+  // The six tests of the guide, plus the three of the plugin the shell block scaffolds.
+  expect(output).toMatch(/Tests\s+9 passed/);
   expect(result.status).toBe(0);
 });
 

@@ -37,6 +37,12 @@ describe("reject-by-header", () => {
     expect(call.verdict).toBe("DENY");
   });
 
+  test("encoded subject is decoded before matching", async () => {
+    const { call } = await send("Subject: =?UTF-8?B?Q2hlYXAgVklBR1JB?=\r\n =?UTF-8?Q?_n=C3=B6w?=");
+    expect(call.verdict).toBe("DENY");
+    expect(call.message).toBe("Spam is not welcome here");
+  });
+
   test("clean message goes on to queue", async () => {
     const { call } = await send("Subject: hello\r\nX-Spam-Flag: NO");
     expect(call.verdict).toBe("OK");

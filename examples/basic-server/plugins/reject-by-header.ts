@@ -3,7 +3,10 @@ import { definePlugin, deny, z } from "@mailroom/core";
 const rule = z.object({
   /** Header name, case-insensitive, for example "X-Spam-Flag". */
   header: z.string().min(1),
-  /** Regular expression tested against each value of that header. */
+  /**
+   * Regular expression tested against each value of that header, decoded:
+   * unfolded, with RFC 2047 encoded-words such as `=?UTF-8?B?...?=` decoded.
+   */
   matches: z.string().refine(
     (pattern) => {
       try {
@@ -31,7 +34,7 @@ export default definePlugin({
     return {
       data_post({ message, transaction }) {
         for (const entry of rules) {
-          const values = message.headers.get(entry.header).map((line) => line.replace(/^[^:]*:\s*/, "").trim());
+          const values = message.headers.getAll(entry.header);
           if (!values.some((value) => entry.pattern.test(value))) continue;
           transaction.notes.rejectedByHeader = entry.header;
           logger.info({ txn: transaction.id, header: entry.header }, "message matched a header rule");
