@@ -124,6 +124,25 @@ describe("mailroom check", () => {
     expect(result.stdout).not.toContain("no plugin handles rcpt");
   });
 
+  test("relay without plugin-mx prints a warning", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const maildir = `  - use: "@mailroom/plugin-maildir"\n    with: { root: ./mail, domains: { "a.test": { mailboxes: [bob] } } }\n`;
+    const relaying = `  - use: "@mailroom/plugin-relay"\n    with: { trustedNetworks: ["127.0.0.0/8"] }\n`;
+    await writeFile(file, config("x@y.test") + relaying + maildir);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(
+      'warning: plugins[1] (@mailroom/plugin-relay): some clients may relay, but no plugin registers the route "outbound" (add @mailroom/plugin-mx), so every recipient in another domain gets 451 4.3.0 at RCPT',
+    );
+    expect(result.stdout).not.toContain("no plugin stores mail");
+
+    // Without trusted networks, relay domains or an AUTH plugin, nobody relays: an MX only setup.
+    await writeFile(file, `${config("x@y.test")}  - use: "@mailroom/plugin-relay"\n${maildir}`);
+    const mxOnly = run(["check", "--config", file]);
+    expect(mxOnly.status).toBe(0);
+    expect(mxOnly.stdout).not.toContain("warning");
+  });
+
   test("relay with plugin-mx prints no storage warning", async () => {
     const file = path.join(dir, "mailroom.yaml");
     const plugins =

@@ -52,8 +52,21 @@ function storageWarnings(plugins: readonly LoadedPlugin[]): string[] {
 }
 
 /**
+ * Returns true when plugin-relay with these options accepts some recipients
+ * for other domains: it has trusted networks or relay domains, or it lets
+ * authenticated clients relay and a plugin handles AUTH.
+ */
+function relaysFor(options: Record<string, unknown>, plugins: readonly LoadedPlugin[]): boolean {
+  const listed = (value: unknown) => Array.isArray(value) && value.length > 0;
+  if (listed(options.trustedNetworks) || listed(options.relayDomains)) return true;
+  return options.allowAuthenticated !== false && plugins.some((plugin) => typeof plugin.hooks.auth === "function");
+}
+
+/**
  * Lists risky setups in a valid config: no plugin that handles rcpt, no
- * plugin that stores accepted recipients, a requireAuth listener with no plugin for AUTH, an open relay, a maildir
+ * plugin that stores accepted recipients, a relaying plugin-relay with no
+ * owner of its outbound route,
+ * a requireAuth listener with no plugin for AUTH, an open relay, a maildir
  * root or spool folder the server cannot write, memory spool sizes that
  * cannot work as written.
  */
@@ -100,6 +113,11 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
       if (broad.length) {
         warnings.push(`${where}: trustedNetworks contains ${broad.join(", ")}: ranges this wide let much of the Internet relay`);
       }
+    }
+    if (entry.use.endsWith("plugin-relay") && relaysFor(entry.with, plugins) && !plugins.some((plugin) => plugin.routes.has("outbound"))) {
+      warnings.push(
+        `${where}: some clients may relay, but no plugin registers the route "outbound" (add @mailroom/plugin-mx), so every recipient in another domain gets 451 4.3.0 at RCPT`,
+      );
     }
     if (entry.use.endsWith("plugin-maildir") && typeof entry.with.root === "string") {
       const root = path.resolve(loaded.dir, entry.with.root);
