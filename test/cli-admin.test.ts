@@ -23,6 +23,35 @@ function mailroom(args: string[], input?: string) {
   return spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", timeout: 20_000, input });
 }
 
+// Runs a command on a pseudo-terminal, types the keys once the password
+// prompt shows, and prints everything the terminal showed.
+const TERMINAL = `
+import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+shown = b""
+deadline = time.time() + 15
+while b"New password: " not in shown and time.time() < deadline:
+    shown += os.read(fd, 1024)
+os.write(fd, sys.argv[1].encode())
+while True:
+    try:
+        data = os.read(fd, 1024)
+    except OSError:
+        break
+    if not data:
+        break
+    shown += data
+sys.stdout.write(shown.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+`;
+
+/** Runs the CLI on a pseudo-terminal, as an administrator would at a shell, typing `keys`. */
+function onTerminal(args: string[], keys: string) {
+  return spawnSync("python3", ["-c", TERMINAL, keys, process.execPath, BIN, ...args], { encoding: "utf8", timeout: 30_000 });
+}
+
 describe("mailroom queue", () => {
   test("list, show, retry and delete a queued record", async () => {
     const config = `server:
@@ -88,5 +117,48 @@ describe("mailroom passwd", () => {
     const result = mailroom(["passwd", path.join(dir, "users"), "alice"], "\n");
     expect(result.status).toBe(1);
     expect(result.stderr).toMatch(/password is empty/);
+  });
+
+  test("input with more lines changes nothing", async () => {
+    const users = path.join(dir, "users");
+    expect(mailroom(["passwd", users, "alice"], "first secret\n").status).toBe(0);
+    const before = await readFile(users, "utf8");
+
+    for (const [input, message] of [
+      ["second secret\nleftover\n", "stdin has 1 more non-empty line after the password"],
+      ["second secret\r\nleftover\r\nmore", "stdin has 2 more non-empty lines after the password"],
+      ["second secret\n \n", "stdin has 1 more non-empty line after the password"],
+      ["\nsecond secret\n", "the first line of stdin is empty"],
+      ["x".repeat(70_000), "stdin is longer than 65536 characters"],
+    ]) {
+      const result = mailroom(["passwd", users, "alice"], input);
+      expect(result.status, JSON.stringify(input.slice(0, 40))).toBe(1);
+      expect(result.stderr).toContain(`mailroom: passwd: ${message}`);
+      expect(result.stderr).toContain("(nothing was changed)");
+    }
+    expect(await readFile(users, "utf8")).toBe(before);
+  });
+
+  test("line break and empty lines after the password", async () => {
+    const users = path.join(dir, "users");
+    const result = mailroom(["passwd", users, "alice"], "s\u00e9cret\r\n\n\n");
+    expect(result.status).toBe(0);
+    const line = (await readFile(users, "utf8")).split("\n").find((text) => text.startsWith("alice:"))!;
+    expect(await verifyPassword("s\u00e9cret", parsePasswordHash(line.slice("alice:".length)) as never)).toBe(true);
+  });
+
+  test("terminal prompt handles Backspace and Ctrl-C", async () => {
+    const users = path.join(dir, "users");
+    const typed = onTerminal(["passwd", users, "alice"], "sec\u007fcret\r");
+    expect(typed.stdout).toContain("New password: ");
+    expect(typed.stdout).not.toContain("cret");
+    expect(typed.status).toBe(0);
+    const line = (await readFile(users, "utf8")).split("\n").find((text) => text.startsWith("alice:"))!;
+    expect(await verifyPassword("secret", parsePasswordHash(line.slice("alice:".length)) as never)).toBe(true);
+
+    const cancelled = onTerminal(["passwd", users, "bob"], "abc\u0003");
+    expect(cancelled.stdout).toContain("mailroom: passwd: cancelled; nothing was changed");
+    expect(cancelled.status).toBe(1);
+    expect(await readFile(users, "utf8")).not.toContain("bob:");
   });
 });

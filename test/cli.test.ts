@@ -112,6 +112,65 @@ describe("mailroom check", () => {
     expect(result.stdout).toContain("trustedNetworks contains 0.0.0.0/1, 128.0.0.0/1: ranges this wide");
   });
 
+  test("relay without storage prints a warning", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const relay = `  - use: "@mailroom/plugin-relay"\n    with: { trustedNetworks: ["127.0.0.0/8"] }\n`;
+    await writeFile(file, config("x@y.test") + relay);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(
+      "warning: no plugin stores mail: none registers a route (as plugin-maildir and plugin-mx do with registerRoute), so every recipient that a plugin accepts gets 451 4.3.0 at RCPT",
+    );
+    expect(result.stdout).not.toContain("no plugin handles rcpt");
+  });
+
+  test("relay without plugin-mx prints a warning", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const maildir = `  - use: "@mailroom/plugin-maildir"\n    with: { root: ./mail, domains: { "a.test": { mailboxes: [bob] } } }\n`;
+    const relaying = `  - use: "@mailroom/plugin-relay"\n    with: { trustedNetworks: ["127.0.0.0/8"] }\n`;
+    await writeFile(file, config("x@y.test") + relaying + maildir);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(
+      'warning: plugins[1] (@mailroom/plugin-relay): some clients may relay, but no plugin registers the route "outbound" (add @mailroom/plugin-mx), so every recipient in another domain gets 451 4.3.0 at RCPT',
+    );
+    expect(result.stdout).not.toContain("no plugin stores mail");
+
+    // Without trusted networks, relay domains or an AUTH plugin, nobody relays: an MX only setup.
+    await writeFile(file, `${config("x@y.test")}  - use: "@mailroom/plugin-relay"\n${maildir}`);
+    const mxOnly = run(["check", "--config", file]);
+    expect(mxOnly.status).toBe(0);
+    expect(mxOnly.stdout).not.toContain("warning");
+  });
+
+  test("relay with plugin-mx prints no storage warning", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const plugins =
+      `  - use: "@mailroom/plugin-relay"\n    with: { trustedNetworks: ["127.0.0.0/8"] }\n` +
+      `  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./queue, deliver: false }\n`;
+    await writeFile(file, config("x@y.test") + plugins);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).not.toContain("warning: no plugin");
+    expect(result.stdout).not.toContain("no queue handler");
+  });
+
+  test("route without a queue handler prints a warning", async () => {
+    await writeFile(
+      path.join(dir, "boxes.ts"),
+      'import { definePlugin, ok } from "@mailroom/core";\n' +
+        'export default definePlugin({ name: "boxes", setup({ registerRoute }) { registerRoute("box"); return { rcpt: () => ok() }; } });\n',
+    );
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, `${config("x@y.test")}  - use: ./boxes.ts\n`);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(
+      'warning: route "box" is registered by plugin boxes, which has no queue handler, so every message with a recipient on it gets 451 4.3.0 after DATA',
+    );
+    expect(result.stdout).not.toContain("no plugin stores mail");
+  });
+
   test("read-only maildir root prints a warning", async () => {
     const readOnly = path.join(dir, "readonly");
     await mkdir(readOnly);
@@ -125,6 +184,7 @@ describe("mailroom check", () => {
       expect(result.status).toBe(0);
       expect(result.stdout).toContain(`maildir root ${path.join(readOnly, "mail")} is not writable`);
       expect(result.stdout).not.toContain("no plugin handles rcpt");
+      expect(result.stdout).not.toContain("no plugin stores mail");
     } finally {
       spawnSync("umount", [readOnly]);
     }

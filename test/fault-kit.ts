@@ -33,9 +33,9 @@ export interface CliServer {
   exited: Promise<number | null>;
 }
 
-/** Runs `mailroom start --config FILE` and resolves once it logged "listening". */
-export function startCli(file: string, timeout = 20_000, cwd = path.dirname(file)): Promise<CliServer> {
-  const child = spawn(process.execPath, [BIN, "start", "--config", file], {
+/** Runs `mailroom start --config FILE` with the CLI script `bin` and resolves once it logged "listening". */
+export function startCli(file: string, timeout = 20_000, cwd = path.dirname(file), bin = BIN): Promise<CliServer> {
+  const child = spawn(process.execPath, [bin, "start", "--config", file], {
     cwd,
     stdio: ["ignore", "pipe", "pipe"],
   });

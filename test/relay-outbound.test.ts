@@ -77,3 +77,22 @@ test("plugin-mx sends nothing from an untrusted client", async () => {
   expect(sink.connections).toBe(1);
   expect(queued).toEqual([]);
 });
+
+test("relayed recipient without plugin-mx gets 451 at RCPT", async () => {
+  const alone = await startTestServer({
+    server: { hostname: "mx.local.example", proxyProtocol: true },
+    plugins: [{ use: PLUGINS.relay, with: { localDomains: ["local.example"], trustedNetworks: ["192.0.2.0/24"] } }],
+  });
+  try {
+    const office = await alone.connect({ proxyHeader: proxyFrom("192.0.2.10") });
+    await office.command("EHLO office.example");
+    await office.command("MAIL FROM:<clerk@local.example>");
+    const reply = await office.command("RCPT TO:<friend@remote.example>");
+    expect(reply.code).toBe(451);
+    expect(reply.enhanced).toBe("4.3.0");
+    expect((await office.command("DATA")).code).toBe(554);
+    office.close();
+  } finally {
+    await alone.stop();
+  }
+});

@@ -1,15 +1,52 @@
 import { spawnSync } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, expect, test } from "vitest";
+import { SmtpTestClient } from "@mailroom/testing";
+import { afterAll, afterEach, beforeAll, expect, test } from "vitest";
+import { killHard, startCli, type CliServer } from "./fault-kit.js";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const BIN = path.join(ROOT, "packages/cli/bin/mailroom.js");
+const CHECKOUT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+
+// Folders of the checkout that the copy leaves out: git's data, and the
+// benchmark and coverage output with their own installs.
+const NOT_COPIED = new Set([".git", "bench", "coverage", "examples/basic-server/var"]);
+
+/**
+ * Copies the checkout, as `npm ci` installed and built it, into a temporary
+ * folder. The scaffold edits tsconfig.build.json and the tests run npm, so
+ * they do that in the copy and leave the checkout under test as it is.
+ */
+async function copyCheckout(): Promise<string> {
+  const parent = await mkdtemp(path.join(os.tmpdir(), "mailroom-checkout-"));
+  const root = path.join(parent, "mailroom");
+  await cp(CHECKOUT, root, {
+    recursive: true,
+    preserveTimestamps: true,
+    verbatimSymlinks: true,
+    filter: (source) => !NOT_COPIED.has(path.relative(CHECKOUT, source).split(path.sep).join("/")),
+  });
+  return root;
+}
+
+let ROOT: string;
+let BIN: string;
 const created: string[] = [];
+let server: CliServer | undefined;
+
+beforeAll(async () => {
+  ROOT = await copyCheckout();
+  BIN = path.join(ROOT, "packages/cli/bin/mailroom.js");
+}, 120_000);
+
+afterAll(async () => {
+  if (ROOT) await rm(path.dirname(ROOT), { recursive: true, force: true });
+});
 
 afterEach(async () => {
+  if (server) await killHard(server);
+  server = undefined;
   for (const folder of created.splice(0)) await rm(folder, { recursive: true, force: true });
 });
 
@@ -17,15 +54,82 @@ function mailroom(args: string[]) {
   return spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: "utf8", timeout: 20_000 });
 }
 
+/** Runs npm in `cwd` without the network: the copy's node_modules already has every package. */
+function npm(args: string[], cwd = ROOT) {
+  return spawnSync("npm", [...args, "--offline", "--no-audit", "--no-fund"], { cwd, encoding: "utf8", timeout: 180_000 });
+}
+
 /** Runs the generated test with the repository's vitest config, as a user would. */
 function vitest(file: string) {
   return spawnSync("npx", ["vitest", "run", path.relative(ROOT, file)], { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
 }
 
-test("new plugin creates a package whose test passes", { timeout: 120_000 }, async () => {
-  const name = `zz-scaffold-${process.pid}`;
+/** Writes a config outside the checkout that loads the package `name`, and returns its path. */
+async function configFor(name: string): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-scaffold-config-"));
+  created.push(dir);
+  const file = path.join(dir, "mailroom.yaml");
+  await writeFile(
+    file,
+    `server:\n  listen: ["127.0.0.1:0"]\n  shutdownTimeout: 2s\nplugins:\n  - use: "${name}"\n    with: { blockedDomains: [spam.example] }\n`,
+  );
+  return file;
+}
+
+// Packages scaffolded into the copy stay there until the end: the copy's
+// tsconfig.build.json lists them, so every later `npm install` builds them.
+
+test("package loads after the documented npm install", { timeout: 240_000 }, async () => {
+  const name = "acme-policy";
+  const scaffold = mailroom(["new", "plugin", name]);
+  expect(scaffold.status, scaffold.stderr).toBe(0);
+  expect(scaffold.stderr).toContain(`run "npm install" in ${ROOT} before the server can load use: "${name}"`);
+  const project = JSON.parse(await readFile(path.join(ROOT, "tsconfig.build.json"), "utf8"));
+  expect(project.references).toContainEqual({ path: `plugins/${name}` });
+
+  const install = npm(["install"]);
+  expect(install.status, install.stderr).toBe(0);
+
+  server = await startCli(await configFor(name), 20_000, ROOT, BIN);
+  const client = await SmtpTestClient.connect(server.port);
+  await client.command("EHLO client.test");
+  const blocked = await client.command("MAIL FROM:<someone@spam.example>");
+  expect(blocked.code).toBe(550);
+  expect(blocked.enhanced).toBe("5.7.1");
+  expect((await client.command("MAIL FROM:<someone@mail.example>")).code).toBe(250);
+  client.close();
+});
+
+test("unbuilt package names its missing entry file", { timeout: 240_000 }, async () => {
+  const name = "acme-unbuilt";
   const folder = path.join(ROOT, "plugins", name);
-  created.push(folder);
+  expect(mailroom(["new", "plugin", name]).status).toBe(0);
+  const config = await configFor(name);
+
+  const notLinked = mailroom(["check", "--config", config]);
+  expect(notLinked.status).toBe(1);
+  expect(notLinked.stderr).toContain(`cannot load plugin "${name}": package not found in ${path.dirname(config)} or beside @mailroom/core`);
+
+  // Linked into node_modules, but the root prepare script that builds it did not run.
+  const link = npm(["install", "--ignore-scripts"]);
+  expect(link.status, link.stderr).toBe(0);
+  const unbuilt = mailroom(["check", "--config", config]);
+  expect(unbuilt.status).toBe(1);
+  expect(unbuilt.stderr).toContain(
+    `cannot load plugin "${name}": package ${name} is installed in ${folder} but its entry file ${folder}/dist/index.js does not exist; build it (npm run build in ${folder})`,
+  );
+
+  const build = npm(["run", "build"], folder);
+  expect(build.status, build.stderr).toBe(0);
+  const built = mailroom(["check", "--config", config]);
+  expect(built.stderr).toBe("");
+  expect(built.status).toBe(0);
+  expect(built.stdout).toContain(`1. ${name}: mail`);
+});
+
+test("new plugin creates a package whose test passes", { timeout: 120_000 }, async () => {
+  const name = "zz-scaffold";
+  const folder = path.join(ROOT, "plugins", name);
 
   const result = mailroom(["new", "plugin", name]);
   expect(result.status).toBe(0);
@@ -35,6 +139,7 @@ test("new plugin creates a package whose test passes", { timeout: 120_000 }, asy
   const readme = await readFile(path.join(folder, "README.md"), "utf8");
   expect(readme).toContain(`use: "${name}"`);
   expect(readme).toContain(`npx vitest run plugins/${name}`);
+  expect(readme).toContain("`npm install` and `npm run build` at the repository root build it too");
 
   const run = vitest(path.join(folder, "src/index.test.ts"));
   expect(run.stdout + run.stderr).toMatch(/3 passed/);
@@ -42,9 +147,8 @@ test("new plugin creates a package whose test passes", { timeout: 120_000 }, asy
 });
 
 test("package test commands run in its folder", { timeout: 120_000 }, async () => {
-  const name = `zz-scaffold-own-${process.pid}`;
+  const name = "zz-scaffold-own";
   const folder = path.join(ROOT, "plugins", name);
-  created.push(folder);
   expect(mailroom(["new", "plugin", name]).status).toBe(0);
 
   // The package README's command, and the package.json test script.
@@ -58,33 +162,44 @@ test("package test commands run in its folder", { timeout: 120_000 }, async () =
   }
 });
 
-test("new package output asks for a root npm install", () => {
-  const name = `zz-scaffold-install-${process.pid}`;
-  created.push(path.join(ROOT, "plugins", name));
-  const result = mailroom(["new", "plugin", name]);
-  expect(result.status).toBe(0);
-  expect(result.stderr).toContain(`run "npm install" in ${ROOT.replace(/\/$/, "")} before the server can load use: "${name}"`);
+test("second package keeps the project references", async () => {
+  const before = JSON.parse(await readFile(path.join(ROOT, "tsconfig.build.json"), "utf8")).references;
+  expect(mailroom(["new", "plugin", "zz-scaffold-second"]).status).toBe(0);
+  const text = await readFile(path.join(ROOT, "tsconfig.build.json"), "utf8");
+  expect(JSON.parse(text).references).toEqual([...before, { path: "plugins/zz-scaffold-second" }]);
+  expect(text).toContain('    { "path": "plugins/zz-scaffold-second" }\n  ]\n}\n');
+  const tsconfig = JSON.parse(await readFile(path.join(ROOT, "plugins/zz-scaffold-second/tsconfig.json"), "utf8"));
+  expect(tsconfig.compilerOptions.composite).toBe(true);
 });
 
-test("package outside the workspaces says how to add it", () => {
-  const dir = path.join(ROOT, "examples", `zz-scaffold-nested-${process.pid}`);
+test("package outside the workspaces says how to add it", async () => {
+  const dir = path.join(ROOT, "examples", "zz-scaffold-nested");
   created.push(dir);
+  const before = await readFile(path.join(ROOT, "tsconfig.build.json"), "utf8");
   const result = mailroom(["new", "plugin", "nested", "--dir", dir]);
   expect(result.status).toBe(0);
   const relative = path.relative(ROOT, path.join(dir, "nested"));
-  expect(result.stderr).toContain(`${relative} is not in the workspaces of ${path.join(ROOT, "package.json")}`);
+  expect(result.stderr).toContain(
+    `${relative} is not in the workspaces of ${path.join(ROOT, "package.json")}; add it there, run "npm install" in ${ROOT} and build it (npm run build -w nested)`,
+  );
+  expect(await readFile(path.join(ROOT, "tsconfig.build.json"), "utf8")).toBe(before);
 });
 
-test("package outside any workspace says to install it", async () => {
+test("package outside any workspace says to build and install it", async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-scaffold-"));
   created.push(dir);
   const result = mailroom(["new", "plugin", "loose", "--dir", dir]);
   expect(result.status).toBe(0);
-  expect(result.stderr).toContain(`${path.join(dir, "loose")} is not in an npm workspace; install it where the server runs`);
+  const folder = path.join(dir, "loose");
+  expect(result.stderr).toContain(
+    `${folder} is not in an npm workspace; build it (npm install, then npm run build, in ${folder}) and install it where the server runs (npm install ${folder})`,
+  );
+  const tsconfig = JSON.parse(await readFile(path.join(folder, "tsconfig.json"), "utf8"));
+  expect(tsconfig.compilerOptions.composite).toBeUndefined();
 });
 
-test("new plugin --local writes one file and its test", async () => {
-  const dir = path.join(ROOT, "examples", `zz-scaffold-${process.pid}`);
+test("new plugin --local writes one file and its test", { timeout: 120_000 }, async () => {
+  const dir = path.join(ROOT, "examples", "zz-scaffold-local");
   created.push(dir);
 
   const result = mailroom(["new", "plugin", "tagger", "--local", "--dir", dir]);
@@ -97,7 +212,7 @@ test("new plugin --local writes one file and its test", async () => {
 });
 
 test("new plugin refuses to overwrite", async () => {
-  const dir = path.join(ROOT, "examples", `zz-scaffold-again-${process.pid}`);
+  const dir = path.join(ROOT, "examples", "zz-scaffold-again");
   created.push(dir);
   expect(mailroom(["new", "plugin", "twice", "--local", "--dir", dir]).status).toBe(0);
   const again = mailroom(["new", "plugin", "twice", "--local", "--dir", dir]);

@@ -200,3 +200,62 @@ test("missing package names where it was looked for", async () => {
   expect(result.stderr).toContain(`cannot load plugin "mailroom-plugin-nowhere": package not found in ${dir} or beside @mailroom/core`);
   expect(result.stderr).not.toContain("noop.js");
 });
+
+/** Writes a package into node_modules beside the config, and returns its folder. */
+async function installBeside(name: string, manifest: Record<string, unknown>, files: Record<string, string>): Promise<string> {
+  const folder = path.join(dir, "node_modules", name);
+  await mkdir(folder, { recursive: true });
+  await writeFile(path.join(folder, "package.json"), JSON.stringify({ name, version: "1.0.0", type: "module", ...manifest }));
+  for (const [file, text] of Object.entries(files)) await writeFile(path.join(folder, file), text);
+  return folder;
+}
+
+/** Runs `mailroom check` on a config that loads the package `use`. */
+async function checkPackage(use: string) {
+  await writeFile(path.join(dir, "mailroom.yaml"), CONFIG.replace("./plugin.ts", use));
+  return spawnSync(process.execPath, [BIN, "check", "--config", path.join(dir, "mailroom.yaml")], {
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+}
+
+test("unbuilt package names its entry file", async () => {
+  const folder = await installBeside(
+    "acme-unbuilt",
+    { exports: { ".": { types: "./dist/index.d.ts", default: "./dist/index.js" } }, scripts: { build: "tsc -p ." } },
+    {},
+  );
+  const result = await checkPackage("acme-unbuilt");
+  expect(result.status).toBe(1);
+  expect(result.stderr).toContain(
+    `cannot load plugin "acme-unbuilt": package acme-unbuilt is installed in ${folder} but its entry file ${folder}/dist/index.js does not exist; build it (npm run build in ${folder})`,
+  );
+});
+
+test("package without its main file says to reinstall it", async () => {
+  const folder = await installBeside("acme-partial", { main: "./lib/main.js" }, {});
+  const result = await checkPackage("acme-partial");
+  expect(result.status).toBe(1);
+  expect(result.stderr).toContain(
+    `package acme-partial is installed in ${folder} but its entry file ${folder}/lib/main.js does not exist; reinstall it (npm install acme-partial)`,
+  );
+});
+
+test("package's missing dependency is named", async () => {
+  const folder = await installBeside("acme-deps", { main: "index.js" }, { "index.js": 'import "left-pad-nowhere";\nexport default {};\n' });
+  const result = await checkPackage("acme-deps");
+  expect(result.status).toBe(1);
+  expect(result.stderr).toContain(
+    `cannot load plugin "acme-deps": package acme-deps in ${folder} imports a module that was not found: Cannot find package 'left-pad-nowhere' imported from ${folder}/index.js; add left-pad-nowhere to the dependencies of acme-deps and install it`,
+  );
+  expect(result.stderr).not.toContain("package not found");
+});
+
+test("package's missing module file is named", async () => {
+  const folder = await installBeside("acme-files", { main: "index.js" }, { "index.js": 'import "./helper.js";\nexport default {};\n' });
+  const result = await checkPackage("acme-files");
+  expect(result.status).toBe(1);
+  expect(result.stderr).toContain(
+    `package acme-files in ${folder} imports a module that was not found: Cannot find module '${folder}/helper.js' imported from ${folder}/index.js\n`,
+  );
+});

@@ -82,7 +82,7 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
 
   program
     .command("passwd <file> <user>")
-    .description("add a user to an auth-file user file or change its password (read from stdin)")
+    .description("add a user to an auth-file user file or change its password (prompted on a terminal, else the only line of stdin)")
     .action((file: string, user: string) => run(passwdCommand(file, user)));
 
   program

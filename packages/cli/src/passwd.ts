@@ -1,27 +1,75 @@
+import type { ReadStream } from "node:tty";
 import { EXIT } from "./cli.js";
 
-/** Reads the new password: the first line of stdin, prompting without echo on a terminal. */
-async function readPassword(): Promise<string> {
-  const input = process.stdin;
-  if (input.isTTY) {
-    process.stderr.write("New password: ");
-    input.setRawMode(true);
-  }
-  let text = "";
-  for await (const chunk of input) {
-    text += String(chunk);
-    const end = text.search(/[\r\n\u0004]/);
-    if (end !== -1) {
-      text = text.slice(0, end);
-      break;
+/** The maximum length of piped stdin that passwd reads: a password line, not a file. */
+const MAX_PIPED_INPUT = 64 * 1024;
+
+/** Invalid password input, reported with its own message; nothing was changed. */
+class PasswordInputError extends Error {}
+
+/**
+ * Reads one line from a terminal in raw mode, so that the password is not
+ * echoed. Raw mode turns off the terminal's own line editing, so Backspace
+ * and Ctrl-U are handled here, and Ctrl-C cancels.
+ */
+async function readTerminal(input: ReadStream): Promise<string> {
+  // Raw mode first, so that keys typed as soon as the prompt shows are not echoed.
+  input.setRawMode(true);
+  process.stderr.write("New password: ");
+  let password = "";
+  try {
+    for await (const chunk of input) {
+      for (const character of String(chunk)) {
+        if (character === "\r" || character === "\n" || character === "\u0004") return password;
+        if (character === "\u0003") throw new PasswordInputError("cancelled; nothing was changed");
+        if (character === "\u007f" || character === "\b") password = [...password].slice(0, -1).join("");
+        else if (character === "\u0015") password = "";
+        else password += character;
+      }
     }
-  }
-  if (input.isTTY) {
+    return password;
+  } finally {
     input.setRawMode(false);
     process.stderr.write("\n");
   }
-  input.pause();
-  return text;
+}
+
+/**
+ * Reads stdin to its end and returns its only line. A line break after the
+ * password and empty lines after it are allowed. Any further text is an
+ * error, because using only the first line would drop the rest silently.
+ */
+async function readPiped(input: NodeJS.ReadableStream): Promise<string> {
+  let text = "";
+  for await (const chunk of input) {
+    text += String(chunk);
+    if (text.length > MAX_PIPED_INPUT) {
+      throw new PasswordInputError(`stdin is longer than ${MAX_PIPED_INPUT} characters; give only the password, on one line (nothing was changed)`);
+    }
+  }
+  const [password = "", ...rest] = text.split(/\r\n|\r|\n/);
+  const extra = rest.filter((line) => line !== "").length;
+  if (password === "" && extra > 0) {
+    throw new PasswordInputError("the first line of stdin is empty; give only the password, on one line (nothing was changed)");
+  }
+  if (extra > 0) {
+    throw new PasswordInputError(
+      `stdin has ${extra} more non-empty line${extra === 1 ? "" : "s"} after the password; give only the password, on one line (nothing was changed)`,
+    );
+  }
+  return password;
+}
+
+/** Reads the new password: a prompt without echo on a terminal, or else the only line of stdin. */
+async function readPassword(): Promise<string> {
+  const input = process.stdin;
+  // Decoded as a stream, so a character split between two chunks stays whole.
+  input.setEncoding("utf8");
+  try {
+    return input.isTTY ? await readTerminal(input) : await readPiped(input);
+  } finally {
+    input.pause();
+  }
 }
 
 /** Adds a user to an auth-file user file or changes the user's password. */
@@ -37,6 +85,10 @@ export async function passwdCommand(file: string, user: string): Promise<number>
     process.stdout.write(`${created ? "added" : "changed the password of"} ${user} in ${file}\n`);
     return EXIT.ok;
   } catch (error) {
+    if (error instanceof PasswordInputError) {
+      process.stderr.write(`mailroom: passwd: ${error.message}\n`);
+      return EXIT.failure;
+    }
     process.stderr.write(`mailroom: passwd failed: ${(error as Error).message}\n`);
     return EXIT.failure;
   }

@@ -1,4 +1,4 @@
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 /** Versions the generated package depends on: the ones this CLI was released with. */
@@ -59,11 +59,18 @@ export default defineConfig({
 });
 `;
 
-/** Returns the package's README; `fromRoot` is its folder relative to the workspace root, when it has one. */
-function readme(name: string, local: boolean, fromRoot?: string): string {
+/**
+ * Returns the package's README. `fromRoot` is its folder relative to the
+ * workspace root, when it has one. `rootBuild` is true when `npm install`
+ * at the workspace root builds the package too.
+ */
+function readme(name: string, local: boolean, fromRoot?: string, rootBuild = false): string {
   const use = local ? `./${name}.ts` : name;
   const rootRun = fromRoot
     ? `\nFrom the repository root, \`npx vitest run ${fromRoot}\` runs the same\ntests with the repository's config.\n`
+    : "";
+  const buildAtRoot = rootBuild
+    ? "\n`npm install` and `npm run build` at the repository root build it too,\nwith the other packages."
     : "";
   return `# ${name}
 
@@ -77,6 +84,11 @@ plugins:
     with:
       blockedDomains: [spam.example]
 \`\`\`
+
+## Build
+
+The server loads \`dist/index.js\`. \`npm run build\` in this folder compiles
+\`src/\` into it; run it again after each change to the source.${buildAtRoot}
 
 ## Test
 
@@ -112,15 +124,23 @@ function workspacePattern(pattern: string): RegExp {
   return new RegExp(`^${trimmed.split(/(\*\*|\*)/).map(globPart).join("")}$`);
 }
 
+/** A package.json that declares npm workspaces: its folder, patterns and scripts. */
+interface WorkspaceRoot {
+  root: string;
+  patterns: string[];
+  scripts: Record<string, string>;
+}
+
 /** Finds the nearest package.json above `folder` that declares npm workspaces. */
-async function findWorkspaceRoot(folder: string): Promise<{ root: string; patterns: string[] } | undefined> {
+async function findWorkspaceRoot(folder: string): Promise<WorkspaceRoot | undefined> {
   for (let current = folder; ; current = path.dirname(current)) {
     try {
       const manifest = JSON.parse(await readFile(path.join(current, "package.json"), "utf8")) as {
         workspaces?: string[] | { packages?: string[] };
+        scripts?: Record<string, string>;
       };
       const workspaces = Array.isArray(manifest.workspaces) ? manifest.workspaces : manifest.workspaces?.packages;
-      if (workspaces) return { root: current, patterns: workspaces };
+      if (workspaces) return { root: current, patterns: workspaces, scripts: manifest.scripts ?? {} };
     } catch {
       // No package.json here, or one that is not JSON: look further up.
     }
@@ -128,10 +148,41 @@ async function findWorkspaceRoot(folder: string): Promise<{ root: string; patter
   }
 }
 
-/** The location of a new package folder: the workspace root above it, and whether its patterns include the folder. */
+/**
+ * Returns the TypeScript project that `npm install` in the workspace root
+ * builds: the project given to `tsc -b` (or `tsc --build`) in the root's
+ * prepare script, following `npm run NAME` steps. Returns undefined when
+ * the prepare script runs no `tsc -b`.
+ */
+function installBuildProject(root: string, scripts: Record<string, string>): string | undefined {
+  const followed = new Set<string>();
+  let command = scripts.prepare;
+  while (command !== undefined) {
+    const build = /\btsc\s+(?:-b|--build)\b([^&|;]*)/.exec(command);
+    if (build) {
+      const project = build[1]!.trim().split(/\s+/).find((arg) => arg !== "" && !arg.startsWith("-")) ?? ".";
+      return project.endsWith(".json") ? path.resolve(root, project) : path.resolve(root, project, "tsconfig.json");
+    }
+    const run = /\bnpm\s+run(?:-script)?\s+([^\s&|;]+)/.exec(command);
+    if (!run || followed.has(run[1]!)) return undefined;
+    followed.add(run[1]!);
+    command = scripts[run[1]!];
+  }
+  return undefined;
+}
+
+/** The location of a new package folder, and the workspace root above it if there is one. */
 interface PackagePlace {
   folder: string;
-  workspace?: { root: string; relative: string; member: boolean };
+  workspace?: {
+    root: string;
+    /** The folder relative to the root, with "/" separators. */
+    relative: string;
+    /** True when the root's workspace patterns include the folder. */
+    member: boolean;
+    /** The TypeScript project that `npm install` in the root builds, if any. */
+    buildProject: string | undefined;
+  };
 }
 
 async function placePackage(folder: string): Promise<PackagePlace> {
@@ -139,25 +190,76 @@ async function placePackage(folder: string): Promise<PackagePlace> {
   if (!found) return { folder };
   const relative = path.relative(found.root, folder).split(path.sep).join("/");
   const member = found.patterns.some((pattern) => !pattern.startsWith("!") && workspacePattern(pattern).test(relative));
-  return { folder, workspace: { root: found.root, relative, member } };
+  const buildProject = installBuildProject(found.root, found.scripts);
+  return { folder, workspace: { root: found.root, relative, member, buildProject } };
+}
+
+/** A TypeScript project file's settings, as far as the scaffold changes them. */
+interface ProjectSettings {
+  references?: unknown;
 }
 
 /**
- * Returns what must happen before the server can load the new package:
- * npm links a workspace package into node_modules only at the next
- * `npm install` in the workspace root.
+ * Reads a TypeScript project file. Returns undefined when the file is
+ * missing or is not a plain JSON object (a tsconfig file may have comments,
+ * which JSON.parse rejects), because the scaffold then leaves it alone.
  */
-function nextStep(name: string, place: PackagePlace): string {
+async function readProject(project: string): Promise<ProjectSettings | undefined> {
+  try {
+    const settings: unknown = JSON.parse(await readFile(project, "utf8"));
+    if (typeof settings !== "object" || settings === null || Array.isArray(settings)) return undefined;
+    return settings as ProjectSettings;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Adds `folder` to the references of the TypeScript project file
+ * `project`, so that `tsc -b` on that project builds the new package after
+ * the projects listed before it.
+ */
+async function addProjectReference(project: string, settings: ProjectSettings, folder: string): Promise<void> {
+  const references: unknown[] = Array.isArray(settings.references) ? settings.references : [];
+  const base = path.dirname(project);
+  const listed = references.some((reference) => {
+    const target = (reference as { path?: unknown } | null)?.path;
+    return typeof target === "string" && path.resolve(base, target) === folder;
+  });
+  if (listed) return;
+  references.push({ path: path.relative(base, folder).split(path.sep).join("/") });
+  settings.references = references;
+
+  // One reference per line, as tsconfig files are usually written by hand.
+  const text = JSON.stringify(settings, null, 2).replace(/\{\n\s*("path": "(?:[^"\\]|\\.)*")\n\s*\}/g, "{ $1 }");
+  const temporary = `${project}.${process.pid}.tmp`;
+  await writeFile(temporary, `${text}\n`);
+  await rename(temporary, project);
+}
+
+/**
+ * Returns what must happen before the server can load the new package.
+ * npm links a workspace package into node_modules only at the next
+ * `npm install` in the workspace root, and the server loads the package's
+ * built `dist/index.js`. `built` is true when that install also builds the
+ * package, because it was added to the project that the root's prepare
+ * script builds.
+ */
+function nextStep(name: string, place: PackagePlace, built: boolean): string {
   const use = `use: "${name}"`;
   const { folder, workspace } = place;
   if (!workspace) {
-    return `${folder} is not in an npm workspace; install it where the server runs (npm install ${folder}) before the server can load ${use}`;
+    return `${folder} is not in an npm workspace; build it (npm install, then npm run build, in ${folder}) and install it where the server runs (npm install ${folder}) before the server can load ${use}`;
   }
   if (!workspace.member) {
     const manifest = path.join(workspace.root, "package.json");
-    return `${workspace.relative} is not in the workspaces of ${manifest}; add it there and run "npm install" in ${workspace.root} before the server can load ${use}`;
+    return `${workspace.relative} is not in the workspaces of ${manifest}; add it there, run "npm install" in ${workspace.root} and build it (npm run build -w ${name}) before the server can load ${use}`;
   }
-  return `run "npm install" in ${workspace.root} before the server can load ${use}, because npm links a new workspace package into node_modules only then`;
+  if (!built || !workspace.buildProject) {
+    return `run "npm install" in ${workspace.root}, which links the new workspace package into node_modules, then build it (npm run build -w ${name}) before the server can load ${use}`;
+  }
+  const project = path.relative(workspace.root, workspace.buildProject);
+  return `run "npm install" in ${workspace.root} before the server can load ${use}: it links the new workspace package into node_modules and builds it with the other projects in ${project}`;
 }
 
 /**
@@ -190,6 +292,10 @@ export async function scaffoldPlugin(options: {
   const root = path.join(dir, base);
   if (await exists(root)) throw new Error(`${root} already exists`);
   const place = await placePackage(root);
+  // Inside a workspace whose `npm install` runs `tsc -b` on a project file,
+  // the package joins that project, so that the install builds it too.
+  const buildProject = place.workspace?.member ? place.workspace.buildProject : undefined;
+  const buildSettings = buildProject ? await readProject(buildProject) : undefined;
   const packageJson = {
     name,
     version: "0.1.0",
@@ -217,6 +323,8 @@ export async function scaffoldPlugin(options: {
       rootDir: "src",
       outDir: "dist",
       skipLibCheck: true,
+      // A project that another project references must be composite.
+      ...(buildSettings ? { composite: true } : {}),
     },
     include: ["src"],
     exclude: ["src/**/*.test.ts"],
@@ -225,11 +333,12 @@ export async function scaffoldPlugin(options: {
     [path.join(root, "package.json"), `${JSON.stringify(packageJson, null, 2)}\n`],
     [path.join(root, "tsconfig.json"), `${JSON.stringify(tsconfig, null, 2)}\n`],
     [path.join(root, "vitest.config.ts"), VITEST_CONFIG],
-    [path.join(root, "README.md"), readme(name, false, place.workspace?.member ? place.workspace.relative : undefined)],
+    [path.join(root, "README.md"), readme(name, false, place.workspace?.member ? place.workspace.relative : undefined, buildSettings !== undefined)],
     [path.join(root, "src", "index.ts"), pluginSource(name)],
     [path.join(root, "src", "index.test.ts"), testSource("./index.js")],
   ];
   for (const [file, text] of files) await writeNew(file, text);
-  note(nextStep(name, place));
+  if (buildProject && buildSettings) await addProjectReference(buildProject, buildSettings, root);
+  note(nextStep(name, place, buildSettings !== undefined));
   return files.map(([file]) => file);
 }

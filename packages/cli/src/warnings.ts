@@ -28,7 +28,44 @@ async function nearestExisting(folder: string): Promise<string> {
 }
 
 /**
- * Lists risky setups in a valid config: no plugin that accepts recipients,
+ * Lists the problems with the routes that store accepted recipients. The
+ * engine replies 451 4.3.0 at RCPT for a recipient accepted on a route that
+ * no plugin registered, and 451 4.3.0 after DATA when the route's owner (the
+ * first plugin that registered it) has no queue handler.
+ */
+function storageWarnings(plugins: readonly LoadedPlugin[]): string[] {
+  const owners = new Map<string, LoadedPlugin>();
+  for (const plugin of plugins) {
+    for (const route of plugin.routes) if (!owners.has(route)) owners.set(route, plugin);
+  }
+  if (owners.size === 0) {
+    return [
+      "no plugin stores mail: none registers a route (as plugin-maildir and plugin-mx do with registerRoute), so every recipient that a plugin accepts gets 451 4.3.0 at RCPT",
+    ];
+  }
+  const warnings: string[] = [];
+  for (const [route, owner] of owners) {
+    if (typeof owner.hooks.queue === "function") continue;
+    warnings.push(`route "${route}" is registered by plugin ${owner.name}, which has no queue handler, so every message with a recipient on it gets 451 4.3.0 after DATA`);
+  }
+  return warnings;
+}
+
+/**
+ * Returns true when plugin-relay with these options accepts some recipients
+ * for other domains: it has trusted networks or relay domains, or it lets
+ * authenticated clients relay and a plugin handles AUTH.
+ */
+function relaysFor(options: Record<string, unknown>, plugins: readonly LoadedPlugin[]): boolean {
+  const listed = (value: unknown) => Array.isArray(value) && value.length > 0;
+  if (listed(options.trustedNetworks) || listed(options.relayDomains)) return true;
+  return options.allowAuthenticated !== false && plugins.some((plugin) => typeof plugin.hooks.auth === "function");
+}
+
+/**
+ * Lists risky setups in a valid config: no plugin that handles rcpt, no
+ * plugin that stores accepted recipients, a relaying plugin-relay with no
+ * owner of its outbound route,
  * a requireAuth listener with no plugin for AUTH, an open relay, a maildir
  * root or spool folder the server cannot write, memory spool sizes that
  * cannot work as written.
@@ -54,6 +91,8 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
   }
   if (!plugins.some((plugin) => typeof plugin.hooks.rcpt === "function")) {
     warnings.push("no plugin handles rcpt, so every recipient is rejected with 550 5.7.1");
+  } else {
+    warnings.push(...storageWarnings(plugins));
   }
   // The same text as the warning that `start` logs for such a listener.
   if (!plugins.some((plugin) => typeof plugin.hooks.auth === "function")) {
@@ -74,6 +113,11 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
       if (broad.length) {
         warnings.push(`${where}: trustedNetworks contains ${broad.join(", ")}: ranges this wide let much of the Internet relay`);
       }
+    }
+    if (entry.use.endsWith("plugin-relay") && relaysFor(entry.with, plugins) && !plugins.some((plugin) => plugin.routes.has("outbound"))) {
+      warnings.push(
+        `${where}: some clients may relay, but no plugin registers the route "outbound" (add @mailroom/plugin-mx), so every recipient in another domain gets 451 4.3.0 at RCPT`,
+      );
     }
     if (entry.use.endsWith("plugin-maildir") && typeof entry.with.root === "string") {
       const root = path.resolve(loaded.dir, entry.with.root);

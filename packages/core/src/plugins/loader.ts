@@ -7,6 +7,7 @@ import type { Logger } from "pino";
 import type { DependencyContainer } from "tsyringe";
 import { ConfigError, formatIssues, type LoadedConfig } from "../config/load.js";
 import { HOOK_NAMES } from "../hooks.js";
+import { missingPackageError } from "./missing-package.js";
 import { importCompiled } from "./typescript.js";
 import { isPluginDefinition, type PluginDefinition, type PluginHooks } from "./plugin.js";
 import type { LoadedPlugin } from "./runner.js";
@@ -48,10 +49,12 @@ async function importPlugin(use: string, configDir: string): Promise<unknown> {
     if (/\.[cm]?tsx?$/.test(file) || isModuleJavaScript(file)) return importCompiled(file, url);
     return import(url);
   }
+  let besideCore: unknown;
   try {
     return await import(use);
   } catch (error) {
     if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    besideCore = error;
   }
   // Not found beside @mailroom/core: look next to the config file instead.
   let resolved: string;
@@ -59,12 +62,14 @@ async function importPlugin(use: string, configDir: string): Promise<unknown> {
     resolved = createRequire(path.join(configDir, "package.json")).resolve(use);
   } catch (error) {
     if ((error as { code?: string }).code !== "MODULE_NOT_FOUND") throw error;
-    throw new Error(
-      `package not found in ${configDir} or beside @mailroom/core; install it there (npm install ${use}) or give a path that starts with ./`,
-      { cause: error },
-    );
+    throw missingPackageError(use, configDir, besideCore);
   }
-  return import(pathToFileURL(resolved).href);
+  try {
+    return await import(pathToFileURL(resolved).href);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    throw missingPackageError(use, configDir, error);
+  }
 }
 
 const KNOWN_KEYS = new Set<string>([...HOOK_NAMES, "close"]);
