@@ -190,6 +190,7 @@ export class MailroomServer {
     const server = this.config.server;
     return createListener({
       hostname: server.hostname,
+      greeting: () => greetingText(this.config.server),
       implicitTls: config.implicitTls,
       ...(this.tls ? { tls: this.tls } : {}),
       proxyProtocol: server.proxyProtocol,
@@ -391,6 +392,11 @@ export class MailroomServer {
     if (this.ownsSpoolDir) rmSync(this.spoolDir, { recursive: true, force: true });
     this.logger.info("server stopped");
   }
+}
+
+/** Returns the greeting after "220 ": the host name, ESMTP, and the banner when one is set. */
+function greetingText(server: MailroomConfig["server"]): string {
+  return server.banner === undefined ? `${server.hostname} ESMTP` : `${server.hostname} ESMTP ${server.banner}`;
 }
 
 function configuredSpoolDir(loaded: LoadedConfig): string | undefined {

@@ -91,6 +91,26 @@ describe("parseConfig", () => {
     },
   );
 
+  test("banner of printable ASCII is accepted", () => {
+    const { config } = parseConfig('server:\n  banner: "Mailroom ready, no UCE"\n', "f.yaml");
+    expect(config.server.banner).toBe("Mailroom ready, no UCE");
+  });
+
+  test.each([
+    ['"nö spam"', /server\.banner: expected printable US-ASCII text/],
+    ['"line\\r\\n250 injected"', /server\.banner: expected printable US-ASCII text/],
+    ['" padded"', /server\.banner: expected printable US-ASCII text/],
+    ['""', /server\.banner: expected printable US-ASCII text/],
+  ])("banner %s is an error", (banner, message) => {
+    expect(() => parseConfig(`server:\n  banner: ${banner}\n`, "f.yaml")).toThrow(message);
+  });
+
+  test("banner that makes the greeting too long is an error", () => {
+    expect(() => parseConfig(`server:\n  banner: ${"x".repeat(600)}\n`, "f.yaml")).toThrow(
+      'f.yaml:2: server.banner: the greeting "220 <hostname> ESMTP <banner>" would be 620 octets; RFC 5321 allows 510',
+    );
+  });
+
   test("implicitTls without server.tls is an error", () => {
     const text = 'server:\n  listen:\n    - 127.0.0.1:25\n    - { address: "127.0.0.1:465", implicitTls: true }\n';
     expect(() => parseConfig(text, "f.yaml")).toThrow(

@@ -109,6 +109,9 @@ export const limitsSchema = z
   })
   .prefault({});
 
+/** RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. */
+const MAX_REPLY_LINE = 510;
+
 export const serverSchema = z
   .strictObject({
     hostname: z
@@ -116,7 +119,14 @@ export const serverSchema = z
       .regex(/^[\x21-\x7e]+$/, "expected a host name without spaces or control characters")
       .default("localhost"),
     listen: listenList.prefault(["127.0.0.1:2525"]),
-    banner: z.string().optional(),
+    /** Text after `220 <hostname> ESMTP` in the greeting. */
+    banner: z
+      .string()
+      .regex(
+        /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/,
+        "expected printable US-ASCII text without leading or trailing spaces, as RFC 5321 allows in a reply",
+      )
+      .optional(),
     dns: z
       .strictObject({
         nameservers: z.array(nameServer).default([]),
@@ -157,6 +167,14 @@ export const serverSchema = z
       .default(false),
   })
   .superRefine((server, context) => {
+    const greeting = `220 ${server.hostname} ESMTP ${server.banner ?? ""}`;
+    if (server.banner !== undefined && greeting.length > MAX_REPLY_LINE) {
+      context.addIssue({
+        code: "custom",
+        path: ["banner"],
+        message: `the greeting "220 <hostname> ESMTP <banner>" would be ${greeting.length} octets; RFC 5321 allows ${MAX_REPLY_LINE} without CRLF, so shorten the banner`,
+      });
+    }
     if (server.tls) return;
     for (const [index, entry] of server.listen.entries()) {
       if (!entry.implicitTls) continue;

@@ -98,6 +98,8 @@ export interface ConnectionInfo {
 
 export interface ListenerOptions {
   hostname: string;
+  /** Returns the greeting text after "220 ", read at each connection so that a reload applies. */
+  greeting(): string;
   implicitTls: boolean;
   tls?: { key: Buffer; cert: Buffer; sni: Map<string, { key: Buffer; cert: Buffer }> };
   proxyProtocol: boolean | string[];
@@ -288,7 +290,7 @@ class AdaptedConnection extends SMTPConnection {
       return;
     }
     self._ready = true;
-    this.queueOutput(`220 ${this.options.hostname} ESMTP\r\n`);
+    this.queueOutput(`220 ${this.options.greeting()}\r\n`);
   }
 
   /** Reply text waiting for the end of the event-loop turn; see flushQueuedOutput. */
