@@ -8,6 +8,7 @@ import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
 import { loadTlsFiles, type TlsFiles } from "./config/tls-files.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
+import { MAX_TIMER_MS } from "./config/units.js";
 import { logSerializers } from "./logging.js";
 import { MemoryBudget } from "./message/spool.js";
 import { metricsTarget, ServerMetrics, serveMetrics } from "./metrics.js";
@@ -45,6 +46,9 @@ export interface ServerOptions {
    */
   metricsPortOffset?: number;
 }
+
+/** How long after `server.shutdownTimeout` smtp-server drops connections that are still open. */
+const SHUTDOWN_BACKSTOP_MS = 5000;
 
 /** The address a listener is bound to. */
 export interface BoundAddress {
@@ -367,23 +371,30 @@ export class MailroomServer {
   }
 
   /**
-   * Stops accepting connections, waits up to `server.shutdownTimeout` for open
-   * sessions to finish, then closes the rest and the plugins.
+   * Stops accepting connections and closes idle sessions. Sessions with a
+   * transaction in progress may finish it within `server.shutdownTimeout`,
+   * and after that the rest are closed with 421 and logged. Then the plugins close.
    */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     const timeout = this.config.server.shutdownTimeout;
     for (const session of this.sessions) session.shutdown();
+    const deadline = setTimeout(() => {
+      for (const session of this.sessions) session.shutdownTimedOut();
+    }, timeout);
     await Promise.all(
       this.listeners.map(
         (listener) =>
           new Promise<void>((resolve) => {
-            listener.server.options.closeTimeout = timeout;
+            // smtp-server's own deadline only backs up the one above, for a
+            // socket that stays open after its session was closed.
+            listener.server.options.closeTimeout = Math.min(timeout + SHUTDOWN_BACKSTOP_MS, MAX_TIMER_MS);
             listener.server.close(() => resolve());
           }),
       ),
     );
+    clearTimeout(deadline);
     for (const set of [...this.liveSets]) await this.retire(set);
     if (this.metricsServer) {
       this.metricsServer.closeAllConnections();

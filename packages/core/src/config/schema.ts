@@ -140,6 +140,7 @@ export const serverSchema = z
     allowInsecureAuth: z.boolean().default(false),
     lineEndings: z.enum(["strict", "normalize"]).default("strict"),
     hookTimeout: duration({ min: 1 }).default(30_000),
+    /** How long open transactions may go on after SIGTERM; 0 closes every connection at once. */
     shutdownTimeout: duration().default(30_000),
     reverseDns: z
       .strictObject({ enabled: z.boolean().default(false), timeout: duration({ min: 1 }).default(2000) })
