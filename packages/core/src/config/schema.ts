@@ -104,6 +104,7 @@ export const limitsSchema = z
     maxConnectionsPerIp: z.number().int().min(1).default(50),
     // Neither timeout can be turned off: a client that stops sending would hold its connection forever.
     idleTimeout: duration({ min: 1 }).default(300_000),
+    /** Longest wait for more message bytes during DATA; each chunk that arrives restarts it. */
     dataTimeout: duration({ min: 1 }).default(600_000),
     maxErrors: z.number().int().min(1).default(10),
   })

@@ -428,15 +428,15 @@ class AdaptedConnection extends SMTPConnection {
   }
 
   /**
-   * Handles the idle timeout: 421 4.4.2 when the client owes us a command or DATA
-   * bytes. While the engine works on a command (a hook, the queue) the client
-   * is waiting for us, so smtp-server re-arms the timer instead.
+   * Handles the idle timeout: 421 4.4.2 when the client owes us a command.
+   * While the engine works on a command (a hook, the queue) the client is
+   * waiting for us, so smtp-server re-arms the timer instead. During DATA the
+   * engine's own inactivity timer (limits.dataTimeout) applies, and the
+   * handler of the DATA command is pending then, so the timer is re-armed too.
    */
   override _onTimeout(): void {
     const self = this as unknown as Internals;
-    const parser = self._parser;
-    const inData = parser ? parser._dataMode : false;
-    if (self._closing || (self._handlerPending && !inData)) return super._onTimeout();
+    if (self._closing || self._handlerPending) return super._onTimeout();
     this.wire.reply({ code: 421, enhanced: "4.4.2", message: "Idle timeout, closing connection", close: true });
   }
 
