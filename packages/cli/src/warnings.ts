@@ -1,6 +1,6 @@
 import { access, constants } from "node:fs/promises";
 import path from "node:path";
-import type { LoadedConfig, LoadedPlugin } from "@mailroom/core";
+import { listenerWarnings, type LoadedConfig, type LoadedPlugin } from "@mailroom/core";
 
 const OPEN_NETWORKS = new Set(["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"]);
 
@@ -29,9 +29,9 @@ async function nearestExisting(folder: string): Promise<string> {
 
 /**
  * Lists risky setups in a valid config: no plugin that accepts recipients,
- * a requireAuth listener with no plugin for AUTH, an open relay, a maildir
- * root or spool folder the server cannot write, memory spool sizes that
- * cannot work as written.
+ * a requireAuth listener with no plugin for AUTH or without TLS, an open
+ * relay, a maildir root or spool folder the server cannot write, memory
+ * spool sizes that cannot work as written.
  */
 export async function findWarnings(loaded: LoadedConfig, plugins: readonly LoadedPlugin[]): Promise<string[]> {
   const warnings: string[] = [];
@@ -55,11 +55,10 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
   if (!plugins.some((plugin) => typeof plugin.hooks.rcpt === "function")) {
     warnings.push("no plugin handles rcpt, so every recipient is rejected with 550 5.7.1");
   }
-  // The same text as the warning that `start` logs for such a listener.
-  if (!plugins.some((plugin) => typeof plugin.hooks.auth === "function")) {
-    for (const entry of server.listen.filter((listener) => listener.requireAuth)) {
-      warnings.push(`listen ${entry.address}: listener requires AUTH but no plugin handles the auth hook, so every MAIL gets 530`);
-    }
+  // The same text as the warnings that `start` logs for such listeners.
+  const handlesAuth = plugins.some((plugin) => typeof plugin.hooks.auth === "function");
+  for (const warning of listenerWarnings(server, server.listen, handlesAuth)) {
+    warnings.push(`listen ${warning.address}: ${warning.message}`);
   }
 
   for (const [index, entry] of loaded.config.plugins.entries()) {

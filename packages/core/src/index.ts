@@ -22,6 +22,7 @@ export * from "./services/dns.js";
 export * from "./config/schema.js";
 export { ConfigError, loadConfig, parseConfig, formatIssues, type LoadedConfig } from "./config/load.js";
 export { parseSize, parseDuration, size, duration, MAX_TIMER_MS, type RangeOptions } from "./config/units.js";
+export { listenerWarnings, type ListenerWarning } from "./config/listener-warnings.js";
 export { loadTlsFiles, type CertificateFiles, type TlsFiles } from "./config/tls-files.js";
 export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";

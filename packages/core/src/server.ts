@@ -6,6 +6,7 @@ import { pino, type Logger } from "pino";
 import type { SMTPServer } from "smtp-server";
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
+import { listenerWarnings } from "./config/listener-warnings.js";
 import { loadTlsFiles, type TlsFiles } from "./config/tls-files.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
 import { MAX_TIMER_MS } from "./config/units.js";
@@ -286,12 +287,9 @@ export class MailroomServer {
       });
       this.listeners.push({ server, config, bound });
       this.logger.info({ host: bound.host, port: bound.port, implicitTls: bound.implicitTls }, "listening");
-      if (config.requireAuth && !this.current.runner.handles("auth")) {
-        this.logger.warn(
-          { address: config.address },
-          "listener requires AUTH but no plugin handles the auth hook, so every MAIL gets 530",
-        );
-      }
+    }
+    for (const warning of listenerWarnings(this.config.server, configs, this.current.runner.handles("auth"))) {
+      this.logger.warn({ address: warning.address }, warning.message);
     }
     const metrics = this.config.server.metrics;
     if (metrics) {
