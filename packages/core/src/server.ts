@@ -203,6 +203,15 @@ export class MailroomServer {
       maxLineLength: Math.max(server.limits.maxAuthLineLength, server.limits.maxCommandLength),
       maxDiscard: 64 * 1024,
       onError: (error) => this.logger.warn({ err: error }, "connection error"),
+      onProxyHeaderRejected: (peer, failure) => {
+        // A load balancer's TCP health check connects and hangs up without
+        // a header, and logged at warn it would fill the log.
+        const level = failure.peerLeft ? "debug" : "warn";
+        this.logger[level](
+          { proxy: peer.remoteAddress, port: peer.remotePort, reason: failure.reason, received: failure.received },
+          "PROXY header missing or invalid; connection closed",
+        );
+      },
       createSession: (socketWire, info) => {
         const wire = this.countReplies(socketWire);
         const set = this.current;
