@@ -98,6 +98,10 @@ test("shutdown closes a session after RSET ends its transaction", async () => {
   const stopped = server.stop();
 
   expect((await client.command("NOOP")).code).toBe(250);
+  // A MAIL inside the open transaction is the usual protocol error, not the end of the session.
+  const nested = await client.command("MAIL FROM:<c@sender.test>");
+  expect(nested.code).toBe(503);
+  expect(nested.enhanced).toBe("5.5.1");
   expect((await client.command("RSET")).code).toBe(250);
   const goodbye = await client.read();
   expect(goodbye.code).toBe(421);

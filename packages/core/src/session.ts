@@ -320,7 +320,6 @@ export class Session implements SessionDriver {
   }
 
   private async mail(argument: string): Promise<void> {
-    if (this.shuttingDown) return this.sayGoodbye();
     if (!this.connection.heloName) {
       return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Send HELO or EHLO first" });
     }
@@ -330,6 +329,8 @@ export class Session implements SessionDriver {
     if (this.connection.transaction) {
       return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Nested MAIL command" });
     }
+    // No new transaction starts once the server is shutting down.
+    if (this.shuttingDown) return this.sayGoodbye();
     const match = /^FROM:/i.exec(argument);
     const split = match ? splitPathArgument(argument.slice(5)) : null;
     if (!split) return this.protocolError({ code: 501, enhanced: "5.5.4", message: SYNTAX.mail });
