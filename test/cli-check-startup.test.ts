@@ -177,6 +177,22 @@ describe("check gives start's warnings", () => {
     expect(check.status).toBe(0);
   });
 
+  test("requireAuth listener without TLS", async () => {
+    await writeFile(
+      path.join(dir, "auth.ts"),
+      'import { definePlugin } from "@mailroom/core";\n' +
+        'export default definePlugin({ name: "auth", setup: () => ({ auth: () => undefined }) });\n',
+    );
+    const file = await writeConfig('server:\n  listen: [{ address: "127.0.0.1:0", requireAuth: true }]\nplugins:\n  - use: ./auth.ts\n');
+    const check = mailroom("check", file);
+    expect(check.stdout).toContain(
+      "warning: listen 127.0.0.1:0: listener requires AUTH but offers it only over TLS, and server.tls is not configured for STARTTLS, " +
+        "so every AUTH gets 538 and every MAIL 530; configure server.tls, or set server.allowInsecureAuth",
+    );
+    expect(check.stdout).not.toContain(WARNING);
+    expect(check.status).toBe(0);
+  });
+
   test("requireAuth listener with an auth plugin", async () => {
     await writeFile(
       path.join(dir, "auth.ts"),

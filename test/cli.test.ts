@@ -102,6 +102,18 @@ describe("mailroom check", () => {
     expect(result.stderr).toMatch(/invalid options for plugin greeter:\n.*mailroom\.yaml:7: plugins\[0\]\.with\.reject: /);
   });
 
+  test("durations and sizes past their limits fail", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const limits = "  hookTimeout: 30d\n  limits: { maxMessageSize: 1e30 }\nplugins:";
+    await writeFile(file, config("x").replace("plugins:", limits));
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(
+      "mailroom.yaml:5: server.hookTimeout: expected a duration of at most 24.8 days (2147483647 ms), the longest delay a Node.js timer can wait, received \"30d\"",
+    );
+    expect(result.stderr).toContain("mailroom.yaml:6: server.limits.maxMessageSize: expected a size of at most 9007199254740991 octets, received 1e+30");
+  });
+
   test("risky setup prints warnings", async () => {
     const file = path.join(dir, "mailroom.yaml");
     await writeFile(file, config("x@y.test").replace('reject: "x@y.test"', 'reject: "x@y.test", trustedNetworks: ["0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "192.0.2.0/24"]'));

@@ -51,22 +51,79 @@ test("an idle client gets 421 and is closed after idleTimeout", async () => {
   await client.closed();
 });
 
-test("a DATA transfer that takes longer than dataTimeout gets 421 and is closed", async () => {
-  server = await startProtocolServer({ limits: { dataTimeout: 400 } });
-  const client = await server.ready();
+/** Opens a session with one accepted recipient and starts DATA. */
+async function startData(target: ProtocolServer): Promise<SmtpTestClient> {
+  const client = await target.ready();
   clients.push(client);
-  await client.command("MAIL FROM:<a@sender.example>");
-  await client.command("RCPT TO:<bob@local.example>");
+  expect((await client.command("MAIL FROM:<a@sender.example>")).code).toBe(250);
+  expect((await client.command("RCPT TO:<bob@local.example>")).code).toBe(250);
   expect((await client.command("DATA")).code).toBe(354);
-  // Keeps trickling bytes, so only the DATA deadline can end it.
-  const timer = setInterval(() => client.isClosed || client.write("x"), 50);
-  try {
-    expect(status(await client.read(5000))).toBe("421 4.4.2");
-    await client.closed();
-  } finally {
-    clearInterval(timer);
+  return client;
+}
+
+/** Writes `lines` message lines, one every `interval` ms. */
+async function drip(client: SmtpTestClient, lines: number, interval: number): Promise<void> {
+  client.write("Subject: slow\r\n\r\n");
+  for (let i = 0; i < lines; i++) {
+    await new Promise((resolve) => setTimeout(resolve, interval));
+    client.write(`line ${i}\r\n`);
   }
+}
+
+test("a DATA transfer that stalls for dataTimeout gets 421 and is closed", async () => {
+  server = await startProtocolServer({ limits: { dataTimeout: 400 } });
+  const client = await startData(server);
+  client.write("Subject: stalled\r\n\r\nfirst part\r\n");
+  const started = Date.now();
+
+  const reply = await client.read(5000);
+  expect(status(reply)).toBe("421 4.4.2");
+  expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+  await client.closed();
   expect(await server.stored()).toEqual([]);
+});
+
+test("a slow but steady DATA transfer outlasts dataTimeout", async () => {
+  server = await startProtocolServer({ limits: { dataTimeout: 300 } });
+  const client = await startData(server);
+  const started = Date.now();
+
+  // One line every 100 ms for about 1.5 s: five times dataTimeout in all.
+  await drip(client, 15, 100);
+  client.write(".\r\n");
+
+  expect(status(await client.read())).toBe("250 2.0.0");
+  expect(Date.now() - started).toBeGreaterThan(1200);
+  const stored = await server.stored();
+  expect(stored).toHaveLength(1);
+  expect(stored[0]!.text).toContain("line 14\r\n");
+});
+
+test("idleTimeout does not cut a DATA transfer", async () => {
+  server = await startProtocolServer({ limits: { idleTimeout: 300, dataTimeout: 2000 } });
+  const client = await startData(server);
+  client.write("Subject: pause\r\n\r\nbefore\r\n");
+  await new Promise((resolve) => setTimeout(resolve, 800));
+  client.write("after\r\n.\r\n");
+
+  expect(status(await client.read())).toBe("250 2.0.0");
+  expect(await server.stored()).toHaveLength(1);
+  // Back in command mode, the idle timeout applies again.
+  expect(status(await client.read(5000))).toBe("421 4.4.2");
+});
+
+test("a client dripping DATA keeps counting against maxConnectionsPerIp", async () => {
+  server = await startProtocolServer({ limits: { maxConnectionsPerIp: 1, dataTimeout: 300 } });
+  const client = await startData(server);
+  const dripping = drip(client, 6, 100);
+
+  const second = await open(server);
+  expect(status(second.greeting)).toBe("421 4.7.0");
+  await second.closed();
+
+  await dripping;
+  client.write(".\r\n");
+  expect(status(await client.read())).toBe("250 2.0.0");
 });
 
 test("after maxErrors protocol errors the server replies 421 and closes", async () => {

@@ -231,6 +231,59 @@ test("requireAuth without an auth plugin logs a warning", async () => {
   expect(lines.join("")).toContain("listener requires AUTH but no plugin handles the auth hook");
 });
 
+describe("requireAuth listener without TLS", () => {
+  const WARNING = "listener requires AUTH but offers it only over TLS, and server.tls is not configured for STARTTLS";
+
+  /** Starts one requireAuth listener with an auth plugin and no certificate; returns the log lines. */
+  async function startWithoutTls(serverOptions: Record<string, unknown> = {}): Promise<Record<string, unknown>[]> {
+    dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-submission-"));
+    const logs: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: "warn" },
+      new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          for (const line of chunk.toString("utf8").split("\n").filter(Boolean)) logs.push(JSON.parse(line));
+          done();
+        },
+      }),
+    );
+    server = await startTestServer(
+      {
+        server: { listen: [{ address: "127.0.0.1:0", requireAuth: true }], ...serverOptions },
+        plugins: [{ use: await writeFixedAuthPlugin(dir) }, { use: await writeSinkPlugin(dir) }],
+      },
+      { dir, logger },
+    );
+    return logs;
+  }
+
+  test("logs a warning at startup", async () => {
+    const logs = await startWithoutTls();
+    const warnings = logs.filter((line) => String(line.msg).startsWith(WARNING));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]!.level).toBe(40);
+    expect(warnings[0]!.address).toBe("127.0.0.1:0");
+  });
+
+  test("rejects AUTH with 538 and MAIL with 530", async () => {
+    await startWithoutTls();
+    const client = await connect(server!.addresses[0]!);
+    const ehlo = await client.command("EHLO client.example");
+    expect(ehlo.lines).not.toContain("STARTTLS");
+    expect(ehlo.lines).not.toContain("AUTH PLAIN LOGIN");
+    expect(await client.command(`AUTH PLAIN ${plainToken("alice", "correct horse")}`)).toMatchObject({ code: 538, enhanced: "5.7.11" });
+    expect(await client.command("MAIL FROM:<alice@sender.example>")).toMatchObject({ code: 530, enhanced: "5.7.0" });
+  });
+
+  test("logs no warning with allowInsecureAuth", async () => {
+    const logs = await startWithoutTls({ allowInsecureAuth: true });
+    expect(logs.filter((line) => String(line.msg).startsWith(WARNING))).toEqual([]);
+    const client = await connect(server!.addresses[0]!);
+    await client.command("EHLO client.example");
+    expect((await client.command(`AUTH PLAIN ${plainToken("alice", "correct horse")}`)).code).toBe(235);
+  });
+});
+
 test("implicitTls without a certificate stops startup", async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-submission-"));
   await expect(

@@ -1,6 +1,6 @@
 import { access, constants } from "node:fs/promises";
 import path from "node:path";
-import type { LoadedConfig, LoadedPlugin } from "@mailroom/core";
+import { listenerWarnings, type LoadedConfig, type LoadedPlugin } from "@mailroom/core";
 
 const OPEN_NETWORKS = new Set(["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"]);
 
@@ -66,7 +66,7 @@ function relaysFor(options: Record<string, unknown>, plugins: readonly LoadedPlu
  * Lists risky setups in a valid config: no plugin that handles rcpt, no
  * plugin that stores accepted recipients, a relaying plugin-relay with no
  * owner of its outbound route,
- * a requireAuth listener with no plugin for AUTH, an open relay, a maildir
+ * a requireAuth listener with no plugin for AUTH or without TLS, an open relay, a maildir
  * root or spool folder the server cannot write, memory spool sizes that
  * cannot work as written.
  */
@@ -94,11 +94,10 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
   } else {
     warnings.push(...storageWarnings(plugins));
   }
-  // The same text as the warning that `start` logs for such a listener.
-  if (!plugins.some((plugin) => typeof plugin.hooks.auth === "function")) {
-    for (const entry of server.listen.filter((listener) => listener.requireAuth)) {
-      warnings.push(`listen ${entry.address}: listener requires AUTH but no plugin handles the auth hook, so every MAIL gets 530`);
-    }
+  // The same text as the warnings that `start` logs for such listeners.
+  const handlesAuth = plugins.some((plugin) => typeof plugin.hooks.auth === "function");
+  for (const warning of listenerWarnings(server, server.listen, handlesAuth)) {
+    warnings.push(`listen ${warning.address}: ${warning.message}`);
   }
 
   for (const [index, entry] of loaded.config.plugins.entries()) {

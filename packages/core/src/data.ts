@@ -89,12 +89,16 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
  * Feeds the DATA stream into the spool until its end, pausing the stream
  * while the spool file drains. A storage error is reported after the final
  * dot, so the client reads the reply in step. Rejects when the stream fails
- * or closes early, and with code DATA_TIMEOUT after `timeout` ms.
+ * or closes early, and with code DATA_TIMEOUT when no bytes arrived for
+ * `timeout` ms. That inactivity timer restarts with each chunk and stops
+ * while the spool drains, because then the server, not the client, delays
+ * the transfer.
  */
 function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let settled = false;
     let failure: Error | undefined;
+    let timer: NodeJS.Timeout | undefined;
     const settle = (error?: Error) => {
       if (settled) return;
       settled = true;
@@ -103,16 +107,22 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
       if (error) reject(error);
       else resolve();
     };
-    const timer = setTimeout(() => {
+    const onTimeout = () => {
       const error = Object.assign(new Error("DATA timed out"), { code: "DATA_TIMEOUT" });
       settle(error);
       input.destroy(error);
-    }, timeout);
-    timer.unref();
+    };
+    const armTimer = () => {
+      clearTimeout(timer);
+      if (settled) return;
+      timer = setTimeout(onTimeout, timeout);
+      timer.unref();
+    };
     const fail = (error: Error) => {
       failure ??= error;
     };
     const onData = (chunk: Buffer) => {
+      armTimer();
       // After a storage error the rest of the message is read and dropped.
       if (failure) return;
       let wait: Promise<void> | undefined;
@@ -123,14 +133,20 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
       }
       if (!wait) return;
       input.pause();
+      clearTimeout(timer);
       wait.then(
-        () => input.resume(),
+        () => {
+          armTimer();
+          input.resume();
+        },
         (error: Error) => {
           fail(error);
+          armTimer();
           input.resume();
         },
       );
     };
+    armTimer();
     input.on("data", onData);
     input.once("end", () => settle(failure));
     input.once("error", (error) => settle(error));

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { deny, denyDisconnect, denySoft, denySoftDisconnect, ok } from "./answers.js";
 import type { SessionHookName } from "./hooks.js";
-import { formatReply, replyFor } from "./replies.js";
+import { asciiReplyText, formatReply, replyFor } from "./replies.js";
 
 type Row = [SessionHookName, ReturnType<typeof ok> | undefined | "ERROR", string | null, boolean?];
 
@@ -105,5 +105,23 @@ describe("formatReply", () => {
 
   test("control characters are replaced", () => {
     expect(formatReply({ code: 550, message: "a\u0000b" })).toBe("550 a b");
+  });
+
+  test("characters outside US-ASCII become ?", () => {
+    expect(formatReply({ code: 550, enhanced: "5.7.1", message: "nö wäy" })).toBe("550 5.7.1 n? w?y");
+  });
+
+  test("a character outside the BMP becomes one ?", () => {
+    expect(formatReply({ code: 250, message: ["ok \u{1F600}", "caf\u00e9"] })).toBe("250-ok ?\r\n250 caf?");
+  });
+});
+
+describe("asciiReplyText", () => {
+  test("keeps printable ASCII, tab and line ends", () => {
+    expect(asciiReplyText("a\tb\r\nc ~")).toBe("a\tb\r\nc ~");
+  });
+
+  test("replaces each code point outside US-ASCII", () => {
+    expect(asciiReplyText("\u00fc\u{1F600}\u4e2d")).toBe("???");
   });
 });

@@ -188,10 +188,24 @@ export function formatReply(reply: { code: number; enhanced?: string; message: s
   return lines
     .map((line, index) => {
       const separator = index < lines.length - 1 ? "-" : " ";
-      const text = line.replace(/[\x00-\x1f\x7f]/g, " ");
+      const text = asciiReplyText(line).replace(/[\x00-\x1f\x7f]/g, " ");
       return truncate(`${reply.code}${separator}${enhanced}${text}`.trimEnd());
     })
     .join("\r\n");
+}
+
+/** A character that RFC 5321 section 4.2 does not allow in reply text, which is US-ASCII. */
+const NON_ASCII = /[^\x00-\x7f]/u;
+const NON_ASCII_ALL = /[^\x00-\x7f]/gu;
+
+/** Checks whether reply text contains characters outside US-ASCII. */
+export function hasNonAsciiText(text: string): boolean {
+  return NON_ASCII.test(text);
+}
+
+/** Replaces each character outside US-ASCII (one per code point) with "?". */
+export function asciiReplyText(text: string): string {
+  return text.replace(NON_ASCII_ALL, "?");
 }
 
 /** Printable ASCII with no trailing space: a reply line as it is sent. */

@@ -6,8 +6,10 @@ import { pino, type Logger } from "pino";
 import type { SMTPServer } from "smtp-server";
 import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
+import { listenerWarnings } from "./config/listener-warnings.js";
 import { loadTlsFiles, type TlsFiles } from "./config/tls-files.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
+import { MAX_TIMER_MS } from "./config/units.js";
 import { logSerializers } from "./logging.js";
 import { MemoryBudget } from "./message/spool.js";
 import { metricsTarget, ServerMetrics, serveMetrics } from "./metrics.js";
@@ -45,6 +47,9 @@ export interface ServerOptions {
    */
   metricsPortOffset?: number;
 }
+
+/** How long after `server.shutdownTimeout` smtp-server drops connections that are still open. */
+const SHUTDOWN_BACKSTOP_MS = 5000;
 
 /** The address a listener is bound to. */
 export interface BoundAddress {
@@ -190,6 +195,7 @@ export class MailroomServer {
     const server = this.config.server;
     return createListener({
       hostname: server.hostname,
+      greeting: () => greetingText(this.config.server),
       implicitTls: config.implicitTls,
       ...(this.tls ? { tls: this.tls } : {}),
       proxyProtocol: server.proxyProtocol,
@@ -197,6 +203,15 @@ export class MailroomServer {
       maxLineLength: Math.max(server.limits.maxAuthLineLength, server.limits.maxCommandLength),
       maxDiscard: 64 * 1024,
       onError: (error) => this.logger.warn({ err: error }, "connection error"),
+      onProxyHeaderRejected: (peer, failure) => {
+        // A load balancer's TCP health check connects and hangs up without
+        // a header, and logged at warn it would fill the log.
+        const level = failure.peerLeft ? "debug" : "warn";
+        this.logger[level](
+          { proxy: peer.remoteAddress, port: peer.remotePort, reason: failure.reason, received: failure.received },
+          "PROXY header missing or invalid; connection closed",
+        );
+      },
       createSession: (socketWire, info) => {
         const wire = this.countReplies(socketWire);
         const set = this.current;
@@ -281,12 +296,9 @@ export class MailroomServer {
       });
       this.listeners.push({ server, config, bound });
       this.logger.info({ host: bound.host, port: bound.port, implicitTls: bound.implicitTls }, "listening");
-      if (config.requireAuth && !this.current.runner.handles("auth")) {
-        this.logger.warn(
-          { address: config.address },
-          "listener requires AUTH but no plugin handles the auth hook, so every MAIL gets 530",
-        );
-      }
+    }
+    for (const warning of listenerWarnings(this.config.server, configs, this.current.runner.handles("auth"))) {
+      this.logger.warn({ address: warning.address }, warning.message);
     }
     const metrics = this.config.server.metrics;
     if (metrics) {
@@ -366,23 +378,30 @@ export class MailroomServer {
   }
 
   /**
-   * Stops accepting connections, waits up to `server.shutdownTimeout` for open
-   * sessions to finish, then closes the rest and the plugins.
+   * Stops accepting connections and closes idle sessions. Sessions with a
+   * transaction in progress may finish it within `server.shutdownTimeout`,
+   * and after that the rest are closed with 421 and logged. Then the plugins close.
    */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     const timeout = this.config.server.shutdownTimeout;
     for (const session of this.sessions) session.shutdown();
+    const deadline = setTimeout(() => {
+      for (const session of this.sessions) session.shutdownTimedOut();
+    }, timeout);
     await Promise.all(
       this.listeners.map(
         (listener) =>
           new Promise<void>((resolve) => {
-            listener.server.options.closeTimeout = timeout;
+            // smtp-server's own deadline only backs up the one above, for a
+            // socket that stays open after its session was closed.
+            listener.server.options.closeTimeout = Math.min(timeout + SHUTDOWN_BACKSTOP_MS, MAX_TIMER_MS);
             listener.server.close(() => resolve());
           }),
       ),
     );
+    clearTimeout(deadline);
     for (const set of [...this.liveSets]) await this.retire(set);
     if (this.metricsServer) {
       this.metricsServer.closeAllConnections();
@@ -391,6 +410,11 @@ export class MailroomServer {
     if (this.ownsSpoolDir) rmSync(this.spoolDir, { recursive: true, force: true });
     this.logger.info("server stopped");
   }
+}
+
+/** Returns the greeting after "220 ": the host name, ESMTP, and the banner when one is set. */
+function greetingText(server: MailroomConfig["server"]): string {
+  return server.banner === undefined ? `${server.hostname} ESMTP` : `${server.hostname} ESMTP ${server.banner}`;
 }
 
 function configuredSpoolDir(loaded: LoadedConfig): string | undefined {

@@ -64,6 +64,9 @@ export class Session implements SessionDriver {
   private gone = false;
   private busy = false;
   private shuttingDown = false;
+  private goodbyeSent = false;
+  /** A DATA transfer or the hooks after it are in progress. */
+  private inData = false;
 
   constructor(
     private readonly wire: Wire,
@@ -129,15 +132,41 @@ export class Session implements SessionDriver {
   }
 
   /**
-   * Ends the session for a server shutdown: at once when it is idle, or
-   * after the reply to the command in progress (a DATA transfer included).
+   * Ends the session for a server shutdown. An idle session is closed at
+   * once. A session with an open transaction may finish it (RCPT, DATA and
+   * the reply after the message, or RSET) and is closed when it ends. Any
+   * other session is closed after the reply to the command in progress.
    */
   shutdown(): void {
     this.shuttingDown = true;
     if (!this.busy && !this.connection.transaction) this.sayGoodbye();
   }
 
+  /**
+   * Closes the session when `server.shutdownTimeout` has passed, whatever it
+   * is doing, and logs the connection and the transaction it cuts.
+   */
+  shutdownTimedOut(): void {
+    if (this.closedOnce || this.goodbyeSent) return;
+    const transaction = this.connection.transaction;
+    this.connection.logger.warn(
+      {
+        remote: this.connection.remoteAddress,
+        txn: transaction?.id,
+        sender: transaction ? transaction.sender?.address ?? "" : undefined,
+        recipients: transaction?.recipients.length,
+        inData: this.inData,
+      },
+      transaction
+        ? "shutdownTimeout passed; closing the connection with its transaction unfinished"
+        : "shutdownTimeout passed; closing the connection while a command was in progress",
+    );
+    this.sayGoodbye();
+  }
+
   private sayGoodbye(): void {
+    if (this.goodbyeSent) return;
+    this.goodbyeSent = true;
     this.send({ code: 421, enhanced: "4.3.2", message: "Server shutting down", close: true });
   }
 
@@ -147,7 +176,8 @@ export class Session implements SessionDriver {
       await this.dispatch(line);
     } finally {
       this.busy = false;
-      if (this.shuttingDown && !this.closedOnce) this.sayGoodbye();
+      // An open transaction may go on to its end; the goodbye follows the reply that ends it.
+      if (this.shuttingDown && !this.closedOnce && !this.connection.transaction) this.sayGoodbye();
     }
   }
 
@@ -299,6 +329,8 @@ export class Session implements SessionDriver {
     if (this.connection.transaction) {
       return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Nested MAIL command" });
     }
+    // No new transaction starts once the server is shutting down.
+    if (this.shuttingDown) return this.sayGoodbye();
     const match = /^FROM:/i.exec(argument);
     const split = match ? splitPathArgument(argument.slice(5)) : null;
     if (!split) return this.protocolError({ code: 501, enhanced: "5.5.4", message: SYNTAX.mail });
@@ -392,6 +424,7 @@ export class Session implements SessionDriver {
     const { reply } = await this.hook("data", { connection: this.connection, transaction }, transaction);
     if (reply) return this.send(reply);
 
+    this.inData = true;
     const final = await receiveMessage({
       wire: this.wire,
       connection: this.connection,
@@ -401,6 +434,8 @@ export class Session implements SessionDriver {
       spoolDir: this.env.spoolDir,
       memory: this.env.memory,
       utf8: this.utf8,
+    }).finally(() => {
+      this.inData = false;
     });
     this.send(final);
     this.connection.transactionCount += 1;

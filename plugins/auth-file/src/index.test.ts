@@ -27,3 +27,8 @@ test("options have documented defaults", () => {
     maxQueuedChecks: 16,
   });
 });
+
+test("failure delays past the timer limit are an error", () => {
+  expect(optionsSchema.safeParse({ file: "users", failureDelay: "30d" }).success).toBe(false);
+  expect(optionsSchema.safeParse({ file: "users", maxFailureDelay: "30d" }).success).toBe(false);
+});

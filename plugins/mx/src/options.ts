@@ -2,6 +2,7 @@ import { checkDomainName, domainName, duration, z } from "@mailroom/core";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
 
 /** Default retry delays: a few minutes first, then growing, the last one repeats. */
 export const DEFAULT_RETRY = [5 * MINUTE, 10 * MINUTE, 20 * MINUTE, 40 * MINUTE, HOUR, 2 * HOUR, 4 * HOUR];
@@ -24,8 +25,12 @@ export const optionsSchema = z.strictObject({
   queueDir: z.string().min(1).default("./queue"),
   /** Delays between attempts; the last one repeats. */
   retry: z.array(duration()).min(1).default(DEFAULT_RETRY),
-  /** Give up and bounce a message that could not be delivered for this long. */
-  maxQueueLifetime: duration().default(5 * 24 * HOUR),
+  /**
+   * Give up and bounce a message that could not be delivered for this long.
+   * It is compared with timestamps and never given to a timer, so it may
+   * pass the timer limit of about 24.8 days.
+   */
+  maxQueueLifetime: duration({ min: 1, max: 365 * DAY }).default(5 * DAY),
   concurrency: z
     .strictObject({
       /** Connections open at once, over all destinations. */
@@ -83,12 +88,12 @@ export const optionsSchema = z.strictObject({
   /** false: only accept into the queue, another process delivers. */
   deliver: z.boolean().default(true),
   /** How often the queue folder is scanned for records other processes wrote. */
-  pollInterval: duration().default(60_000),
+  pollInterval: duration({ min: 1 }).default(60_000),
   timeouts: z
     .strictObject({
-      connect: duration().default(30_000),
-      greeting: duration().default(60_000),
-      socket: duration().default(300_000),
+      connect: duration({ min: 1 }).default(30_000),
+      greeting: duration({ min: 1 }).default(60_000),
+      socket: duration({ min: 1 }).default(300_000),
     })
     .prefault({}),
 });

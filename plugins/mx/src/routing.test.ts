@@ -46,3 +46,24 @@ test("retry schedule grows and repeats", () => {
   expect(optionsSchema.safeParse({ retry: [] }).success).toBe(false);
   expect(optionsSchema.safeParse({ routes: { "a.test": { host: "h", tls: "sometimes" } } }).success).toBe(false);
 });
+
+test.each([
+  [{ pollInterval: "30d" }, "pollInterval"],
+  [{ retry: ["5m", "30d"] }, "retry.1"],
+  [{ timeouts: { socket: "25d" } }, "timeouts.socket"],
+])("option that a timer would get past its limit is an error: %j", (options, optionPath) => {
+  const result = optionsSchema.safeParse(options);
+  expect(result.success).toBe(false);
+  const issue = result.error!.issues[0]!;
+  expect(issue.path.join(".")).toBe(optionPath);
+  expect(issue.message).toMatch(/^expected a duration of at most 24\.8 days \(2147483647 ms\)/);
+});
+
+test("pollInterval of 0 is an error", () => {
+  expect(optionsSchema.safeParse({ pollInterval: 0 }).success).toBe(false);
+});
+
+test("maxQueueLifetime may pass the timer limit, up to 365 days", () => {
+  expect(optionsSchema.parse({ maxQueueLifetime: "30d" }).maxQueueLifetime).toBe(30 * 86_400_000);
+  expect(optionsSchema.safeParse({ maxQueueLifetime: "400d" }).success).toBe(false);
+});

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { ConfigError, parseConfig } from "./load.js";
-import { parseDuration, parseSize } from "./units.js";
+import { parseNameServer } from "../services/dns.js";
+import { duration, MAX_TIMER_MS, parseDuration, parseSize, size } from "./units.js";
 
 describe("parseConfig", () => {
   test("defaults fill an empty file", () => {
@@ -33,11 +34,81 @@ describe("parseConfig", () => {
 
   test.each([
     ["server:\n  hookTimeout: 0\n", /server\.hookTimeout: expected a duration above 0/],
+    ["server:\n  limits: { idleTimeout: 0 }\n", /server\.limits\.idleTimeout: expected a duration above 0, received 0/],
+    ["server:\n  limits: { dataTimeout: 0 }\n", /server\.limits\.dataTimeout: expected a duration above 0/],
+    ["server:\n  dns: { timeout: 0 }\n", /server\.dns\.timeout: expected a duration above 0/],
+    ["server:\n  limits: { maxMessageSize: 1e30 }\n", /server\.limits\.maxMessageSize: expected a size of at most 9007199254740991 octets, received 1e\+30/],
+    ["server:\n  limits: { maxMessageSize: 99999999999GB }\n", /server\.limits\.maxMessageSize: expected a size of at most 9007199254740991 octets/],
+    ["server:\n  limits: { maxDataLineLength: 0 }\n", /server\.limits\.maxDataLineLength: expected a size of at least 1 octet, received 0/],
     ["server:\n  limits: { maxMessageSize: 0 }\n", /server\.limits\.maxMessageSize: expected a size above 0/],
     ['server:\n  proxyProtocol: ["notanip"]\n', /server\.proxyProtocol\[0\]: expected an IP address/],
     ['server:\n  hostname: "mx example"\n', /server\.hostname: expected a host name/],
   ])("value that would break the server: %j", (text, message) => {
     expect(() => parseConfig(text, "f.yaml")).toThrow(message);
+  });
+
+  test.each([
+    ["hookTimeout: 30d", "hookTimeout"],
+    ["shutdownTimeout: 25d", "shutdownTimeout"],
+    ["limits: { idleTimeout: 30d }", "limits.idleTimeout"],
+    ["limits: { dataTimeout: 2147483648 }", "limits.dataTimeout"],
+    ["dns: { timeout: 30d }", "dns.timeout"],
+    ["reverseDns: { enabled: true, timeout: 30d }", "reverseDns.timeout"],
+  ])("duration past the timer limit is an error: %s", (option, optionPath) => {
+    const message = `f.yaml:2: server.${optionPath}: expected a duration of at most 24.8 days (2147483647 ms), the longest delay a Node.js timer can wait`;
+    expect(() => parseConfig(`server:\n  ${option}\n`, "f.yaml")).toThrow(message);
+  });
+
+  test("duration just below the timer limit is accepted", () => {
+    const { config } = parseConfig("server:\n  hookTimeout: 24d\n  limits: { idleTimeout: 2147483647 }\n", "f.yaml");
+    expect(config.server.hookTimeout).toBe(24 * 86_400_000);
+    expect(config.server.limits.idleTimeout).toBe(2 ** 31 - 1);
+  });
+
+  test("shutdownTimeout may be 0", () => {
+    expect(parseConfig("server:\n  shutdownTimeout: 0\n", "f.yaml").config.server.shutdownTimeout).toBe(0);
+  });
+
+  test.each([
+    ["192.0.2.53", { host: "192.0.2.53", port: 53 }],
+    ["192.0.2.53:5353", { host: "192.0.2.53", port: 5353 }],
+    ["[2001:db8::53]:53", { host: "2001:db8::53", port: 53 }],
+    ["[2001:db8::53]", { host: "2001:db8::53", port: 53 }],
+    ["2001:db8::53", { host: "2001:db8::53", port: 53 }],
+  ])("name server %s is accepted", (entry, parsed) => {
+    const { config } = parseConfig(`server:\n  dns: { nameservers: ["${entry}"] }\n`, "f.yaml");
+    expect(config.server.dns.nameservers).toEqual([entry]);
+    expect(parseNameServer(entry)).toEqual(parsed);
+  });
+
+  test.each(["bogus", "ns1.example.test:53", "192.0.2.53:0", "192.0.2.53:70000", "192.0.2:53", "[192.0.2.53]:53", "2001:db8::53:53:53:53:53:53", ""])(
+    "name server %j is an error",
+    (entry) => {
+      expect(() => parseConfig(`server:\n  dns: { nameservers: ["${entry}"] }\n`, "f.yaml")).toThrow(
+        /f\.yaml:2: server\.dns\.nameservers\[0\]: expected an IP address with an optional port \(default 53\)/,
+      );
+      expect(() => parseNameServer(entry)).toThrow(/invalid name server/);
+    },
+  );
+
+  test("banner of printable ASCII is accepted", () => {
+    const { config } = parseConfig('server:\n  banner: "Mailroom ready, no UCE"\n', "f.yaml");
+    expect(config.server.banner).toBe("Mailroom ready, no UCE");
+  });
+
+  test.each([
+    ['"nö spam"', /server\.banner: expected printable US-ASCII text/],
+    ['"line\\r\\n250 injected"', /server\.banner: expected printable US-ASCII text/],
+    ['" padded"', /server\.banner: expected printable US-ASCII text/],
+    ['""', /server\.banner: expected printable US-ASCII text/],
+  ])("banner %s is an error", (banner, message) => {
+    expect(() => parseConfig(`server:\n  banner: ${banner}\n`, "f.yaml")).toThrow(message);
+  });
+
+  test("banner that makes the greeting too long is an error", () => {
+    expect(() => parseConfig(`server:\n  banner: ${"x".repeat(600)}\n`, "f.yaml")).toThrow(
+      'f.yaml:2: server.banner: the greeting "220 <hostname> ESMTP <banner>" would be 620 octets; RFC 5321 allows 510',
+    );
   });
 
   test("implicitTls without server.tls is an error", () => {
@@ -91,5 +162,27 @@ describe("units", () => {
   test.each(["ten", "5 parsecs", "-1", ""])("invalid value %s", (input) => {
     expect(parseSize(input)).toBeUndefined();
     expect(parseDuration(input)).toBeUndefined();
+  });
+});
+
+describe("size and duration schemas", () => {
+  test("duration accepts its bounds and rejects values outside them", () => {
+    const schema = duration({ min: 1 });
+    expect(schema.parse(1)).toBe(1);
+    expect(schema.parse(MAX_TIMER_MS)).toBe(MAX_TIMER_MS);
+    expect(schema.safeParse(0).success).toBe(false);
+    expect(schema.safeParse(MAX_TIMER_MS + 1).success).toBe(false);
+    expect(schema.safeParse("25d").success).toBe(false);
+  });
+
+  test("duration with a larger max takes long values", () => {
+    expect(duration({ max: 365 * 86_400_000 }).parse("30d")).toBe(30 * 86_400_000);
+  });
+
+  test("size rejects numbers that are not safe integers", () => {
+    expect(size().safeParse(2 ** 53).success).toBe(false);
+    expect(size().safeParse(1.5).success).toBe(false);
+    expect(size().parse(Number.MAX_SAFE_INTEGER)).toBe(Number.MAX_SAFE_INTEGER);
+    expect(size({ min: 1 }).safeParse(0).success).toBe(false);
   });
 });

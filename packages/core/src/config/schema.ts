@@ -2,6 +2,31 @@ import { isIP } from "node:net";
 import { z } from "zod";
 import { duration, size } from "./units.js";
 
+/** The port a name server listens on when its entry names none. */
+export const DNS_PORT = 53;
+
+/**
+ * Parses a name server entry: an IPv4 address, a bracketed IPv6 address or a
+ * bare IPv6 address, with an optional port (53 by default) after the
+ * IPv4 address or the brackets. Returns undefined for anything else, such
+ * as a host name, which would need a resolver to find the resolver.
+ */
+export function parseNameServerAddress(text: string): { host: string; port: number } | undefined {
+  const trimmed = text.trim();
+  if (isIP(trimmed) === 6) return { host: trimmed, port: DNS_PORT };
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(trimmed);
+  if (!match) return undefined;
+  const host = match[1] ?? match[2]!;
+  if (isIP(host) !== (match[1] === undefined ? 4 : 6)) return undefined;
+  const port = match[3] === undefined ? DNS_PORT : Number(match[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host, port };
+}
+
+const nameServer = z.string().refine((value) => parseNameServerAddress(value) !== undefined, {
+  message: "expected an IP address with an optional port (default 53): 192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53 or 2001:db8::53",
+});
+
 /** Parses `host:port`, `[v6]:port` or a bare port into its parts. */
 export function parseHostPort(text: string): { host: string; port: number } | undefined {
   const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text.trim());
@@ -74,14 +99,19 @@ export const limitsSchema = z
     maxRecipients: z.number().int().min(1).default(100),
     maxCommandLength: z.number().int().min(512).default(512),
     maxAuthLineLength: z.number().int().min(512).default(12288),
-    maxDataLineLength: size().default(1024 * 1024),
+    maxDataLineLength: size({ min: 1 }).default(1024 * 1024),
     maxConnections: z.number().int().min(1).default(1000),
     maxConnectionsPerIp: z.number().int().min(1).default(50),
-    idleTimeout: duration().default(300_000),
-    dataTimeout: duration().default(600_000),
+    // Neither timeout can be turned off: a client that stops sending would hold its connection forever.
+    idleTimeout: duration({ min: 1 }).default(300_000),
+    /** Longest wait for more message bytes during DATA; each chunk that arrives restarts it. */
+    dataTimeout: duration({ min: 1 }).default(600_000),
     maxErrors: z.number().int().min(1).default(10),
   })
   .prefault({});
+
+/** RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. */
+const MAX_REPLY_LINE = 510;
 
 export const serverSchema = z
   .strictObject({
@@ -90,11 +120,18 @@ export const serverSchema = z
       .regex(/^[\x21-\x7e]+$/, "expected a host name without spaces or control characters")
       .default("localhost"),
     listen: listenList.prefault(["127.0.0.1:2525"]),
-    banner: z.string().optional(),
+    /** Text after `220 <hostname> ESMTP` in the greeting. */
+    banner: z
+      .string()
+      .regex(
+        /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/,
+        "expected printable US-ASCII text without leading or trailing spaces, as RFC 5321 allows in a reply",
+      )
+      .optional(),
     dns: z
       .strictObject({
-        nameservers: z.array(z.string()).default([]),
-        timeout: duration().default(5000),
+        nameservers: z.array(nameServer).default([]),
+        timeout: duration({ min: 1 }).default(5000),
       })
       .prefault({}),
     limits: limitsSchema,
@@ -103,10 +140,11 @@ export const serverSchema = z
       .optional(),
     allowInsecureAuth: z.boolean().default(false),
     lineEndings: z.enum(["strict", "normalize"]).default("strict"),
-    hookTimeout: duration().refine((ms) => ms > 0, "expected a duration above 0").default(30_000),
+    hookTimeout: duration({ min: 1 }).default(30_000),
+    /** How long open transactions may go on after SIGTERM; 0 closes every connection at once. */
     shutdownTimeout: duration().default(30_000),
     reverseDns: z
-      .strictObject({ enabled: z.boolean().default(false), timeout: duration().default(2000) })
+      .strictObject({ enabled: z.boolean().default(false), timeout: duration({ min: 1 }).default(2000) })
       .prefault({}),
     /** Folder for messages while they are received; defaults to the system temp folder. */
     spoolDir: z.string().optional(),
@@ -131,6 +169,14 @@ export const serverSchema = z
       .default(false),
   })
   .superRefine((server, context) => {
+    const greeting = `220 ${server.hostname} ESMTP ${server.banner ?? ""}`;
+    if (server.banner !== undefined && greeting.length > MAX_REPLY_LINE) {
+      context.addIssue({
+        code: "custom",
+        path: ["banner"],
+        message: `the greeting "220 <hostname> ESMTP <banner>" would be ${greeting.length} octets; RFC 5321 allows ${MAX_REPLY_LINE} without CRLF, so shorten the banner`,
+      });
+    }
     if (server.tls) return;
     for (const [index, entry] of server.listen.entries()) {
       if (!entry.implicitTls) continue;

@@ -57,4 +57,31 @@ describe("HookRunner", () => {
     await runner.runAll("disconnect", { connection: {} as never }, logger);
     expect(calls).toEqual(["a", "b"]);
   });
+
+  test("reply text outside US-ASCII is replaced and logged", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const capture = pino({ level: "debug" }, {
+      write(line: string) {
+        lines.push(JSON.parse(line));
+      },
+    });
+    const runner = new HookRunner([plugin("strict", { vrfy: () => deny({ code: 550, message: "nö wäy" }) })], 1000);
+
+    const first = await runner.run("vrfy", args, capture);
+    const second = await runner.run("vrfy", args, capture);
+
+    expect(first).toMatchObject({ kind: "answer", plugin: "strict", answer: { verdict: "DENY", code: 550, message: "n? w?y" } });
+    expect(second).toMatchObject({ kind: "answer", answer: { message: "n? w?y" } });
+    const logged = lines.filter((line) => line.msg === "reply text contains characters outside US-ASCII; each is sent as ?");
+    expect(logged.map((line) => line.level)).toEqual([40, 20]);
+    expect(logged[0]).toMatchObject({ plugin: "strict", hook: "vrfy", message: "nö wäy" });
+  });
+
+  test("ASCII reply text keeps the plugin's answer object", async () => {
+    const answer = deny({ message: "plain" });
+    const runner = new HookRunner([plugin("plain", { vrfy: () => answer })], 1000);
+    const outcome = await runner.run("vrfy", args, logger);
+    expect(outcome).toMatchObject({ kind: "answer" });
+    expect((outcome as { answer: unknown }).answer).toBe(answer);
+  });
 });

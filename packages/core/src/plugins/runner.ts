@@ -1,5 +1,6 @@
 import type { LevelWithSilent, Logger } from "pino";
 import { isAnswer, type Answer } from "../answers.js";
+import { asciiReplyText, hasNonAsciiText } from "../replies.js";
 import type { HookArgs, HookHandler, HookName } from "../hooks.js";
 import type { PluginHooks } from "./plugin.js";
 
@@ -47,6 +48,8 @@ class HookTimeoutError extends Error {
 export class HookRunner {
   /** The plugins with a handler for each hook, in config order, filled on first use. */
   private readonly handlers = new Map<HookName, LoadedPlugin[]>();
+  /** Plugin and hook pairs whose non-ASCII reply text was already logged at warn. */
+  private readonly warnedNonAscii = new Set<string>();
 
   constructor(
     readonly plugins: readonly LoadedPlugin[],
@@ -129,6 +132,7 @@ export class HookRunner {
       // before the timer can fire, so its late answer counts as a timeout too.
       if (elapsed > this.timeout) throw new HookTimeoutError(plugin.name, hook, this.timeout);
       outcome = toOutcome(ended.result, plugin.name, hook);
+      if (outcome.kind === "answer") outcome = this.asciiMessage(outcome, hook, logger);
     } catch (error) {
       loggerOf(logger).error({ err: error, plugin: plugin.name, hook }, "hook failed");
       outcome = { kind: "error", plugin: plugin.name, error };
@@ -147,6 +151,31 @@ export class HookRunner {
       );
     }
     return outcome;
+  }
+
+  /**
+   * Replaces characters outside US-ASCII in an answer's reply text with "?",
+   * because RFC 5321 allows only US-ASCII there. The original text is logged,
+   * at warn the first time for each plugin and hook and at debug after that.
+   */
+  private asciiMessage(
+    outcome: { kind: "answer"; answer: Answer; plugin: string },
+    hook: HookName,
+    logger: LogTarget,
+  ): HookOutcome {
+    const message = outcome.answer.message;
+    if (typeof message !== "string" || !hasNonAsciiText(message)) return outcome;
+    const key = `${outcome.plugin}\0${hook}`;
+    const level = this.warnedNonAscii.has(key) ? "debug" : "warn";
+    this.warnedNonAscii.add(key);
+    if (logs(logger, level)) {
+      loggerOf(logger)[level](
+        { plugin: outcome.plugin, hook, message },
+        "reply text contains characters outside US-ASCII; each is sent as ?",
+      );
+    }
+    const answer = Object.freeze({ ...outcome.answer, message: asciiReplyText(message) });
+    return { kind: "answer", answer, plugin: outcome.plugin };
   }
 
   /** Waits for a handler's promise, or rejects with a HookTimeoutError at the deadline. */

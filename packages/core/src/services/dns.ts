@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import DNS from "dns2";
+import { parseNameServerAddress } from "../config/schema.js";
 
 /** A name server as `host` and `port`. */
 export interface NameServer {
@@ -45,15 +46,17 @@ export interface DnsResolver {
   resolvePtr(address: string): Promise<DnsLookup<string>>;
 }
 
-/** Parses `host`, `host:port` or `[v6]:port`; the port defaults to 53. */
+/**
+ * Parses a name server entry of `server.dns.nameservers`: an IPv4 address,
+ * `[v6]` or a bare IPv6 address, with an optional `:port` (53 by default)
+ * after the IPv4 address or the brackets. Throws on anything else.
+ */
 export function parseNameServer(text: string): NameServer {
-  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
-  if (bracketed) {
-    return { host: bracketed[1]!, port: Number(bracketed[2] ?? 53) };
+  const parsed = parseNameServerAddress(text);
+  if (!parsed) {
+    throw new Error(`invalid name server ${JSON.stringify(text)}; expected an IP address with an optional port, such as 192.0.2.53:53 or [2001:db8::53]:53`);
   }
-  if (net.isIPv6(text)) return { host: text, port: 53 };
-  const [host, port] = text.split(":");
-  return { host: host!, port: Number(port ?? 53) };
+  return parsed;
 }
 
 /** Reads the `nameserver` lines of /etc/resolv.conf (or another file). */

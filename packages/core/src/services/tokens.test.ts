@@ -17,3 +17,21 @@ test("systemClock sleep with an aborted signal returns at once", async () => {
   await systemClock.sleep(5000, controller.signal);
   expect(performance.now() - started).toBeLessThan(1000);
 });
+
+test("systemClock sleep past the timer limit does not end early", async () => {
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error) => warnings.push(warning);
+  process.on("warning", onWarning);
+  try {
+    const controller = new AbortController();
+    let ended = false;
+    const sleeping = systemClock.sleep(30 * 86_400_000, controller.signal).then(() => (ended = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(ended).toBe(false);
+    controller.abort();
+    await sleeping;
+    expect(warnings.filter((warning) => warning.name === "TimeoutOverflowWarning")).toEqual([]);
+  } finally {
+    process.off("warning", onWarning);
+  }
+});

@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { HookArgs, HookName } from "../hooks.js";
 import type { HookOutcome } from "../plugins/runner.js";
+import { MAX_TIMER_MS } from "../config/units.js";
 
 /**
  * Container tokens of the services that the engine and plugins share. They are
@@ -72,13 +73,21 @@ export const systemClock: Clock = {
   sleep: (ms, signal) =>
     new Promise((resolve) => {
       if (signal?.aborted) return resolve();
-      const timer = setTimeout(done, ms);
-      timer.unref?.();
+      const until = Date.now() + ms;
+      let timer: NodeJS.Timeout | undefined;
       function done() {
         signal?.removeEventListener("abort", done);
         clearTimeout(timer);
         resolve();
       }
+      // A Node.js timer longer than MAX_TIMER_MS fires after 1 ms, so a
+      // longer sleep waits in steps of at most that length.
+      function wait() {
+        const left = until - Date.now();
+        timer = left > MAX_TIMER_MS ? setTimeout(wait, MAX_TIMER_MS) : setTimeout(done, Math.max(left, 0));
+        timer.unref?.();
+      }
+      wait();
       signal?.addEventListener("abort", done, { once: true });
     }),
 };

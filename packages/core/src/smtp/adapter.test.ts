@@ -98,7 +98,7 @@ describe("the installed smtp-server", () => {
     ["SMTPConnection", SMTPConnection.prototype, ["init", "_setListeners", "_createParser", "_onCommand", "_onClose", "_onTimeout", "_armTimeout", "_resetSession", "_getEnhancedStatusCode", "send", "close", "upgrade"]],
     ["SMTPStream", SMTPStream.prototype, ["_write", "_feedDataStream", "startDataMode", "continue", "_flushData"]],
     ["SASL", SASL, ["SASL_PLAIN", "SASL_LOGIN"]],
-    ["SMTPServer", SMTPServer.prototype, ["connect", "listen", "close", "updateSecureContext"]],
+    ["SMTPServer", SMTPServer.prototype, ["connect", "listen", "close", "updateSecureContext", "_handleProxy", "_expectsProxyHeader"]],
   ])("%s has the methods the adapter calls or overrides", (_owner, target, methods) => {
     for (const method of methods) {
       expect(typeof (target as Loose)[method], `${_owner}#${method}`).toBe("function");
@@ -370,6 +370,63 @@ describe("SASL and the server hooks behave as the adapter assumes", () => {
     }
     expect(seen).toMatchObject({ method: "LOGIN", username: "u", password: "p" });
     expect(await wire.waitFor(/^535 /m)).toMatch(/535 /);
+  });
+
+  test("SMTPServer reads a PROXY header with _handleProxy and passes its result to connect()", async () => {
+    const server = newServer({ useProxy: true });
+    const handled: net.Socket[] = [];
+    server._handleProxy = (socket: net.Socket, callback: (error: Error | null, options?: object) => void) => {
+      handled.push(socket);
+      callback(null, { remoteAddress: "192.0.2.7", remotePort: 7 });
+    };
+    const connected: Loose[] = [];
+    server.connect = (socket: net.Socket, socketOptions: Loose) => {
+      connected.push(socketOptions);
+      socket.end();
+    };
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => server.close());
+    const client = net.connect(server.server.address().port, "127.0.0.1");
+    cleanups.push(() => client.destroy());
+    await new Promise((resolve) => client.once("close", resolve));
+    expect(handled).toHaveLength(1);
+    expect(connected).toEqual([{ remoteAddress: "192.0.2.7", remotePort: 7 }]);
+  });
+
+  test("SMTPServer skips connect() when _handleProxy calls back with an error", async () => {
+    const server = newServer({ useProxy: true });
+    server._handleProxy = (socket: net.Socket, callback: (error: Error | null) => void) => {
+      socket.destroy();
+      callback(new Error("rejected"));
+    };
+    let connects = 0;
+    server.connect = () => (connects += 1);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => server.close());
+    const client = net.connect(server.server.address().port, "127.0.0.1");
+    cleanups.push(() => client.destroy());
+    await new Promise((resolve) => client.once("close", resolve));
+    expect(connects).toBe(0);
+  });
+
+  test.each([
+    [true, true],
+    [["127.0.0.1"], true],
+    [["192.0.2.1"], false],
+    [false, false],
+  ])("_expectsProxyHeader with useProxy %j is %s for a 127.0.0.1 peer", async (useProxy, expected) => {
+    const server = newServer({ useProxy });
+    const pair = await socketPair();
+    expect(server._expectsProxyHeader(pair.server)).toBe(expected);
+  });
+
+  test("SMTPConnection takes the client's address from socketOptions and makes its own id", async () => {
+    const pair = await socketPair();
+    const connection: Loose = new SMTPConnection(newServer(), pair.server, { remoteAddress: "2001:db8::7", remotePort: 7 } as Loose);
+    expect(connection.remoteAddress).toBe("2001:db8::7");
+    expect(connection.remotePort).toBe(7);
+    expect(typeof connection.id).toBe("string");
+    expect(connection.id.length).toBeGreaterThan(0);
   });
 
   test("SMTPServer hands every accepted socket to connect()", async () => {

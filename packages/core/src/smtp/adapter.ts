@@ -10,12 +10,20 @@
  * #_onTimeout, #_armTimeout (called with the TLS socket during STARTTLS), #_dataStream, #_nextHandler, #_upgrading, #_handlerPending, #_parser, #_ready,
  * #_resetSession, #_getEnhancedStatusCode, #send, #close, #upgrade; SMTPStream#_feedDataStream,
  * #_dataMode, #startDataMode, #continue, #isClosed; the SASL table's
- * SASL_PLAIN and SASL_LOGIN; SMTPServer#connect and options.onAuth/onSecure.
+ * SASL_PLAIN and SASL_LOGIN; SMTPServer#connect, #_handleProxy,
+ * #_expectsProxyHeader and options.onAuth/onSecure.
+ *
+ * The PROXY header is read here too, instead of by smtp-server 3.21, which
+ * accepts a header without a client address (the session then belongs to
+ * the proxy's own address) and replies to an invalid one with an IMAP-style
+ * "* BAD" line.
  */
+import type { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 import { formatReply } from "../replies.js";
+import { PROXY_HEADER_TIMEOUT_MS, readProxyHeader, type ProxiedAddress, type ProxyHeaderFailure } from "./proxy-header.js";
 import SASL from "smtp-server/lib/sasl.js";
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
 import { SMTPStream } from "smtp-server/lib/smtp-stream.js";
@@ -98,6 +106,8 @@ export interface ConnectionInfo {
 
 export interface ListenerOptions {
   hostname: string;
+  /** Returns the greeting text after "220 ", read at each connection so that a reload applies. */
+  greeting(): string;
   implicitTls: boolean;
   tls?: { key: Buffer; cert: Buffer; sni: Map<string, { key: Buffer; cert: Buffer }> };
   proxyProtocol: boolean | string[];
@@ -108,6 +118,8 @@ export interface ListenerOptions {
   maxDiscard: number;
   createSession(wire: Wire, info: ConnectionInfo): SessionDriver;
   onError(error: Error): void;
+  /** Called when a peer that must send a PROXY header sent none or an invalid one; the connection is closed. */
+  onProxyHeaderRejected(peer: { remoteAddress: string; remotePort: number }, failure: ProxyHeaderFailure): void;
 }
 
 const LF = 0x0a;
@@ -288,7 +300,7 @@ class AdaptedConnection extends SMTPConnection {
       return;
     }
     self._ready = true;
-    this.queueOutput(`220 ${this.options.hostname} ESMTP\r\n`);
+    this.queueOutput(`220 ${this.options.greeting()}\r\n`);
   }
 
   /** Reply text waiting for the end of the event-loop turn; see flushQueuedOutput. */
@@ -426,15 +438,15 @@ class AdaptedConnection extends SMTPConnection {
   }
 
   /**
-   * Handles the idle timeout: 421 4.4.2 when the client owes us a command or DATA
-   * bytes. While the engine works on a command (a hook, the queue) the client
-   * is waiting for us, so smtp-server re-arms the timer instead.
+   * Handles the idle timeout: 421 4.4.2 when the client owes us a command.
+   * While the engine works on a command (a hook, the queue) the client is
+   * waiting for us, so smtp-server re-arms the timer instead. During DATA the
+   * engine's own inactivity timer (limits.dataTimeout) applies, and the
+   * handler of the DATA command is pending then, so the timer is re-armed too.
    */
   override _onTimeout(): void {
     const self = this as unknown as Internals;
-    const parser = self._parser;
-    const inData = parser ? parser._dataMode : false;
-    if (self._closing || (self._handlerPending && !inData)) return super._onTimeout();
+    if (self._closing || self._handlerPending) return super._onTimeout();
     this.wire.reply({ code: 421, enhanced: "4.4.2", message: "Idle timeout, closing connection", close: true });
   }
 
@@ -561,6 +573,50 @@ function tlsFacts(socket: TLSSocket): { cipher?: string; protocol?: string; serv
   };
 }
 
+interface ServerInternals {
+  _expectsProxyHeader(socket: Socket): boolean;
+  _handleProxy(socket: Socket, callback: (error: Error | null, socketOptions?: Partial<ProxiedAddress>) => void): void;
+}
+
+/** How long a connection whose PROXY header was rejected stays open for the 421 reply to leave. */
+const PROXY_REJECT_LINGER_MS = 1000;
+
+/**
+ * Replaces smtp-server's PROXY header reader for the peers that must send
+ * one. A header that is missing, invalid or names no client gets a 421
+ * reply and the connection is closed before a session exists, so no session
+ * is ever attributed to the proxy's own address. Peers that send no header
+ * keep smtp-server's handling.
+ */
+function replaceProxyHandling(server: SMTPServer, options: ListenerOptions): void {
+  const internals = server as unknown as ServerInternals;
+  const original = internals._handleProxy.bind(server);
+  const timeout = Math.min(PROXY_HEADER_TIMEOUT_MS, options.idleTimeout);
+  internals._handleProxy = (socket, callback) => {
+    if (!internals._expectsProxyHeader(socket)) return original(socket, callback);
+    // Our own timer bounds the wait for the header, so smtp-server's idle
+    // timer for sockets that are not yet connections must not close it first.
+    socket.setTimeout(0);
+    readProxyHeader(socket, timeout, (result) => {
+      if (!("reason" in result)) return callback(null, result);
+      const peer = { remoteAddress: socket.remoteAddress ?? "", remotePort: socket.remotePort ?? 0 };
+      options.onProxyHeaderRejected(peer, result);
+      // Late errors of the closing socket must not reach the process as uncaught exceptions.
+      socket.on("error", () => {});
+      if (!result.peerLeft && socket.writable) {
+        const reply = result.timedOut
+          ? { code: 421, enhanced: "4.4.2", message: "No PROXY header received, closing connection" }
+          : { code: 421, enhanced: "4.7.0", message: "Invalid PROXY header, closing connection" };
+        socket.end(`${formatReply(reply)}\r\n`);
+        setTimeout(() => socket.destroy(), PROXY_REJECT_LINGER_MS).unref();
+      } else {
+        socket.destroy();
+      }
+      callback(new Error(`PROXY header rejected: ${result.reason}`));
+    });
+  };
+}
+
 /** Creates a listener whose connections are driven by the engine. */
 export function createListener(options: ListenerOptions): SMTPServer {
   const connections = new Map<string, AdaptedConnection>();
@@ -618,6 +674,7 @@ export function createListener(options: ListenerOptions): SMTPServer {
 
   const server = new SMTPServer(serverOptions);
   server.on("error", (error: Error) => options.onError(error));
+  replaceProxyHandling(server, options);
 
   server.connect = function connect(socket, socketOptions) {
     const connection = new AdaptedConnection(server, socket, socketOptions ?? undefined);
