@@ -72,9 +72,13 @@ export default definePlugin({
     const queue = new DiskOutboundQueue(store, clock, () => scheduler.kick());
     container.register(TOKENS.OutboundQueue, { useValue: queue });
     context.registerRoute(OUTBOUND_ROUTE);
-    if (options.deliver) scheduler.start();
 
     return {
+      // Deliveries begin only once this config is in service, so a reload
+      // that is rejected never sends with its options.
+      start() {
+        if (options.deliver) scheduler.start();
+      },
       async queue({ message, recipients, transaction, accepted }) {
         const domains = new Map<string, string[]>();
         for (const recipient of recipients) {
