@@ -23,14 +23,15 @@ const PROBE = Symbol.for("mailroom.test.Probe");
 /**
  * Records setup, start, close and the ticks of a timer started in start()
  * in a list shared with the test, registers a service with its generation,
- * and answers MAIL with it. `delay` makes setup take that long.
+ * and answers MAIL with it. `delay` makes setup take that long, and
+ * `failStart` makes start() throw.
  */
 const PROBE_PLUGIN = `
 import { definePlugin, ok, z } from "@mailroom/core";
 
 export default definePlugin({
   name: "probe",
-  options: z.object({ generation: z.number(), delay: z.number().default(0) }),
+  options: z.object({ generation: z.number(), delay: z.number().default(0), failStart: z.boolean().default(false) }),
   async setup({ options, container }) {
     const events = (globalThis[Symbol.for("mailroom.test.reloadEvents")] ??= []);
     const generation = options.generation;
@@ -42,6 +43,7 @@ export default definePlugin({
     return {
       start() {
         events.push("start " + generation);
+        if (options.failStart) throw new Error("no socket");
         timer = setInterval(() => events.push("tick " + generation), 5);
       },
       mail: () => ok({ message: "generation " + generation }),
@@ -100,7 +102,7 @@ function events(): string[] {
   return (globalThis as Record<symbol, string[]>)[EVENTS] ?? [];
 }
 
-/** The events other than timer ticks, in order. */
+/** Returns the events other than timer ticks, in order. */
 function lifecycle(): string[] {
   return events().filter((event) => !event.startsWith("tick "));
 }
@@ -120,7 +122,10 @@ const maildir = (domain: string, mailboxes: string[]): Entry => ({
   use: MAILDIR,
   with: { root: "./mail", domains: { [domain]: { mailboxes } } },
 });
-const probe = (generation: number, delay = 0): Entry => ({ use: "./probe.ts", with: { generation, delay } });
+const probe = (generation: number, delay = 0, failStart = false): Entry => ({
+  use: "./probe.ts",
+  with: { generation, delay, failStart },
+});
 
 async function start(): Promise<number> {
   server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
@@ -205,6 +210,21 @@ test("setup that finishes after a rejected reload is closed unstarted", async ()
   expect((await session(port, ["alice@live.test"])).rcpt).toEqual(["250 2.1.5"]);
 });
 
+test("start that fails rejects the reload", async () => {
+  await writeConfig([probe(1)]);
+  const port = await start();
+
+  await writeConfig([probe(2), probe(3, 0, true)]);
+  await expect(server!.reload()).rejects.toThrow(/plugin probe: start\(\) failed: no socket/);
+
+  expect((await session(port, [])).mail).toBe("2.1.0 generation 1");
+  expect(server!.container.resolve<{ generation: number }>(PROBE).generation).toBe(1);
+  const reloaded = ["setup 2", "ready 2", "setup 3", "ready 3", "start 2", "start 3", "close 3", "close 2"];
+  expect(lifecycle()).toEqual(["setup 1", "ready 1", "start 1", ...reloaded]);
+  const before = ticks(1);
+  await waitFor(() => ticks(1) > before + 2, "the first set's timer after the reload");
+});
+
 test("reload that removes a directory plugin removes its directory", async () => {
   const directory: Entry = { use: "./company-directory.ts", with: { users: { "corp.test": ["carol"] } } };
   await writeConfig([relay(), directory, maildir("own.test", ["alice"]), probe(1)]);
@@ -265,8 +285,8 @@ test("stop during a reload closes the reload's plugins unstarted", async () => {
   const reload = server!.reload();
   await waitFor(() => lifecycle().includes("setup 2"), "the reload's setup");
   await server!.close();
-  await expect(reload).rejects.toThrow(/stopped while the config was reloading/);
-  await expect(server!.reload()).rejects.toThrow(/stopping/);
+  await expect(reload).rejects.toThrow(/stopped while the config was reloading, so the new plugins were closed/);
+  await expect(server!.reload()).rejects.toThrow(/stopping, so the config was not reloaded/);
 
   expect(lifecycle()).toEqual(["setup 1", "ready 1", "start 1", "setup 2", "ready 2", "close 2", "close 1"]);
 });

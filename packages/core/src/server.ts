@@ -80,10 +80,10 @@ export class MailroomServer {
   /** Memory for messages being received, shared by all sessions. */
   private readonly memory: MemoryBudget;
   private tls: ReturnType<typeof readTls>;
-  /** Set once listen() started the current set; a reload starts its set only then. */
+  /** True once listen() has started the current set. A reload starts its new set only then. */
   private serving = false;
   private closing = false;
-  /** The last reload asked for; the next one runs after it. */
+  /** Settles when the last requested reload has finished. The next reload starts after it. */
   private reloadTail: Promise<void> = Promise.resolve();
   /** A reload that waits for the running one and has not read the config yet. */
   private reloadWaiting: Promise<void> | undefined;
@@ -354,12 +354,12 @@ export class MailroomServer {
    * open finish on the old set, whose plugins are closed when the last one
    * ends. An invalid config throws and changes nothing: the new plugins
    * that were set up are closed, their container is dropped, and their
-   * start() never runs. Reloads run one at a time in the order asked; a
-   * call made while another waits for its turn shares that one's result,
-   * since it would read the same file.
+   * start() never runs. Reloads run one at a time, in the order requested.
+   * A call made while another reload waits for its turn gets that reload's
+   * promise, because both would read the same file.
    */
   reload(): Promise<void> {
-    if (this.closing) return Promise.reject(new Error("the server is stopping; reload refused"));
+    if (this.closing) return Promise.reject(new Error("the server is stopping, so the config was not reloaded"));
     if (this.reloadWaiting) return this.reloadWaiting;
     const run = this.reloadTail.then(() => {
       this.reloadWaiting = undefined;
@@ -371,7 +371,7 @@ export class MailroomServer {
   }
 
   private async reloadNow(): Promise<void> {
-    if (this.closing) throw new Error("the server is stopping; reload refused");
+    if (this.closing) throw new Error("the server is stopping, so the config was not reloaded");
     const file = this.current.loaded.file;
     const loaded = await loadConfig(file);
     const tls = readTls(loaded);
@@ -381,7 +381,7 @@ export class MailroomServer {
     }
     const next = await MailroomServer.loadSet(loaded, this.base, this.logger, this.metrics);
     try {
-      if (this.closing) throw new Error("the server stopped while the config was reloading");
+      if (this.closing) throw new Error("the server stopped while the config was reloading, so the new plugins were closed");
       if (this.serving) await startPlugins(next.plugins);
       if (tls) {
         for (const listener of this.listeners) {
@@ -446,7 +446,7 @@ export class MailroomServer {
           }),
       ),
     );
-    // A reload still running drops its new set when it sees `closing`.
+    // A running reload closes its new set, because `closing` is set.
     await this.reloadTail;
     for (const set of [...this.liveSets]) await this.retire(set);
     if (this.metricsServer) {

@@ -211,7 +211,7 @@ export async function startPlugins(plugins: readonly LoadedPlugin[]): Promise<vo
     try {
       await plugin.hooks.start?.();
     } catch (error) {
-      throw new Error(`plugin ${plugin.name} failed to start its work: ${(error as Error).message}`, { cause: error });
+      throw new Error(`plugin ${plugin.name}: start() failed: ${(error as Error).message}`, { cause: error });
     }
   }
 }
