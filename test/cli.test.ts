@@ -319,6 +319,31 @@ describe("mailroom start", () => {
     client.close();
   });
 
+  test("SIGHUP with an invalid later plugin keeps the old routing", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const routing = (domain: string) => `server:
+  listen: ["127.0.0.1:0"]
+plugins:
+  - use: "@mailroom/plugin-relay"
+  - use: "@mailroom/plugin-maildir"
+    with: { root: ./mail, domains: { ${domain}: { mailboxes: [alice] } } }
+`;
+    await writeFile(file, routing("live.test"));
+    const { port, logs } = await start(file);
+
+    const invalidRelay = '  - use: "@mailroom/plugin-relay"\n    with: { allowAuthenticated: "maybe" }\n';
+    await writeFile(file, routing("renamed.test") + invalidRelay);
+    child!.kill("SIGHUP");
+    await expect.poll(() => logs(), { timeout: 10_000 }).toContain("config reload failed");
+
+    const client = await SmtpTestClient.connect(port);
+    await client.command("EHLO client.test");
+    await client.command("MAIL FROM:<a@sender.test>");
+    expect((await client.command("RCPT TO:<alice@live.test>")).code).toBe(250);
+    expect((await client.command("RCPT TO:<alice@renamed.test>")).enhanced).toBe("5.7.1");
+    client.close();
+  });
+
   test("changed spool folder on SIGHUP is reported", async () => {
     const file = path.join(dir, "mailroom.yaml");
     const withSpool = (folder: string) =>

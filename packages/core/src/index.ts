@@ -9,7 +9,7 @@ export * from "./answers.js";
 export * from "./hooks.js";
 export * from "./plugins/plugin.js";
 export { HookRunner, type LoadedPlugin, type HookOutcome } from "./plugins/runner.js";
-export { loadPlugins, closePlugins } from "./plugins/loader.js";
+export { loadPlugins, startPlugins, closePlugins } from "./plugins/loader.js";
 export { storeRoutes, type StoreResult } from "./store-routes.js";
 export { Connection, Transaction, type Recipient, type TlsState } from "./session-state.js";
 export { Message, wrapHeaders } from "./message/message.js";

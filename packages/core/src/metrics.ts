@@ -157,7 +157,8 @@ export class ServerMetrics {
   /** Replies by the first digit of the code: index 2 counts 2xx. */
   private readonly replyCounts = [0, 0, 0, 0, 0, 0];
 
-  constructor(private readonly container: DependencyContainer) {}
+  /** `services` returns the container of the plugin set in service, whose OutboundQueue the gauges read. */
+  constructor(private readonly services: () => DependencyContainer | undefined) {}
 
   /** The prom-client registry with every metric of this server. */
   get registry(): Registry {
@@ -170,7 +171,7 @@ export class ServerMetrics {
     const { Counter, Gauge, Registry, collectDefaultMetrics } = createRequire(import.meta.url)("prom-client") as PromClient;
     const registry = new Registry();
     const registers = [registry];
-    const container = this.container;
+    const services = this.services;
     collectDefaultMetrics({ register: registry, prefix: "mailroom_" });
     const counts = this;
     new Counter({
@@ -211,12 +212,13 @@ export class ServerMetrics {
     });
     registry.registerMetric(this.hookDuration as unknown as Parameters<Registry["registerMetric"]>[0]);
 
-    // Queue figures are read when scraped, from whatever queue is registered then.
-    const queueSnapshot = new QueueSnapshotCache(() =>
-      container.isRegistered(TOKENS.OutboundQueue, true)
+    // Queue figures are read when scraped, from the queue of the set in service then.
+    const queueSnapshot = new QueueSnapshotCache(() => {
+      const container = services();
+      return container?.isRegistered(TOKENS.OutboundQueue, true)
         ? container.resolve<OutboundQueue>(TOKENS.OutboundQueue)
-        : undefined,
-    );
+        : undefined;
+    });
     new Gauge({
       name: "mailroom_queue_messages",
       help: "Records in the outbound queue, one per message and destination domain",

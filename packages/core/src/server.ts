@@ -15,7 +15,7 @@ import { MemoryBudget } from "./message/spool.js";
 import { metricsTarget, ServerMetrics, serveMetrics } from "./metrics.js";
 import { removeLeftovers } from "./process-alive.js";
 import { reverseLookup } from "./reverse-dns.js";
-import { closePlugins, loadPlugins } from "./plugins/loader.js";
+import { closePlugins, loadPlugins, startPlugins } from "./plugins/loader.js";
 import { HookRunner, type LoadedPlugin } from "./plugins/runner.js";
 import type { Reply } from "./replies.js";
 import { Dns2Resolver, parseNameServer, type DnsResolver } from "./services/dns.js";
@@ -30,6 +30,8 @@ interface PluginSet {
   plugins: LoadedPlugin[];
   runner: HookRunner;
   loaded: LoadedConfig;
+  /** A child of the server's container with the services this set's plugins registered. */
+  container: DependencyContainer;
   sessions: number;
   retired: boolean;
 }
@@ -70,7 +72,8 @@ function readTls(loaded: LoadedConfig): TlsFiles | undefined {
  */
 export class MailroomServer {
   readonly logger: Logger;
-  readonly container: DependencyContainer;
+  /** The server's own services (Logger, Clock, DnsResolver, Hooks, Injector), shared by every plugin set. */
+  private readonly base: DependencyContainer;
   private current: PluginSet;
   private readonly listeners: { server: SMTPServer; config: ListenerConfig; bound?: BoundAddress }[] = [];
   private readonly perIp = new Map<string, number>();
@@ -82,12 +85,18 @@ export class MailroomServer {
   /** Memory for messages being received, shared by all sessions. */
   private readonly memory: MemoryBudget;
   private tls: ReturnType<typeof readTls>;
+  /** True once listen() has started the current set. A reload starts its new set only then. */
+  private serving = false;
   private closing = false;
+  /** Settles when the last requested reload has finished. The next reload starts after it. */
+  private reloadTail: Promise<void> = Promise.resolve();
+  /** A reload that waits for the running one and has not read the config yet. */
+  private reloadWaiting: Promise<void> | undefined;
   private metricsServer: import("node:http").Server | undefined;
 
   private constructor(
     set: PluginSet,
-    container: DependencyContainer,
+    base: DependencyContainer,
     logger: Logger,
     private readonly listenOverride: string[] | undefined,
     readonly metrics: ServerMetrics,
@@ -95,7 +104,7 @@ export class MailroomServer {
   ) {
     this.current = set;
     this.liveSets.add(set);
-    this.container = container;
+    this.base = base;
     this.logger = logger;
     this.tls = readTls(set.loaded);
     // Relative to the config file, like the other paths in it.
@@ -110,8 +119,8 @@ export class MailroomServer {
       run: (hook, args, hookLogger) => this.current.runner.run(hook, args, hookLogger),
       runAll: (hook, args, hookLogger) => this.current.runner.runAll(hook, args, hookLogger),
     };
-    container.register(TOKENS.Hooks, { useValue: hooks });
-    container.register(TOKENS.Injector, {
+    base.register(TOKENS.Hooks, { useValue: hooks });
+    base.register(TOKENS.Injector, {
       useValue: createInjector({
         runner: () => this.current.runner,
         config: () => this.current.loaded.config.server,
@@ -122,7 +131,7 @@ export class MailroomServer {
     });
   }
 
-  /** Loads the config file, registers the services and starts every plugin. */
+  /** Loads the config file, registers the services and sets up every plugin. */
   static async fromFile(file: string, options: ServerOptions = {}): Promise<MailroomServer> {
     return MailroomServer.create(await loadConfig(file), options);
   }
@@ -136,26 +145,54 @@ export class MailroomServer {
     const logger = options.logger ?? pino({ level: loaded.config.server.logLevel, serializers: logSerializers });
     const container = (options.container ?? rootContainer).createChildContainer();
     registerServices(container, loaded, logger);
-    const metrics = new ServerMetrics(container);
-    const set = await MailroomServer.startPlugins(loaded, container, logger, metrics);
-    return new MailroomServer(set, container, logger, options.listen, metrics, options.metricsPortOffset);
+    let server: MailroomServer | undefined;
+    // The queue gauges read the services of the set in service when scraped.
+    const metrics = new ServerMetrics(() => server?.container);
+    const set = await MailroomServer.loadSet(loaded, container, logger, metrics);
+    try {
+      server = new MailroomServer(set, container, logger, options.listen, metrics, options.metricsPortOffset);
+    } catch (error) {
+      await closePlugins(set.plugins, logger);
+      throw error;
+    }
+    return server;
   }
 
-  private static async startPlugins(
+  /**
+   * Sets up the plugins of a config in a container of their own, a child of
+   * the server's. Their start() waits until the set goes into service. When
+   * an entry fails, the plugins already set up are closed, and the
+   * container, with whatever they registered, is dropped.
+   */
+  private static async loadSet(
     loaded: LoadedConfig,
-    container: DependencyContainer,
+    base: DependencyContainer,
     logger: Logger,
     metrics: ServerMetrics,
   ): Promise<PluginSet> {
+    const container = base.createChildContainer();
+    container.register(TOKENS.Config, { useValue: loaded.config });
     const plugins = await loadPlugins(loaded, container, logger);
     const observe = metrics.hook.bind(metrics);
     return {
       plugins,
       runner: new HookRunner(plugins, loaded.config.server.hookTimeout, observe),
       loaded,
+      container,
       sessions: 0,
       retired: false,
     };
+  }
+
+  /**
+   * The services of the plugin set in service: a child of the server's
+   * container, with what the current plugins registered (UserDirectory,
+   * OutboundQueue). A reload replaces it; sessions opened before keep
+   * theirs. To provide a service to every set, register it in the parent
+   * container of `ServerOptions.container`.
+   */
+  get container(): DependencyContainer {
+    return this.current.container;
   }
 
   get config(): MailroomConfig {
@@ -249,7 +286,7 @@ export class MailroomServer {
           // The client's name is looked up before the connect hook, so plugins can use it.
           const ready = session.ready.bind(session);
           session.ready = async () => {
-            const resolver = this.container.resolve<DnsResolver>(TOKENS.DnsResolver);
+            const resolver = set.container.resolve<DnsResolver>(TOKENS.DnsResolver);
             const connection = session.connection;
             connection.remoteHostname = await reverseLookup(resolver, connection.remoteAddress, reverseDns.timeout, connection.logger);
             return ready();
@@ -273,8 +310,15 @@ export class MailroomServer {
     return wire;
   }
 
-  /** Starts every listener; resolves with the bound addresses (port 0 gets a real port). */
+  /**
+   * Starts the plugins' background work (their start()), then every
+   * listener; resolves with the bound addresses (port 0 gets a real port).
+   */
   async listen(): Promise<BoundAddress[]> {
+    if (!this.serving) {
+      await startPlugins(this.current.plugins);
+      this.serving = true;
+    }
     const configs: ListenerConfig[] = this.listenOverride
       ? this.listenOverride.map((address) => ({ address, implicitTls: false, requireAuth: false }))
       : this.config.server.listen;
@@ -319,10 +363,27 @@ export class MailroomServer {
 
   /**
    * Re-reads the config file and swaps in a new plugin set. Sessions already
-   * open finish on the old set, whose plugins are closed when the last one ends.
-   * An invalid config throws and leaves the running set in place.
+   * open finish on the old set, whose plugins are closed when the last one
+   * ends. An invalid config throws and changes nothing: the new plugins
+   * that were set up are closed, their container is dropped, and their
+   * start() never runs. Reloads run one at a time, in the order requested.
+   * A call made while another reload waits for its turn gets that reload's
+   * promise, because both would read the same file.
    */
-  async reload(): Promise<void> {
+  reload(): Promise<void> {
+    if (this.closing) return Promise.reject(new Error("the server is stopping, so the config was not reloaded"));
+    if (this.reloadWaiting) return this.reloadWaiting;
+    const run = this.reloadTail.then(() => {
+      this.reloadWaiting = undefined;
+      return this.reloadNow();
+    });
+    this.reloadWaiting = run;
+    this.reloadTail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reloadNow(): Promise<void> {
+    if (this.closing) throw new Error("the server is stopping, so the config was not reloaded");
     const file = this.current.loaded.file;
     const loaded = await loadConfig(file);
     const tls = readTls(loaded);
@@ -330,9 +391,11 @@ export class MailroomServer {
     if (!tls && implicit) {
       throw new Error(`${file}: server.tls is required while the implicitTls listener ${implicit.config.address} runs`);
     }
-    const next = await MailroomServer.startPlugins(loaded, this.container, this.logger, this.metrics);
-    if (tls) {
-      try {
+    const next = await MailroomServer.loadSet(loaded, this.base, this.logger, this.metrics);
+    try {
+      if (this.closing) throw new Error("the server stopped while the config was reloading, so the new plugins were closed");
+      if (this.serving) await startPlugins(next.plugins);
+      if (tls) {
         for (const listener of this.listeners) {
           // The SNI map is replaced whole, so a name removed from the config is gone too.
           listener.server.updateSecureContext({
@@ -341,11 +404,11 @@ export class MailroomServer {
             sniOptions: Object.fromEntries(tls.sni),
           });
         }
-      } catch (error) {
-        // The new plugins never take a session, so they are closed again.
-        await closePlugins(next.plugins, this.logger);
-        throw error;
       }
+    } catch (error) {
+      // The new plugins never take a session, so they are closed again.
+      await closePlugins(next.plugins, this.logger);
+      throw error;
     }
     const previous = this.current;
     this.current = next;
@@ -402,6 +465,8 @@ export class MailroomServer {
       ),
     );
     clearTimeout(deadline);
+    // A running reload closes its new set, because `closing` is set.
+    await this.reloadTail;
     for (const set of [...this.liveSets]) await this.retire(set);
     if (this.metricsServer) {
       this.metricsServer.closeAllConnections();
@@ -450,7 +515,6 @@ function defaultSpoolDir(): string {
 function registerServices(container: DependencyContainer, loaded: LoadedConfig, logger: Logger): void {
   const server = loaded.config.server;
   container.register(TOKENS.Logger, { useValue: logger });
-  container.register(TOKENS.Config, { useValue: loaded.config });
   if (!container.isRegistered(TOKENS.Clock, true)) {
     container.register(TOKENS.Clock, { useValue: systemClock });
   }

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import {
+  closePlugins,
   configSchema,
   Connection,
   container as rootContainer,
@@ -12,6 +13,7 @@ import {
   replyFor,
   MemoryBudget,
   SpoolWriter,
+  startPlugins,
   storeRoutes,
   TOKENS,
   Transaction,
@@ -252,7 +254,9 @@ type PluginWithOptions = PluginDefinition | [PluginDefinition, Record<string, un
 /**
  * Starts plugins in-process for a unit test: options are validated by each
  * plugin's schema, setup runs with a silent logger and a fresh container,
- * and hooks are called through the engine's own HookRunner and reply table.
+ * then every plugin's start(), and hooks are called through the engine's
+ * own HookRunner and reply table. When a plugin fails, those already set up
+ * are closed before the error is thrown.
  */
 export async function testPlugins(plugins: PluginWithOptions[], options: HarnessOptions = {}): Promise<PluginHarness> {
   const config = configSchema.parse(options.config ?? {});
@@ -265,23 +269,31 @@ export async function testPlugins(plugins: PluginWithOptions[], options: Harness
   options.register?.(container);
 
   const loaded: LoadedPlugin[] = [];
-  for (const entry of plugins) {
-    const [definition, raw = {}] = Array.isArray(entry) ? entry : [entry];
-    const parsed = definition.options ? definition.options.safeParse(raw) : { success: true as const, data: {} };
-    if (!parsed.success) {
-      const details = parsed.error.issues.map((issue) => `${issue.path.join(".") || "(options)"}: ${issue.message}`);
-      throw new Error(`invalid options for plugin ${definition.name}: ${details.join("; ")}`);
+  try {
+    for (const entry of plugins) {
+      const [definition, raw = {}] = Array.isArray(entry) ? entry : [entry];
+      const parsed = definition.options ? definition.options.safeParse(raw) : { success: true as const, data: {} };
+      if (!parsed.success) {
+        const details = parsed.error.issues.map((issue) => `${issue.path.join(".") || "(options)"}: ${issue.message}`);
+        throw new Error(`invalid options for plugin ${definition.name}: ${details.join("; ")}`);
+      }
+      const routes = new Set<string>();
+      const hooks = await definition.setup({
+        options: parsed.data,
+        logger: logger.child({ plugin: definition.name }),
+        container,
+        config,
+        configDir: options.configDir ?? process.cwd(),
+        registerRoute: (route) => routes.add(route),
+      });
+      loaded.push({ name: definition.name, hooks: hooks ?? {}, routes, logger });
     }
-    const routes = new Set<string>();
-    const hooks = await definition.setup({
-      options: parsed.data,
-      logger: logger.child({ plugin: definition.name }),
-      container,
-      config,
-      configDir: options.configDir ?? process.cwd(),
-      registerRoute: (route) => routes.add(route),
-    });
-    loaded.push({ name: definition.name, hooks: hooks ?? {}, routes, logger });
+    // As the server does once the set is in service.
+    await startPlugins(loaded);
+  } catch (error) {
+    // As the server does with a config it rejects: nothing set up keeps running.
+    await closePlugins(loaded, logger);
+    throw error;
   }
   return new PluginHarness(new HookRunner(loaded, options.hookTimeout ?? 5000), container, config);
 }

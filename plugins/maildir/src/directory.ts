@@ -9,7 +9,7 @@ interface Domain {
   delimiters: string;
 }
 
-/** Marks directories built by this plugin, so a reload can replace its own. */
+/** Marks directories built by this plugin, so that a second maildir entry builds its own. */
 export const CONFIG_DIRECTORY = Symbol.for("mailroom.maildir.ConfigDirectory");
 
 /** The part of the plugin's options the directory is built from. */

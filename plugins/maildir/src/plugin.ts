@@ -37,8 +37,9 @@ function directoryFor(
 ): UserDirectory {
   if (container.isRegistered(TOKENS.UserDirectory, true)) {
     const existing = container.resolve<UserDirectory>(TOKENS.UserDirectory);
-    // A directory this plugin registered before a reload is replaced; anyone
-    // else's is used as it is.
+    // Another maildir entry's directory is replaced; anyone else's is used
+    // as it is. A reload gets a container of its own, so what the previous
+    // config registered is never seen here.
     if (!(existing as unknown as Record<symbol, unknown>)[CONFIG_DIRECTORY]) return existing;
   }
   const directory = build();

@@ -73,9 +73,13 @@ export default definePlugin({
     const queue = new DiskOutboundQueue(store, clock, () => scheduler.kick());
     container.register(TOKENS.OutboundQueue, { useValue: queue });
     context.registerRoute(OUTBOUND_ROUTE);
-    if (options.deliver) scheduler.start();
 
     return {
+      // Deliveries begin only once this config is in service, so a reload
+      // that is rejected never sends with its options.
+      start() {
+        if (options.deliver) scheduler.start();
+      },
       async queue({ message, recipients, transaction, accepted }) {
         // One record per destination domain, so both spellings of an international domain share one.
         const domains = new Map<string, string[]>();

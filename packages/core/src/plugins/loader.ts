@@ -72,7 +72,7 @@ async function importPlugin(use: string, configDir: string): Promise<unknown> {
   }
 }
 
-const KNOWN_KEYS = new Set<string>([...HOOK_NAMES, "close"]);
+const KNOWN_KEYS = new Set<string>([...HOOK_NAMES, "start", "close"]);
 
 /**
  * Bounds a plugin's setup by the hook deadline. The pending timer also keeps
@@ -90,7 +90,11 @@ function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
 /**
  * Loads every plugin of the config in order: imports it, validates its
  * options with its schema and runs its setup. Errors name the plugin, the
- * file and line of its entry and the option path.
+ * file and line of its entry and the option path. When an entry fails, the
+ * plugins already set up are closed before the error is thrown, so a config
+ * that fails part way leaves nothing of it running. `container` should be
+ * one for this set of plugins alone (a child of the server's), so that the
+ * services they registered go away with it.
  */
 export async function loadPlugins(
   loaded: LoadedConfig,
@@ -98,60 +102,84 @@ export async function loadPlugins(
   logger: Logger,
 ): Promise<LoadedPlugin[]> {
   const plugins: LoadedPlugin[] = [];
-  const entries = loaded.config.plugins;
-
-  for (const [index, entry] of entries.entries()) {
-    const where = `${loaded.file}:${loaded.lineOf(["plugins", index, "use"]) ?? "?"}`;
-    let module: unknown;
-    try {
-      module = await importPlugin(entry.use, loaded.dir);
-    } catch (error) {
-      throw new ConfigError(
-        `${where}: plugins[${index}].use: cannot load plugin "${entry.use}": ${(error as Error).message}`,
-        { cause: error },
-      );
+  try {
+    for (const index of loaded.config.plugins.keys()) {
+      plugins.push(await loadPlugin(loaded, index, container, logger));
     }
-
-    const definition = (module as { default?: unknown }).default ?? module;
-    if (!isPluginDefinition(definition)) {
-      throw new ConfigError(
-        `${where}: plugins[${index}].use: "${entry.use}" does not export a plugin; expected \`export default definePlugin({ name, options, setup })\``,
-      );
-    }
-
-    const options = parseOptions(definition, entry.with, loaded, index);
-    const routes = new Set<string>();
-    const pluginLogger = logger.child({ plugin: definition.name });
-    let hooks: PluginHooks;
-    try {
-      const setup = definition.setup({
-        options,
-        logger: pluginLogger,
-        container,
-        config: loaded.config,
-        configDir: loaded.dir,
-        registerRoute: (route) => routes.add(route),
-      });
-      hooks = await withDeadline(Promise.resolve(setup), loaded.config.server.hookTimeout);
-    } catch (error) {
-      await closePlugins(plugins, logger);
-      throw new ConfigError(
-        `${where}: plugin ${definition.name} failed to start: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
-
-    for (const key of Object.keys(hooks ?? {})) {
-      if (!KNOWN_KEYS.has(key)) {
-        await closePlugins(plugins, logger);
-        throw new ConfigError(
-          `${where}: plugin ${definition.name} returned a handler for unknown hook "${key}"; hooks are ${HOOK_NAMES.join(", ")}`,
-        );
-      }
-    }
-    plugins.push({ name: definition.name, hooks: hooks ?? {}, routes, logger: pluginLogger });
+  } catch (error) {
+    await closePlugins(plugins, logger);
+    throw error;
   }
   return plugins;
+}
+
+/** Imports, validates and sets up the plugin of entry `index`. */
+async function loadPlugin(
+  loaded: LoadedConfig,
+  index: number,
+  container: DependencyContainer,
+  logger: Logger,
+): Promise<LoadedPlugin> {
+  const entry = loaded.config.plugins[index]!;
+  const where = `${loaded.file}:${loaded.lineOf(["plugins", index, "use"]) ?? "?"}`;
+  let module: unknown;
+  try {
+    module = await importPlugin(entry.use, loaded.dir);
+  } catch (error) {
+    throw new ConfigError(
+      `${where}: plugins[${index}].use: cannot load plugin "${entry.use}": ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+
+  const definition = (module as { default?: unknown }).default ?? module;
+  if (!isPluginDefinition(definition)) {
+    throw new ConfigError(
+      `${where}: plugins[${index}].use: "${entry.use}" does not export a plugin; expected \`export default definePlugin({ name, options, setup })\``,
+    );
+  }
+
+  const options = parseOptions(definition, entry.with, loaded, index);
+  const routes = new Set<string>();
+  const pluginLogger = logger.child({ plugin: definition.name });
+  const loadedPlugin = (hooks: PluginHooks | undefined): LoadedPlugin => ({
+    name: definition.name,
+    hooks: hooks ?? {},
+    routes,
+    logger: pluginLogger,
+  });
+  // An async wrapper, so a setup that throws at once rejects like one that fails later.
+  const setup = (async () =>
+    definition.setup({
+      options,
+      logger: pluginLogger,
+      container,
+      config: loaded.config,
+      configDir: loaded.dir,
+      registerRoute: (route) => routes.add(route),
+    }))();
+  let hooks: PluginHooks;
+  try {
+    hooks = await withDeadline(setup, loaded.config.server.hookTimeout);
+  } catch (error) {
+    // A setup that finishes after its deadline is closed then, so that
+    // nothing it started outlives the failed load.
+    setup.then((late) => closePlugins([loadedPlugin(late)], logger)).catch(() => undefined);
+    throw new ConfigError(
+      `${where}: plugin ${definition.name} failed to start: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+
+  const plugin = loadedPlugin(hooks);
+  const unknown = Object.keys(plugin.hooks).find((key) => !KNOWN_KEYS.has(key));
+  if (unknown !== undefined) {
+    await closePlugins([plugin], logger);
+    throw new ConfigError(
+      `${where}: plugin ${definition.name} returned a handler for unknown hook "${unknown}"; hooks are ${HOOK_NAMES.join(", ")}`,
+    );
+  }
+  return plugin;
 }
 
 function parseOptions(
@@ -178,7 +206,22 @@ function parseOptions(
   throw new ConfigError(`invalid options for plugin ${definition.name}:\n${details}`, { cause: result.error });
 }
 
-/** Runs each plugin's close(), logging failures instead of throwing. */
+/**
+ * Runs each plugin's start() in config order, once the set goes into
+ * service. Throws on the first failure, naming the plugin; the caller then
+ * closes the whole set, the plugins already started included.
+ */
+export async function startPlugins(plugins: readonly LoadedPlugin[]): Promise<void> {
+  for (const plugin of plugins) {
+    try {
+      await plugin.hooks.start?.();
+    } catch (error) {
+      throw new Error(`plugin ${plugin.name}: start() failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+}
+
+/** Runs each plugin's close() in reverse config order, logging failures instead of throwing. */
 export async function closePlugins(plugins: readonly LoadedPlugin[], logger: Logger): Promise<void> {
   for (const plugin of [...plugins].reverse()) {
     try {

@@ -11,8 +11,11 @@ export interface PluginContext<Options> {
   /** A pino child logger bound to `{ plugin: name }`. */
   logger: Logger;
   /**
-   * The server's DI container. Resolve shared services by their `TOKENS`;
-   * register your own with `container.register(token, { useValue })`.
+   * The DI container of this plugin set: a child of the server's container,
+   * made anew for the start and for each reload. Resolve shared services by
+   * their `TOKENS`; register your own with `container.register(token, {
+   * useValue })`. What the plugins of a set register is seen by that set
+   * alone, and is gone with it when a reload replaces or rejects the config.
    */
   container: DependencyContainer;
   /** The whole validated config. */
@@ -26,9 +29,23 @@ export interface PluginContext<Options> {
   registerRoute(route: string): void;
 }
 
-/** The result of `setup`: hook handlers plus an optional close(). */
+/** The result of `setup`: hook handlers plus an optional start() and close(). */
 export interface PluginHooks extends HookHandlers {
-  /** Releases the plugin's resources; runs after its last connection ended. */
+  /**
+   * Starts the plugin's background work (timers, schedulers, watchers).
+   * Runs once, in config order, when the plugin's set goes into service:
+   * when the server starts listening, or when a reload takes effect, after
+   * every plugin of the new config was set up. It never runs for a config
+   * that a reload rejects, nor in `mailroom check`. setup() should only
+   * prepare, so that a rejected config leaves nothing running. A start()
+   * that throws fails the start or the reload, and the set is closed.
+   */
+  start?: () => void | Promise<void>;
+  /**
+   * Releases the plugin's resources; runs after its set's last connection
+   * ended, or when a later plugin of a config that is being loaded fails.
+   * It runs whether or not start() ran.
+   */
   close?: () => void | Promise<void>;
 }
 
