@@ -124,13 +124,14 @@ describe("mailroom passwd", () => {
     expect(mailroom(["passwd", users, "alice"], "first secret\n").status).toBe(0);
     const before = await readFile(users, "utf8");
 
-    for (const [input, message] of [
+    const cases: Array<[input: string, message: string]> = [
       ["second secret\nleftover\n", "stdin has 1 more non-empty line after the password"],
       ["second secret\r\nleftover\r\nmore", "stdin has 2 more non-empty lines after the password"],
       ["second secret\n \n", "stdin has 1 more non-empty line after the password"],
       ["\nsecond secret\n", "the first line of stdin is empty"],
       ["x".repeat(70_000), "stdin is longer than 65536 characters"],
-    ]) {
+    ];
+    for (const [input, message] of cases) {
       const result = mailroom(["passwd", users, "alice"], input);
       expect(result.status, JSON.stringify(input.slice(0, 40))).toBe(1);
       expect(result.stderr).toContain(`mailroom: passwd: ${message}`);

@@ -70,10 +70,12 @@ async function admittedConnections(port: number): Promise<number> {
   return match ? Number(match[1]) : 0;
 }
 
-async function stop(): Promise<void> {
+/** Stops the primary with SIGTERM; a non-zero exit shows the last log lines. */
+async function stop(logs: () => LogLine[]): Promise<void> {
   const exit = new Promise((resolve) => child!.once("exit", resolve));
   child!.kill("SIGTERM");
-  expect(await exit).toBe(0);
+  const code = await exit;
+  expect(code, JSON.stringify(logs().slice(-12), null, 1)).toBe(0);
 }
 
 test("metrics target adds the worker offset", () => {
@@ -105,7 +107,7 @@ test("each worker serves metrics on its own port", { timeout: 60_000 }, async ()
     expect(await admittedConnections(base)).toBe(first[0]);
     expect(await admittedConnections(base + 1)).toBe(first[1]);
   }
-  await stop();
+  await stop(logs);
 });
 
 test("workers with metrics port 0 get separate ports", { timeout: 60_000 }, async () => {
@@ -113,7 +115,7 @@ test("workers with metrics port 0 get separate ports", { timeout: 60_000 }, asyn
   const ports = metricsLines(logs()).map((line) => line.port as number);
   expect(new Set(ports).size).toBe(2);
   for (const port of ports) expect(await admittedConnections(port)).toBe(0);
-  await stop();
+  await stop(logs);
 });
 
 test("restarted worker keeps its metrics port", { timeout: 60_000 }, async () => {
@@ -129,5 +131,5 @@ test("restarted worker keeps its metrics port", { timeout: 60_000 }, async () =>
   expect(replacement.slot).toBe(2);
   expect(replacement.port).toBe(base + 1);
   expect(await admittedConnections(base + 1)).toBe(0);
-  await stop();
+  await stop(logs);
 });

@@ -244,7 +244,7 @@ describe("mailroom check", () => {
         "export default definePlugin({ name: \"stuck\", setup: () => new Promise(() => {}) });\n",
     );
     const file = path.join(dir, "mailroom.yaml");
-    await writeFile(file, "server:\n  hookTimeout: 500ms\nplugins:\n  - use: ./stuck.ts\n");
+    await writeFile(file, "server:\n  setupTimeout: 500ms\nplugins:\n  - use: ./stuck.ts\n");
     const result = run(["check", "--config", file]);
     expect(result.status).toBe(1);
     expect(result.stderr).toContain(`${file}:4: plugin stuck failed to start: setup did not finish within 500 ms`);

@@ -89,7 +89,7 @@ test("5xx greeting defers, then expires with its reply", async () => {
 
   const [entry] = await waitFor(async () => {
     const entries = await queue.list();
-    return entries.length === 1 && entries[0]!.attempts === 1 && !entries[0]!.delivering && entries;
+    return entries.length === 1 && entries[0]!.attempts === 1 && !(entries[0] as { delivering?: boolean }).delivering && entries;
   }, "the deferral");
   expect(entry!.lastError).toBe(GREETING);
   expect(entry!.nextAttemptAt).toBe(clock.now() + 5 * 60_000);
@@ -122,7 +122,7 @@ test("rejected AUTH at the smarthost defers", async () => {
   await submit(server, "alice@local.test", ["bob@anywhere.test"]);
   const [entry] = await waitFor(async () => {
     const entries = await queue.list();
-    return entries.length === 1 && entries[0]!.attempts === 1 && !entries[0]!.delivering && entries;
+    return entries.length === 1 && entries[0]!.attempts === 1 && !(entries[0] as { delivering?: boolean }).delivering && entries;
   }, "the deferral");
   expect(entry!.lastError).toMatch(/^535 /);
   expect(entry!.lastError).toContain("Invalid username or password");
@@ -146,7 +146,7 @@ test.each([
   await submit(server, "alice@local.test", ["bob@ok.test"]);
   const [entry] = await waitFor(async () => {
     const entries = await queue.list();
-    return entries.length === 1 && entries[0]!.attempts === 1 && !entries[0]!.delivering && entries;
+    return entries.length === 1 && entries[0]!.attempts === 1 && !(entries[0] as { delivering?: boolean }).delivering && entries;
   }, "the deferral");
   expect(entry!.recipients).toEqual(["bob@ok.test"]);
   expect(remote.received).toHaveLength(0);

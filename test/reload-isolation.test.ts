@@ -201,7 +201,7 @@ test("setup that finishes after a rejected reload is closed unstarted", async ()
   await writeConfig([relay(), maildir("live.test", ["alice"])]);
   const port = await start();
 
-  await writeConfig([relay(), maildir("renamed.test", ["alice"]), probe(2, 400)], { hookTimeout: "100ms" });
+  await writeConfig([relay(), maildir("renamed.test", ["alice"]), probe(2, 400)], { setupTimeout: "100ms" });
   await expect(server!.reload()).rejects.toThrow(/plugin probe failed to start: setup did not finish within 100 ms/);
   await waitFor(() => lifecycle().includes("close 2"), "the late setup's close");
 

@@ -141,6 +141,11 @@ export const serverSchema = z
     allowInsecureAuth: z.boolean().default(false),
     lineEndings: z.enum(["strict", "normalize"]).default("strict"),
     hookTimeout: duration({ min: 1 }).default(30_000),
+    /**
+     * Deadline of each plugin's setup at start and reload. Separate from
+     * hookTimeout because setup may connect to directories and databases.
+     */
+    setupTimeout: duration({ min: 1 }).default(30_000),
     /** How long open transactions may go on after SIGTERM; 0 closes every connection at once. */
     shutdownTimeout: duration().default(30_000),
     reverseDns: z

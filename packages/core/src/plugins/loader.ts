@@ -75,14 +75,14 @@ async function importPlugin(use: string, configDir: string): Promise<unknown> {
 const KNOWN_KEYS = new Set<string>([...HOOK_NAMES, "start", "close"]);
 
 /**
- * Bounds a plugin's setup by the hook deadline. The pending timer also keeps
+ * Bounds a plugin's setup by server.setupTimeout. The pending timer also keeps
  * the process alive, so a setup whose promise never settles is reported
  * instead of Node exiting silently with code 13.
  */
 function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`setup did not finish within ${ms} ms (server.hookTimeout)`)), ms);
+    timer = setTimeout(() => reject(new Error(`setup did not finish within ${ms} ms (server.setupTimeout)`)), ms);
   });
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
@@ -160,7 +160,7 @@ async function loadPlugin(
     }))();
   let hooks: PluginHooks;
   try {
-    hooks = await withDeadline(setup, loaded.config.server.hookTimeout);
+    hooks = await withDeadline(setup, loaded.config.server.setupTimeout);
   } catch (error) {
     // A setup that finishes after its deadline is closed then, so that
     // nothing it started outlives the failed load.
