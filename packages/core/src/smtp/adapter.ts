@@ -588,8 +588,8 @@ const PROXY_REJECT_LINGER_MS = 1000;
  * reply and the connection is closed before a session exists, so no session
  * is ever attributed to the proxy's own address. Every connection gets its id
  * from the engine's pool (newId), and one from a peer that sends no header
- * goes on at once: smtp-server would call randomBytes for each id and wait
- * an event-loop turn, about 15 µs of CPU per connection in the profiles.
+ * goes on at once. smtp-server would call randomBytes for each id and wait an
+ * event-loop turn, which cost about 15 µs of CPU per connection in profiles.
  */
 function replaceProxyHandling(server: SMTPServer, options: ListenerOptions): void {
   const internals = server as unknown as ServerInternals;
