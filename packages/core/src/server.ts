@@ -557,6 +557,10 @@ class CountingWire implements Wire {
     this.inner.close();
   }
 
+  hangUp(): void {
+    this.inner.hangUp();
+  }
+
   startData(): ReturnType<Wire["startData"]> {
     return this.inner.startData();
   }

@@ -85,6 +85,12 @@ export interface Wire {
   reply(reply: WireReply): void;
   /** Ends the connection after the replies already written. */
   close(): void;
+  /**
+   * Ends the connection after the replies already written, and closes the
+   * socket once they left instead of waiting for the client to close its
+   * side. For QUIT, after which the client sends nothing more.
+   */
+  hangUp(): void;
   /** Switches the reader to DATA mode and returns the dot-unstuffed message stream. */
   startData(): Readable;
   /** Resumes command reading after the reply to DATA was sent. */
@@ -349,6 +355,22 @@ class AdaptedConnection extends SMTPConnection {
     super.close();
   }
 
+  /**
+   * Closes like close(), then destroys the socket once its last bytes went to
+   * the kernel. A client that resets the connection after QUIT then meets a
+   * closed socket, and Node builds no ECONNRESET error with a stack for it
+   * (about 8% of the CPU per message under the 1 KB load, one connection per
+   * message). Unread input at that moment makes the kernel send a reset, as
+   * Postfix's smtpd does when it closes after QUIT.
+   */
+  hangUp(): void {
+    this.close();
+    const socket = (this as unknown as Internals)._socket;
+    if (socket.destroyed) return;
+    if (socket.writableFinished) socket.destroy();
+    else socket.once("finish", () => socket.destroy());
+  }
+
   // The base constructor calls this before `options` is set, so the limits
   // start at defaults and createListener sets them right after.
   override _createParser(): SMTPStream {
@@ -535,6 +557,9 @@ function makeWire(connection: AdaptedConnection): Wire {
     },
     close() {
       connection.close();
+    },
+    hangUp() {
+      connection.hangUp();
     },
     startData() {
       const parser = self._parser;
