@@ -360,8 +360,8 @@ class AdaptedConnection extends SMTPConnection {
    * the kernel. A client that resets the connection after QUIT then meets a
    * closed socket, and Node builds no ECONNRESET error with a stack for it
    * (about 8% of the CPU per message under the 1 KB load, one connection per
-   * message). Unread input at that moment makes the kernel send a reset, as
-   * Postfix's smtpd does when it closes after QUIT.
+   * message). Unread input at that moment makes the kernel send a reset,
+   * which only a client that sent commands after QUIT can meet.
    */
   hangUp(): void {
     this.close();
