@@ -29,3 +29,30 @@ test("half-closed client still gets every reply", async () => {
   await server.stop();
   await rm(dir, { recursive: true, force: true });
 });
+
+test("QUIT closes without waiting for the client", async () => {
+  const server = await startTestServer({ plugins: [] });
+  // A client that keeps its sending side open after QUIT, as some do.
+  const socket = net.connect({ port: server.port, host: "127.0.0.1", allowHalfOpen: true });
+  let received = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (chunk) => (received += chunk));
+  socket.on("error", () => {});
+  const ended = new Promise((resolve) => socket.once("end", resolve));
+  const closed = new Promise((resolve) => socket.once("close", resolve));
+  await new Promise((resolve) => socket.once("connect", resolve));
+  socket.write("QUIT\r\n");
+  await ended;
+  expect(received).toMatch(/221 2\.0\.0 Bye\r\n$/);
+
+  // The server's socket is gone, so more input meets a reset at once rather
+  // than after smtp-server's half-close deadline (5 s). The client learns of
+  // the reset at its next write.
+  const started = Date.now();
+  socket.write("NOOP\r\n");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  socket.write("NOOP\r\n");
+  await closed;
+  expect(Date.now() - started).toBeLessThan(1500);
+  await server.stop();
+});

@@ -223,7 +223,8 @@ export class Session implements SessionDriver {
       case "NOOP":
         return this.send({ code: 250, enhanced: "2.0.0", message: "OK" });
       case "QUIT":
-        return this.send({ code: 221, enhanced: "2.0.0", message: "Bye", close: true });
+        this.send({ code: 221, enhanced: "2.0.0", message: "Bye" });
+        return this.wire.hangUp();
       case "HELP":
         return this.send({
           code: 214,
