@@ -107,6 +107,27 @@ test("loop guard bounces mail to this host", async () => {
   expect(remote.connections).toBe(0);
 });
 
+test("loop guard drops less preferred exchangers", async () => {
+  const zone: Zone = {
+    "backup.test": { MX: [[10, "self.backup.test"], [20, "other.backup.test"]] },
+    "self.backup.test": { A: ["127.0.0.1"] },
+    // A multicast address: the kernel rejects a TCP connection to it at once
+    // (ENETUNREACH) and sends nothing, should the host ever be tried.
+    "other.backup.test": { A: ["224.0.0.1"] },
+  };
+  const { dns, server, queue } = await world(zone, 25, { allowLocalDestinations: false });
+  await submit(server, "alice@local.test", ["bob@backup.test"]);
+  const [bounce] = await waitFor(async () => {
+    const local = await server.local();
+    return local.length === 1 && local;
+  }, "bounce");
+  expect(bounce!.data).toContain("Status: 5.4.6");
+  expect(bounce!.data).toContain("Mail for backup.test loops back to this host");
+  expect(dns.queries.some((query) => query.name === "other.backup.test")).toBe(false);
+  expect(server.logs.some((line) => line.msg === "delivery deferred")).toBe(false);
+  await waitFor(async () => (await queue.list()).length === 0, "an empty queue");
+});
+
 test("static route overrides DNS", async () => {
   const remote = await startRemoteMx();
   cleanup.push(() => remote.close());

@@ -1,6 +1,8 @@
+import { pino } from "pino";
 import { expect, test } from "vitest";
+import { StaticDnsResolver } from "@mailroom/testing";
 import { MIN_RETRY_DELAY, optionsSchema, retryDelay } from "./options.js";
-import { isLocalAddress, orderByPreference } from "./routing.js";
+import { isLocalAddress, orderByPreference, route, type Route } from "./routing.js";
 
 test("MX order shuffles equal preferences fairly", () => {
   const records = [
@@ -91,4 +93,118 @@ test("pollInterval of 0 is an error", () => {
 test("maxQueueLifetime may pass the timer limit, up to 365 days", () => {
   expect(optionsSchema.parse({ maxQueueLifetime: "30d" }).maxQueueLifetime).toBe(30 * 86_400_000);
   expect(optionsSchema.safeParse({ maxQueueLifetime: "400d" }).success).toBe(false);
+});
+
+/**
+ * Routes `self.test` with the given MX records. Hosts named self* resolve to
+ * loopback, mixed* to loopback and 198.51.100.99, the others to 198.51.100.x.
+ */
+async function routeWithMx(mx: [number, string][], options: Record<string, unknown> = {}, broken: string[] = []): Promise<{ route: Route; looked: string[] }> {
+  const looked: string[] = [];
+  const a: Record<string, string[] | "servfail"> = {};
+  for (const [index, [, host]] of mx.entries()) {
+    if (broken.includes(host)) a[host] = "servfail";
+    else if (host.startsWith("mixed")) a[host] = ["198.51.100.99", "127.0.0.1"];
+    else a[host] = host.startsWith("self") ? ["127.0.0.1"] : [`198.51.100.${index + 1}`];
+  }
+  const zone = new StaticDnsResolver({
+    mx: { "self.test": mx.map(([priority, exchange]) => ({ priority, exchange })) },
+    a,
+    aaaa: Object.fromEntries(mx.map(([, host]) => [host, []])),
+  });
+  const dns = {
+    resolveMx: (name: string) => zone.resolveMx(name),
+    resolve4: (name: string) => {
+      looked.push(name);
+      return zone.resolve4(name);
+    },
+    resolve6: (name: string) => zone.resolve6(name),
+    resolvePtr: (name: string) => zone.resolvePtr(name),
+  };
+  const context = { id: "r1", sender: "a@local.test", domain: "self.test", recipients: ["b@self.test"], attempts: 0 };
+  const found = await route("self.test", context, {
+    options: optionsSchema.parse(options),
+    dns: () => dns,
+    hooks: () => undefined,
+    logger: pino({ level: "silent" }),
+  });
+  return { route: found, looked };
+}
+
+function hostsOf(found: Route): string[] {
+  return found.kind === "hops" ? found.hops.map((hop) => hop.name) : [];
+}
+
+test("this host at the best preference is a loop", async () => {
+  const { route: found, looked } = await routeWithMx([
+    [10, "self.mx.test"],
+    [20, "other.mx.test"],
+  ]);
+  expect(found).toMatchObject({ kind: "failure", permanent: true, code: 554, enhanced: "5.4.6" });
+  // The less preferred host is discarded without a lookup.
+  expect(looked).toEqual(["self.mx.test"]);
+});
+
+test("more preferred hosts than this one are kept", async () => {
+  const { route: found } = await routeWithMx([
+    [20, "other.mx.test"],
+    [5, "better.mx.test"],
+    [10, "self.mx.test"],
+    [30, "worse.mx.test"],
+  ]);
+  expect(hostsOf(found)).toEqual(["better.mx.test"]);
+});
+
+test("host of equal preference to this one is discarded", async () => {
+  for (let run = 0; run < 10; run++) {
+    const { route: found } = await routeWithMx([
+      [10, "peer.mx.test"],
+      [10, "self.mx.test"],
+      [20, "other.mx.test"],
+    ]);
+    expect(found).toMatchObject({ kind: "failure", code: 554, enhanced: "5.4.6" });
+  }
+});
+
+test("host with one local address counts as this host", async () => {
+  const { route: found } = await routeWithMx([
+    [10, "mixed.mx.test"],
+    [20, "other.mx.test"],
+  ]);
+  expect(found).toMatchObject({ kind: "failure", code: 554, enhanced: "5.4.6" });
+});
+
+test("lookup failure of a more preferred host defers", async () => {
+  const { route: found } = await routeWithMx(
+    [
+      [5, "better.mx.test"],
+      [10, "self.mx.test"],
+    ],
+    {},
+    ["better.mx.test"],
+  );
+  expect(found).toMatchObject({ kind: "failure", permanent: false, code: 451, enhanced: "4.4.3" });
+});
+
+test("lookup failure of a discarded host is ignored", async () => {
+  const { route: found } = await routeWithMx(
+    [
+      [10, "self.mx.test"],
+      [20, "other.mx.test"],
+    ],
+    {},
+    ["other.mx.test"],
+  );
+  expect(found).toMatchObject({ kind: "failure", permanent: true, code: 554, enhanced: "5.4.6" });
+});
+
+test("allowLocalDestinations keeps every host", async () => {
+  const { route: found } = await routeWithMx(
+    [
+      [10, "self.mx.test"],
+      [20, "other.mx.test"],
+    ],
+    { allowLocalDestinations: true },
+  );
+  expect(hostsOf(found)).toEqual(["self.mx.test", "other.mx.test"]);
 });

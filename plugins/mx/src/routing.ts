@@ -196,6 +196,13 @@ function loop(name: string): Route {
   return failure(true, 554, "5.4.6", `Mail for ${name} loops back to this host`);
 }
 
+/**
+ * Builds the hops for MX records (or the hosts of a get_mx answer), most
+ * preferred first. RFC 5321 section 5.1: once this host is among them (a
+ * host with an address that the loop guard refuses), that record and every
+ * record of equal or higher preference value are discarded. When no record
+ * is left, the mail loops back (554 5.4.6).
+ */
 async function hopsFromMx(
   records: MxHost[],
   domain: string,
@@ -204,26 +211,37 @@ async function hopsFromMx(
   env: RoutingEnv,
   fromHook: boolean,
 ): Promise<Route> {
-  const hops: Hop[] = [];
-  let temporary: string | undefined;
-  let looped = false;
+  const candidates: { priority: number; hop: Hop }[] = [];
+  const temporaries: { priority: number; reason: string }[] = [];
+  let selfPreference: number | undefined;
   for (const record of orderByPreference(records)) {
+    // The order is by preference, so every record from here on is discarded too.
+    if (selfPreference !== undefined && record.priority >= selfPreference) break;
     const found = await addressesOf(dns, record.exchange);
-    if (found.temporary) temporary = found.temporary;
+    if (found.temporary) temporaries.push({ priority: record.priority, reason: found.temporary });
     const addresses = guard(found.addresses, env);
-    if (found.addresses.length > 0 && addresses.length === 0) looped = true;
+    if (addresses.length < found.addresses.length) {
+      selfPreference = record.priority;
+      continue;
+    }
     if (addresses.length === 0) continue;
-    hops.push({
-      name: record.exchange,
-      addresses,
-      port: record.port ?? env.options.port,
-      tls: verify ? "required" : "opportunistic",
-      verify,
+    candidates.push({
+      priority: record.priority,
+      hop: {
+        name: record.exchange,
+        addresses,
+        port: record.port ?? env.options.port,
+        tls: verify ? "required" : "opportunistic",
+        verify,
+      },
     });
   }
+  const isKept = (priority: number) => selfPreference === undefined || priority < selfPreference;
+  const hops = candidates.filter((candidate) => isKept(candidate.priority)).map((candidate) => candidate.hop);
   if (hops.length > 0) return { kind: "hops", hops };
-  if (temporary) return failure(false, 451, "4.4.3", `no mail exchanger of ${domain} resolved: ${temporary}`);
-  if (looped) return loop(domain);
+  const temporary = temporaries.find((item) => isKept(item.priority));
+  if (temporary) return failure(false, 451, "4.4.3", `no mail exchanger of ${domain} resolved: ${temporary.reason}`);
+  if (selfPreference !== undefined) return loop(domain);
   const what = fromHook ? "the hosts from get_mx" : "its mail exchangers";
   return failure(true, 554, "5.4.4", `No usable host for ${domain}: ${what} have no address`);
 }
