@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { Readable } from "node:stream";
 import { parseConfig } from "@mailroom/core";
 import { pino } from "pino";
@@ -123,4 +124,55 @@ test("config without plugin-mx is rejected", async () => {
   dirs.push(dir);
   const config = parseConfig("plugins: []\n", path.join(dir, "mailroom.yaml"), dir);
   await expect(queueList(config)).rejects.toThrow(/mailroom\.yaml: no @mailroom\/plugin-mx entry/);
+});
+
+/** Writes a config with the given plugins entries (YAML lines) in a new folder. */
+async function configWith(entries: string[]) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-cli-"));
+  dirs.push(dir);
+  return { dir, config: parseConfig(["plugins:", ...entries, ""].join("\n"), path.join(dir, "mailroom.yaml"), dir) };
+}
+
+test("local plugin named like mx is not plugin-mx", async () => {
+  const { dir, config } = await configWith([
+    "  - use: ./plugins/mx-routing.ts",
+    "  - use: ./plugins/mx/index.ts",
+    '  - use: "@mailroom/plugin-mx"',
+    "    with: { queueDir: ./var/queue }",
+  ]);
+  const store = new QueueStore(path.join(dir, "var/queue"), pino({ level: "silent" }));
+  await store.init();
+  const {
+    records: [record],
+  } = await store.add([Buffer.from("Subject: x\r\n\r\n")], {
+    sender: "alice@local.test",
+    domains: new Map([["down.test", ["bob@down.test"]]]),
+    now: Date.UTC(2026, 0, 5, 9, 0, 0),
+  });
+
+  expect(await queueList(config)).toContain(record!.id);
+  expect(await queueRetry(config, { all: true })).toBe(1);
+  expect(existsSync(path.join(dir, "queue"))).toBe(false);
+  expect(existsSync(path.join(dir, "plugins"))).toBe(false);
+});
+
+test("path to plugin-mx source is plugin-mx", async () => {
+  const source = fileURLToPath(new URL("./index.ts", import.meta.url));
+  const { dir, config } = await configWith([`  - use: ${JSON.stringify(source)}`, "    with: { queueDir: ./outbound }"]);
+  const store = new QueueStore(path.join(dir, "outbound"), pino({ level: "silent" }));
+  await store.init();
+  await store.add([Buffer.from("Subject: x\r\n\r\n")], {
+    sender: "alice@local.test",
+    domains: new Map([["down.test", ["bob@down.test"]]]),
+    now: Date.UTC(2026, 0, 5, 9, 0, 0),
+  });
+  expect(await queueList(config)).toContain("down.test");
+});
+
+test("retry and delete create no queue folder", async () => {
+  const { dir, config } = await configWith(['  - use: "@mailroom/plugin-mx"', "    with: { queueDir: ./queue }"]);
+  expect(await queueRetry(config, { all: true })).toBe(0);
+  await expect(queueRetry(config, { id: "m1-0" })).rejects.toThrow(/no queued message m1-0/);
+  await expect(queueDelete(config, "m1-0")).rejects.toThrow(/no queued message m1-0/);
+  expect(existsSync(path.join(dir, "queue"))).toBe(false);
 });

@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import path from "node:path";
 import { systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
 import { optionsSchema } from "./options.js";
@@ -15,8 +17,37 @@ function stderrLogger(): Logger {
   return logger as unknown as Logger;
 }
 
-function isMxEntry(use: string): boolean {
-  return use === "@mailroom/plugin-mx" || /(^|[/\\])(plugin-)?mx(\/|\\|$)|plugins[/\\]mx\b/.test(use);
+const PACKAGE_NAME = "@mailroom/plugin-mx";
+
+/** Returns the name in the nearest package.json at or above `file`, or undefined when there is none. */
+function packageNameOf(file: string): string | undefined {
+  for (let dir = file; ; dir = path.dirname(dir)) {
+    let text: string;
+    try {
+      text = readFileSync(path.join(dir, "package.json"), "utf8");
+    } catch {
+      if (dir === path.dirname(dir)) return undefined;
+      continue;
+    }
+    try {
+      const name = (JSON.parse(text) as { name?: unknown }).name;
+      return typeof name === "string" ? name : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/**
+ * True when a plugins entry loads plugin-mx: `use` is the package name, or a
+ * path (relative to the config file) to a file of the package, such as its
+ * src/index.ts or dist/index.js, whose nearest package.json names it. A
+ * local plugin that only has "mx" in its path is not plugin-mx.
+ */
+function isMxEntry(use: string, configDir: string): boolean {
+  if (use === PACKAGE_NAME) return true;
+  if (!use.startsWith(".") && !path.isAbsolute(use)) return false;
+  return packageNameOf(path.resolve(configDir, use)) === PACKAGE_NAME;
 }
 
 /**
@@ -29,14 +60,34 @@ export async function openQueue(
   logger: Logger = stderrLogger(),
   options: { readOnly?: boolean } = {},
 ): Promise<DiskOutboundQueue> {
-  const entry = loaded.config.plugins.find((plugin) => isMxEntry(plugin.use));
+  const readOnly = options.readOnly ?? false;
+  const store = new QueueStore(queueDirOf(loaded), logger, { readOnly });
+  if (!readOnly) await store.init();
+  return new DiskOutboundQueue(store, systemClock);
+}
+
+/** Returns the absolute queue folder of the plugin-mx entry in a loaded config. */
+function queueDirOf(loaded: LoadedConfig): string {
+  const entry = loaded.config.plugins.find((plugin) => isMxEntry(plugin.use, loaded.dir));
   if (!entry) throw new Error(`${loaded.file}: no @mailroom/plugin-mx entry in plugins`);
   const parsed = optionsSchema.safeParse(entry.with);
   if (!parsed.success) throw new Error(`${loaded.file}: invalid options for plugin mx: ${parsed.error.message}`);
-  const readOnly = options.readOnly ?? false;
-  const store = new QueueStore(path.resolve(loaded.dir, parsed.data.queueDir), logger, { readOnly });
-  if (!readOnly) await store.init();
-  return new DiskOutboundQueue(store, systemClock);
+  return path.resolve(loaded.dir, parsed.data.queueDir);
+}
+
+/**
+ * Opens the queue for a command that changes records, or returns undefined
+ * when its folder does not exist: such a queue has no record, and a command
+ * on it creates no folder.
+ */
+async function openExistingQueue(loaded: LoadedConfig): Promise<DiskOutboundQueue | undefined> {
+  try {
+    await stat(queueDirOf(loaded));
+  } catch (error) {
+    if ((error as { code?: string }).code === "ENOENT") return undefined;
+    throw error;
+  }
+  return openQueue(loaded);
 }
 
 function time(ms: number): string {
@@ -104,11 +155,12 @@ export async function queueShow(loaded: LoadedConfig, id: string): Promise<strin
 
 /** `mailroom queue retry ID` or `--all`: makes records due now; returns how many. */
 export async function queueRetry(loaded: LoadedConfig, target: { id: string } | { all: true }): Promise<number> {
-  const queue = await openQueue(loaded);
+  const queue = await openExistingQueue(loaded);
   if ("id" in target) {
-    if (!(await queue.retry(target.id))) throw new Error(`no queued message ${target.id} (or it is being delivered)`);
+    if (!(await queue?.retry(target.id))) throw new Error(`no queued message ${target.id} (or it is being delivered)`);
     return 1;
   }
+  if (!queue) return 0;
   let count = 0;
   for (const entry of await queue.list()) {
     if (!entry.delivering && (await queue.retry(entry.id))) count += 1;
@@ -118,8 +170,8 @@ export async function queueRetry(loaded: LoadedConfig, target: { id: string } | 
 
 /** `mailroom queue delete ID`: removes a record without delivering or bouncing it. */
 export async function queueDelete(loaded: LoadedConfig, id: string): Promise<void> {
-  const queue = await openQueue(loaded);
-  if (!(await queue.remove(id))) throw new Error(`no queued message ${id} (or it is being delivered)`);
+  const queue = await openExistingQueue(loaded);
+  if (!(await queue?.remove(id))) throw new Error(`no queued message ${id} (or it is being delivered)`);
 }
 
 export type { QueueEntry };
