@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { Readable } from "node:stream";
 import { parseConfig } from "@mailroom/core";
 import { pino } from "pino";
-import { afterEach, expect, test } from "vitest";
+import { afterEach, expect, test, vi } from "vitest";
 import { queueDelete, queueList, queueRetry, queueShow, table } from "./cli.js";
 import { QueueStore } from "./store.js";
 
@@ -175,4 +175,24 @@ test("retry and delete create no queue folder", async () => {
   await expect(queueRetry(config, { id: "m1-0" })).rejects.toThrow(/no queued message m1-0/);
   await expect(queueDelete(config, "m1-0")).rejects.toThrow(/no queued message m1-0/);
   expect(existsSync(path.join(dir, "queue"))).toBe(false);
+});
+
+test("warning about an unreadable record gives the reason", async () => {
+  const { config, store } = await fixture();
+  await writeFile(path.join(store.active, "broken-0.msg"), "not json at all\n");
+  const written: string[] = [];
+  const write = vi.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+    written.push(String(chunk));
+    return true;
+  });
+  try {
+    await queueList(config);
+  } finally {
+    write.mockRestore();
+  }
+  const warning = written.find((line) => line.includes("unreadable queue record left in place"));
+  expect(warning).toBeDefined();
+  expect(warning).toContain('"id":"broken-0"');
+  expect(warning).toContain('"err":{"message":');
+  expect(warning).toContain("is not valid JSON");
 });

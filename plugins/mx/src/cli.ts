@@ -6,10 +6,17 @@ import { optionsSchema } from "./options.js";
 import { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 import { QueueStore } from "./store.js";
 
+/** Returns an Error's message and code for JSON, which would otherwise write it as {}. */
+function errorFields(_key: string, value: unknown): unknown {
+  if (!(value instanceof Error)) return value;
+  const code = (value as { code?: unknown }).code;
+  return { message: value.message, ...(code === undefined ? {} : { code }) };
+}
+
 /** Writes warnings and errors to stderr as one line each, for the CLI. */
 function stderrLogger(): Logger {
   const write = (level: string) => (object: unknown, message?: string) => {
-    const text = typeof object === "string" ? object : `${message ?? ""} ${JSON.stringify(object)}`;
+    const text = typeof object === "string" ? object : `${message ?? ""} ${JSON.stringify(object, errorFields)}`;
     process.stderr.write(`${level}: ${text}\n`);
   };
   const noop = () => undefined;
