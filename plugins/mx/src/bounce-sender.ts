@@ -1,4 +1,3 @@
-import { Readable } from "node:stream";
 import { normalizeDomain, type RecipientResult } from "@mailroom/core";
 import { buildBounce } from "./bounce.js";
 import { retryDelay } from "./options.js";
@@ -147,7 +146,7 @@ async function handOver(env: SchedulerEnv, records: QueueRecord[]): Promise<Outc
     if ((await isLocalDomain(env, senderDomain)) === false) {
       // A remote sender's bounce goes straight into this queue: the engine's
       // rcpt policy (plugin-relay) may not let a local injection relay.
-      const queued = await store.add(Readable.from([Buffer.from(content)]), {
+      const queued = await store.add([Buffer.from(content)], {
         sender: "",
         domains: new Map([[senderDomain, [first.sender]]]),
         now: clock.now(),

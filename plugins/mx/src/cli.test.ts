@@ -196,3 +196,14 @@ test("warning about an unreadable record gives the reason", async () => {
   expect(warning).toContain('"err":{"message":');
   expect(warning).toContain("is not valid JSON");
 });
+
+test("renamed record listed and deleted by file name", async () => {
+  const { config, store, first } = await fixture();
+  await rename(store.activePath(first.id), store.activePath("handmade-0"));
+  const lines = (await queueList(config)).split("\n");
+  expect(lines.some((line) => line.startsWith("handmade-0 "))).toBe(true);
+  expect(lines.some((line) => line.startsWith(`${first.id} `))).toBe(false);
+  expect(await queueShow(config, "handmade-0")).toContain("ID:           handmade-0");
+  await queueDelete(config, "handmade-0");
+  expect(await readdir(store.active)).not.toContain("handmade-0.msg");
+});

@@ -1,3 +1,4 @@
+import { isAscii } from "node:buffer";
 import fs from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 
@@ -118,18 +119,57 @@ export async function writeAll(fd: number, buffers: Buffer[]): Promise<void> {
   }
 }
 
-/** Appends the bytes of `source` from `offset` to its end to `target`. */
-export async function appendFrom(source: string, offset: number, target: number): Promise<void> {
+/**
+ * Appends the bytes of `source` from `offset` to `target`: `length` bytes,
+ * or all of them to the end of the file without it. Throws when the file
+ * ends before `length` bytes were copied.
+ */
+export async function appendFrom(source: string, offset: number, target: number, length?: number): Promise<void> {
   const handle = await open(source, "r");
   try {
     const buffer = Buffer.allocUnsafe(COPY_CHUNK);
-    for (let position = offset; ; ) {
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
-      if (bytesRead === 0) return;
+    let copied = 0;
+    for (let position = offset; length === undefined || copied < length; ) {
+      const chunkLength = length === undefined ? buffer.length : Math.min(buffer.length, length - copied);
+      const { bytesRead } = await handle.read(buffer, 0, chunkLength, position);
+      if (bytesRead === 0) break;
       await writeAll(target, [buffer.subarray(0, bytesRead)]);
       position += bytesRead;
+      copied += bytesRead;
+    }
+    if (length !== undefined && copied < length) {
+      throw new Error(`${source} ends after ${copied} of the ${length} message octets that its state line records`);
     }
   } finally {
     await handle.close();
+  }
+}
+
+/** Checks whether the bytes of an open file from `start` to `end` contain an octet above 127. */
+export async function hasEightBitOctets(handle: FileHandle, start: number, end: number): Promise<boolean> {
+  const buffer = Buffer.allocUnsafe(COPY_CHUNK);
+  for (let position = start; position < end; ) {
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, end - position), position);
+    if (bytesRead === 0) return false;
+    if (!isAscii(buffer.subarray(0, bytesRead))) return true;
+    position += bytesRead;
+  }
+  return false;
+}
+
+/** Checks whether an open file of `size` bytes ends in CRLF after `start`. */
+export async function endsWithCrlf(handle: FileHandle, start: number, size: number): Promise<boolean> {
+  if (size - start < 2) return false;
+  const tail = Buffer.alloc(2);
+  const { bytesRead } = await handle.read(tail, 0, 2, size - 2);
+  return bytesRead === 2 && tail[0] === 0x0d && tail[1] === 0x0a;
+}
+
+/** Writes `buffer` at `position` of the file, leaving the file position as it was (pwrite). */
+export async function writeAt(fd: number, buffer: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < buffer.length; ) {
+    done += await new Promise<number>((resolve, reject) =>
+      fs.write(fd, buffer, done, buffer.length - done, position + done, settle(resolve, reject)),
+    );
   }
 }

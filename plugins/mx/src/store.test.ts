@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -377,3 +377,102 @@ async function snapshot(dir: string): Promise<string[]> {
   }
   return names.sort();
 }
+
+test("state line records size and 8-bit content", async () => {
+  const { store } = await newStore();
+  const ascii = await store.add([Buffer.from("Subject: hi\r\n\r\nbody\r\n")], oneDomain());
+  expect(ascii.records[0]!.messageSize).toBe(21);
+  expect(ascii.records[0]!.eightBit).toBeUndefined();
+  expect(ascii.records[0]!.body8BitMime).toBeUndefined();
+
+  const eight = await store.add(Readable.from([Buffer.from("Subject: hi\r\n\r\nGrüße\r\n")]), { ...oneDomain(), body8BitMime: true });
+  const file = await readQueueFile(store.activePath(eight.records[0]!.id));
+  expect(file.state.messageSize).toBe(Buffer.byteLength("Subject: hi\r\n\r\nGrüße\r\n"));
+  expect(file.state.eightBit).toBe(true);
+  expect(file.state.body8BitMime).toBe(true);
+});
+
+test("streamed message gets its state line last", async () => {
+  const { store } = await newStore();
+  const chunk = Buffer.alloc(700 * 1024, "a");
+  const body = Readable.from([Buffer.from("Subject: big\r\n\r\n"), chunk, chunk, Buffer.from("é\r\n")]);
+  const size = "Subject: big\r\n\r\n".length + 2 * chunk.length + Buffer.byteLength("é\r\n");
+  const { records, content } = await store.add(body, {
+    sender: "a@local.test",
+    domains: new Map([["one.test", ["x@one.test"]], ["two.test", ["y@two.test"]]]),
+    now: 1,
+  });
+  expect(content).toBeUndefined();
+  for (const record of records) {
+    const file = await readQueueFile(store.activePath(record.id));
+    expect(file.state.messageSize).toBe(size);
+    expect(file.state.eightBit).toBe(true);
+    expect(Buffer.byteLength(file.message)).toBe(size);
+    const claimed = await store.claim(record.id);
+    expect(claimed?.messageSize).toBe(size);
+    const location = await store.messageOf(record.id);
+    expect((await stat(location.path)).size - location.start).toBe(size);
+  }
+});
+
+test("queue file cut short is set aside", async () => {
+  const { store, lines } = await newStore();
+  const {
+    records: [record],
+  } = await store.add(message(), oneDomain());
+  const file = store.activePath(record!.id);
+  const text = await readFile(file);
+  await writeFile(file, text.subarray(0, text.length - 5));
+
+  expect((await store.list()).map((item) => item.id)).toEqual([record!.id]);
+  expect(await store.claim(record!.id)).toBeUndefined();
+  expect(await readdir(store.active)).toEqual([]);
+  expect((await readdir(store.corrupt)).some((name) => name.startsWith(`${record!.id}.`))).toBe(true);
+  const logged = lines.find((line) => line.msg === "damaged queue record set aside");
+  expect(logged?.id).toBe(record!.id);
+  expect(JSON.stringify(logged?.err)).toContain("its message has 16 octets, but its state line records 21");
+});
+
+/** The state line of a record written before records had a size. */
+const OLD_STATE = { version: 2, messageId: "old", sender: "a@local.test", domain: "ok.test", pending: ["u@ok.test"], failed: [], createdAt: 5, nextAttemptAt: 6, attempts: 1 };
+
+test("record without a size is still read", async () => {
+  const { store } = await newStore();
+  await writeFile(store.activePath("old-0"), `${JSON.stringify({ ...OLD_STATE, id: "old-0" })}\nSubject: x\r\n\r\nGrüße\r\n`);
+  const claimed = await store.claim("old-0");
+  const size = Buffer.byteLength("Subject: x\r\n\r\nGrüße\r\n");
+  expect(claimed?.messageSize).toBe(size);
+  expect(claimed?.eightBit).toBe(true);
+  await store.release(claimed!);
+  const file = await readQueueFile(store.activePath("old-0"));
+  expect(file.state.messageSize).toBe(size);
+  expect(file.state.eightBit).toBe(true);
+  expect(file.message).toBe("Subject: x\r\n\r\nGrüße\r\n");
+});
+
+test("record without a size cut short is set aside", async () => {
+  const { store, lines } = await newStore();
+  await writeFile(store.activePath("old-1"), `${JSON.stringify({ ...OLD_STATE, id: "old-1" })}\nSubject: x\r\n\r\nfirst half of the mess`);
+  expect(await store.claim("old-1")).toBeUndefined();
+  expect((await readdir(store.corrupt)).some((name) => name.startsWith("old-1."))).toBe(true);
+  const logged = lines.find((line) => line.msg === "damaged queue record set aside");
+  expect(JSON.stringify(logged?.err)).toContain("does not end in CRLF");
+});
+
+test("file name wins over the state line id", async () => {
+  const { store, lines } = await newStore();
+  const {
+    records: [record],
+  } = await store.add(message(), oneDomain());
+  await rename(store.activePath(record!.id), store.activePath("renamed-0"));
+
+  expect((await store.list()).map((item) => item.id)).toEqual(["renamed-0"]);
+  expect((await store.readActive("renamed-0"))?.id).toBe("renamed-0");
+  const claimed = await store.claim("renamed-0");
+  expect(claimed?.id).toBe("renamed-0");
+  expect(claimed?.messageId).toBe(record!.messageId);
+  const warning = lines.find((line) => line.msg === "queue record file name differs from the id in its state line; using the file name");
+  expect(warning).toMatchObject({ id: "renamed-0", stateLineId: record!.id });
+  await store.release(claimed!);
+  expect((await readQueueFile(store.activePath("renamed-0"))).state.id).toBe("renamed-0");
+});

@@ -1,3 +1,4 @@
+import { isAscii } from "node:buffer";
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
@@ -5,7 +6,19 @@ import type { Readable } from "node:stream";
 import { OwnerCheck, removeLeftovers, type Logger, type OutboundContext } from "@mailroom/core";
 import { syncDirectory, syncDirectoryShared } from "./directory-sync.js";
 import { convertLegacyRecords, parseLegacyRecord } from "./legacy.js";
-import { appendFrom, readStateLineOf, renamePath, unlinkPath, writeAll, writeNewFile, writeNewFileSynced } from "./record-file.js";
+import {
+  appendFrom,
+  endsWithCrlf,
+  hasEightBitOctets,
+  readStateLine,
+  readStateLineOf,
+  renamePath,
+  unlinkPath,
+  writeAll,
+  writeAt,
+  writeNewFile,
+  writeNewFileSynced,
+} from "./record-file.js";
 
 /** A recipient that failed for good and waits to be reported in a bounce. */
 export interface FailedRecipient {
@@ -44,6 +57,16 @@ export interface QueueRecord {
    * so the message goes only to servers that offer SMTPUTF8.
    */
   utf8Headers?: true;
+  /**
+   * Octets of the message that follows the state line, checked before each
+   * delivery so that a file cut short is never sent. Records of earlier
+   * versions lack it until their first attempt writes them anew.
+   */
+  messageSize?: number;
+  /** The message contains octets above 127, so it goes only to servers that offer 8BITMIME (RFC 6152). */
+  eightBit?: true;
+  /** The client sent BODY=8BITMIME, which is passed on to servers that offer 8BITMIME. */
+  body8BitMime?: true;
 }
 
 /** The result of `add`: the records, and the stored copy when it was kept in memory. */
@@ -52,10 +75,12 @@ export interface AddedMessage {
   content?: Buffer;
 }
 
-/** The queue file of a claimed record and the offset of its message in it. */
+/** The queue file of a claimed record, the offset of its message in it and the message's size. */
 export interface MessageLocation {
   path: string;
   start: number;
+  /** Octets of the message; undefined for a record of an earlier version that this process did not claim. */
+  size?: number;
 }
 
 /** Returns what the outbound hooks see of a record. */
@@ -106,6 +131,23 @@ function parseRecord(text: string): QueueRecord {
 function stateLine(record: QueueRecord): Buffer {
   return Buffer.from(`${JSON.stringify(record)}\n`, "utf8");
 }
+
+/**
+ * Returns the state line padded with spaces to `length` octets, line feed
+ * included. JSON allows whitespace after the value, so it reads as the
+ * unpadded line does.
+ */
+function paddedStateLine(record: QueueRecord, length: number): Buffer {
+  const json = Buffer.from(JSON.stringify(record), "utf8");
+  if (json.length + 1 > length) throw new Error(`state line of ${json.length + 1} octets does not fit the ${length} reserved for it`);
+  const line = Buffer.alloc(length, 0x20);
+  json.copy(line);
+  line[length - 1] = 0x0a;
+  return line;
+}
+
+/** The error of a queue file that failed an integrity check, so its record must not be delivered. */
+export class DamagedRecordError extends Error {}
 
 export function isMissing(error: unknown): boolean {
   return (error as { code?: string }).code === "ENOENT";
@@ -176,8 +218,8 @@ export class QueueStore {
   readonly active: string;
   readonly claimed: string;
   readonly corrupt: string;
-  /** Offset of the message in the queue file of each record this process claimed. */
-  private readonly bodyOffsets = new Map<string, number>();
+  /** Offset and size of the message in the queue file of each record this process claimed. */
+  private readonly locations = new Map<string, { start: number; size?: number }>();
 
   private readonly readOnly: boolean;
 
@@ -312,7 +354,7 @@ export class QueueStore {
    */
   async add(
     body: Readable | Buffer[],
-    entry: { sender: string; domains: Map<string, string[]>; now: number; utf8Headers?: boolean },
+    entry: { sender: string; domains: Map<string, string[]>; now: number; utf8Headers?: boolean; body8BitMime?: boolean },
     options: { claim?: boolean } = {},
   ): Promise<AddedMessage> {
     this.assertWritable("add");
@@ -330,23 +372,32 @@ export class QueueStore {
         nextAttemptAt: entry.now,
         attempts: 0,
         ...(entry.utf8Headers ? { utf8Headers: true as const } : {}),
+        ...(entry.body8BitMime ? { body8BitMime: true as const } : {}),
       }),
     );
-    const lines = records.map(stateLine);
     const temporary = records.map((record) => this.temporaryPath(record.id));
     const targets = records.map((record) => (options.claim ? this.claimedPath(record.id) : this.activePath(record.id)));
     const renamed: string[] = [];
+    const lines: Buffer[] = [];
     let content: Buffer | undefined;
     try {
-      content = await writeFirstCopy(temporary[0]!, lines[0]!, body);
+      const first = await writeFirstCopy(temporary[0]!, records[0]!, body);
+      content = first.content;
+      lines.push(first.line);
+      const { messageSize, eightBit } = records[0]!;
       for (let index = 1; index < records.length; index++) {
+        const record = records[index]!;
+        record.messageSize = messageSize;
+        if (eightBit) record.eightBit = eightBit;
+        const line = stateLine(record);
+        lines.push(line);
         if (content) {
-          await writeNewFileSynced(temporary[index]!, [lines[index]!, content]);
+          await writeNewFileSynced(temporary[index]!, [line, content]);
           continue;
         }
         await writeNewFile(temporary[index]!, async (fd) => {
-          await writeAll(fd, [lines[index]!]);
-          await appendFrom(temporary[0]!, lines[0]!.length, fd);
+          await writeAll(fd, [line]);
+          await appendFrom(temporary[0]!, first.line.length, fd, messageSize);
         });
       }
       for (const [index, target] of targets.entries()) {
@@ -359,19 +410,22 @@ export class QueueStore {
       throw error;
     }
     if (options.claim) {
-      for (const [index, record] of records.entries()) this.bodyOffsets.set(record.id, lines[index]!.length);
+      for (const [index, record] of records.entries()) {
+        this.locations.set(record.id, { start: lines[index]!.length, size: record.messageSize! });
+      }
     }
     return content ? { records, content } : { records };
   }
 
-  /** Sets an unreadable record aside in corrupt/ and logs it. */
+  /** Sets an unreadable or damaged record aside in corrupt/ and logs it; it is never delivered. */
   async setAside(file: string, id: string, error: unknown, message?: string): Promise<void> {
     const suffix = path.extname(file);
     const target = path.join(this.corrupt, `${id}.${Date.now()}${suffix}`);
     try {
       await rename(file, target);
       if (message) await rename(message, target.replace(/\.json$/, ".eml")).catch(() => undefined);
-      this.logger.error({ id, err: error, movedTo: target }, "unreadable queue record set aside");
+      const logMessage = error instanceof DamagedRecordError ? "damaged queue record set aside" : "unreadable queue record set aside";
+      this.logger.error({ id, err: error, movedTo: target }, logMessage);
     } catch (moveError) {
       if (!isMissing(moveError)) {
         this.logger.error({ id, err: moveError }, "unreadable queue record could not be set aside");
@@ -398,7 +452,7 @@ export class QueueStore {
         continue;
       }
       try {
-        records.push(parseRecord(text));
+        records.push(withFileId(parseRecord(text), id));
       } catch (error) {
         await this.skipUnreadable(file, id, error);
       }
@@ -410,7 +464,7 @@ export class QueueStore {
   async readActive(id: string): Promise<QueueRecord | undefined> {
     if (!isRecordId(id)) return undefined;
     try {
-      return parseRecord((await readStateLineOf(this.activePath(id))).text);
+      return withFileId(parseRecord((await readStateLineOf(this.activePath(id))).text), id);
     } catch (error) {
       if (isMissing(error)) return undefined;
       throw error;
@@ -460,7 +514,7 @@ export class QueueStore {
       } catch {
         record = undefined;
       }
-      result.push({ id: match[1]!, pid: Number(match[2]), abandoned, ...(record ? { record } : {}) });
+      result.push({ id: match[1]!, pid: Number(match[2]), abandoned, ...(record ? { record: withFileId(record, match[1]!) } : {}) });
     }
     return result;
   }
@@ -480,25 +534,59 @@ export class QueueStore {
       throw error;
     }
     try {
-      const { text, bodyOffset } = await readStateLineOf(claimed);
-      const record = parseRecord(text);
-      this.bodyOffsets.set(id, bodyOffset);
-      return record;
+      return await this.readClaimed(claimed, id);
     } catch (error) {
       await this.setAside(claimed, id, error);
       return undefined;
     }
   }
 
-  /** Returns the queue file of a record this process claimed and the offset of its message. */
+  /**
+   * Reads a record this process claimed and checks that its message is
+   * whole: as many octets as `messageSize` records. A record of an earlier
+   * version has no size, so its message must end in CRLF, as every stored
+   * copy does, and it gets its size and `eightBit` here, which its next
+   * release writes. Throws DamagedRecordError when a check fails.
+   */
+  private async readClaimed(file: string, id: string): Promise<QueueRecord> {
+    const handle = await open(file, "r");
+    try {
+      const { text, bodyOffset } = await readStateLine(handle);
+      const record = parseRecord(text);
+      const { size: fileSize } = await handle.stat();
+      const size = fileSize - bodyOffset;
+      if (record.messageSize === undefined) {
+        if (!(await endsWithCrlf(handle, bodyOffset, fileSize))) {
+          throw new DamagedRecordError(`queue file ${file} is damaged: its message does not end in CRLF, so it was probably cut short`);
+        }
+        record.messageSize = size;
+        if (await hasEightBitOctets(handle, bodyOffset, fileSize)) record.eightBit = true;
+      } else if (size !== record.messageSize) {
+        throw new DamagedRecordError(
+          `queue file ${file} is damaged: its message has ${size} octets, but its state line records ${record.messageSize}`,
+        );
+      }
+      if (record.id !== id) {
+        this.logger.warn({ id, stateLineId: record.id }, "queue record file name differs from the id in its state line; using the file name");
+      }
+      this.locations.set(id, { start: bodyOffset, size: record.messageSize });
+      return withFileId(record, id);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Returns the queue file of a record this process claimed, the offset of its message and its size. */
   async messageOf(id: string): Promise<MessageLocation> {
     const file = this.claimedPath(id);
-    let start = this.bodyOffsets.get(id);
-    if (start === undefined) {
-      start = (await readStateLineOf(file)).bodyOffset;
-      this.bodyOffsets.set(id, start);
+    let location = this.locations.get(id);
+    if (location === undefined) {
+      const { text, bodyOffset } = await readStateLineOf(file);
+      const { messageSize } = parseRecord(text);
+      location = messageSize === undefined ? { start: bodyOffset } : { start: bodyOffset, size: messageSize };
+      this.locations.set(id, location);
     }
-    return { path: file, start };
+    return { path: file, ...location };
   }
 
   /**
@@ -507,11 +595,11 @@ export class QueueStore {
    * because the state line sits before the message.
    */
   async release(record: QueueRecord): Promise<void> {
-    const { path: source, start } = await this.messageOf(record.id);
+    const { path: source, start, size } = await this.messageOf(record.id);
     const temporary = this.temporaryPath(record.id);
     await writeNewFile(temporary, async (fd) => {
       await writeAll(fd, [stateLine(record)]);
-      await appendFrom(source, start, fd);
+      await appendFrom(source, start, fd, record.messageSize ?? size);
     });
     try {
       await rename(temporary, this.activePath(record.id));
@@ -520,14 +608,14 @@ export class QueueStore {
       throw error;
     }
     await syncDirectoryShared(this.active);
-    this.bodyOffsets.delete(record.id);
+    this.locations.delete(record.id);
     await unlink(source).catch(() => undefined);
   }
 
   /** Puts a claimed record back in active/ unchanged, for whichever process scans next. */
   async unclaim(id: string): Promise<void> {
     await rename(this.claimedPath(id), this.activePath(id));
-    this.bodyOffsets.delete(id);
+    this.locations.delete(id);
     await syncDirectoryShared(this.active);
   }
 
@@ -537,7 +625,7 @@ export class QueueStore {
    * and its message is delivered again (at least once), but it is not lost.
    */
   async finish(id: string): Promise<void> {
-    this.bodyOffsets.delete(id);
+    this.locations.delete(id);
     await unlinkPath(this.claimedPath(id)).catch((error: unknown) => {
       if (!isMissing(error)) throw error;
     });
@@ -569,38 +657,68 @@ async function readStateText(file: string): Promise<string> {
 }
 
 /**
- * Writes the first queue file of a message: its state line, then the stored
- * copy. A message up to IN_MEMORY_LIMIT is written with one call and returned,
- * so later files and the delivery need not read it back.
+ * Returns a record whose id is the name of its queue file. The file name is
+ * the key that claims, retries and deletes use, so it wins over the id in a
+ * state line that differs (a file renamed by hand).
  */
-async function writeFirstCopy(file: string, line: Buffer, body: Readable | Buffer[]): Promise<Buffer | undefined> {
+function withFileId(record: QueueRecord, id: string): QueueRecord {
+  return record.id === id ? record : { ...record, id };
+}
+
+/**
+ * Writes the first queue file of a message: its state line, then the stored
+ * copy. Sets the record's `messageSize` and `eightBit`, and returns the line
+ * as written, whose length is the message's offset. A message up to
+ * IN_MEMORY_LIMIT is written with one call and returned in `content`, so
+ * later files and the delivery need not read it back. A larger one is
+ * streamed after space for the longest state line it can have, and its
+ * state line is written there last, padded with spaces, before the fsync.
+ */
+async function writeFirstCopy(file: string, record: QueueRecord, body: Readable | Buffer[]): Promise<{ line: Buffer; content?: Buffer }> {
   if (Array.isArray(body)) {
     const content = body.length === 1 ? body[0]! : Buffer.concat(body);
+    describeMessage(record, content.length, !isAscii(content));
+    const line = stateLine(record);
     await writeNewFileSynced(file, [line, content]);
-    return content.length <= IN_MEMORY_LIMIT ? content : undefined;
+    return content.length <= IN_MEMORY_LIMIT ? { line, content } : { line };
   }
-  let content: Buffer | undefined;
+  let written: { line: Buffer; content?: Buffer } | undefined;
   await writeNewFile(file, async (fd) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let streaming = false;
+    let eightBit = false;
+    let reserved: number | undefined;
     for await (const chunk of body) {
       const buffer = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer);
-      if (streaming) {
+      size += buffer.length;
+      if (!eightBit && !isAscii(buffer)) eightBit = true;
+      if (reserved !== undefined) {
         await writeAll(fd, [buffer]);
         continue;
       }
       chunks.push(buffer);
-      size += buffer.length;
       if (size > IN_MEMORY_LIMIT) {
-        await writeAll(fd, [line, ...chunks]);
+        reserved = stateLine({ ...record, messageSize: Number.MAX_SAFE_INTEGER, eightBit: true }).length;
+        await writeAll(fd, [Buffer.alloc(reserved, 0x20), ...chunks]);
         chunks.length = 0;
-        streaming = true;
       }
     }
-    if (streaming) return;
-    content = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    describeMessage(record, size, eightBit);
+    if (reserved !== undefined) {
+      const line = paddedStateLine(record, reserved);
+      await writeAt(fd, line, 0);
+      written = { line };
+      return;
+    }
+    const content = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    const line = stateLine(record);
     await writeAll(fd, [line, content]);
+    written = { line, content };
   });
-  return content;
+  return written!;
+}
+
+function describeMessage(record: QueueRecord, size: number, eightBit: boolean): void {
+  record.messageSize = size;
+  if (eightBit) record.eightBit = true;
 }
