@@ -52,3 +52,42 @@ test("large message is relayed whole", async () => {
   expect(message!.data.endsWith(`${line}.leading dot\r\nEND\r\n`)).toBe(true);
   await waitFor(async () => (await queueEntries(server)).length === 0, "empty queue");
 });
+
+test("recipients past the remote's limit go at once", async () => {
+  const { remote, server } = await setup({ maxRecipients: 2 });
+  const recipients = ["r0@ok.test", "r1@ok.test", "r2@ok.test", "r3@ok.test", "r4@ok.test"];
+  expect((await submit(server, "alice@local.test", recipients)).at(-1)).toBe(250);
+  await waitFor(() => remote.received.length === 3, "three transactions");
+  expect(remote.received.map((message) => message.to)).toEqual([["r0@ok.test", "r1@ok.test"], ["r2@ok.test", "r3@ok.test"], ["r4@ok.test"]]);
+  expect(remote.connections).toBe(1);
+  await waitFor(async () => (await queueEntries(server)).length === 0, "empty queue");
+  expect(server.logs.filter((line) => line.msg === "delivery deferred")).toEqual([]);
+  expect(server.logs.filter((line) => line.msg === "delivered")).toHaveLength(5);
+});
+
+test("maxRecipientsPerTransaction splits a message", async () => {
+  const { remote, server } = await setup({}, { maxRecipientsPerTransaction: 2 });
+  const recipients = ["r0@ok.test", "r1@ok.test", "r2@ok.test", "r3@ok.test", "r4@ok.test"];
+  expect((await submit(server, "alice@local.test", recipients)).at(-1)).toBe(250);
+  await waitFor(() => remote.received.length === 3, "three transactions");
+  expect(remote.received.map((message) => message.to)).toEqual([["r0@ok.test", "r1@ok.test"], ["r2@ok.test", "r3@ok.test"], ["r4@ok.test"]]);
+  expect(new Set(remote.received.map((message) => message.connection)).size).toBe(1);
+  await waitFor(async () => (await queueEntries(server)).length === 0, "empty queue");
+});
+
+test("452 with nothing delivered defers", async () => {
+  const requested: string[] = [];
+  const { remote, server } = await setup({
+    rcpt: (address) => {
+      requested.push(address);
+      return { code: 452, message: "4.5.3 Too many recipients" };
+    },
+  });
+  expect((await submit(server, "alice@local.test", ["r0@ok.test", "r1@ok.test"])).at(-1)).toBe(250);
+  await waitFor(() => server.logs.filter((line) => line.msg === "delivery deferred").length === 2, "two deferrals");
+  expect(requested).toEqual(["r0@ok.test", "r1@ok.test"]);
+  expect(remote.received).toEqual([]);
+  const [entry] = (await queueEntries(server)) as { attempts: number; lastError?: string }[];
+  expect(entry!.attempts).toBe(1);
+  expect(entry!.lastError).toBe("452 4.5.3 Too many recipients");
+});

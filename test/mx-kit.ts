@@ -108,6 +108,8 @@ export async function startRemoteMx(
     host?: string;
     /** Port to listen on; a free one by default. */
     port?: number;
+    /** Recipients taken per transaction; each further RCPT gets "452 4.5.3 Too many recipients". */
+    maxRecipients?: number;
   } = {},
 ): Promise<RemoteMx> {
   const remote: RemoteMx = {
@@ -139,7 +141,10 @@ export async function startRemoteMx(
       if (valid) return callback(null, { user: auth.username });
       callback(new Error("Invalid username or password"));
     },
-    onRcptTo(address, _session, callback) {
+    onRcptTo(address, session, callback) {
+      if (options.maxRecipients !== undefined && session.envelope.rcptTo.length >= options.maxRecipients) {
+        return callback(Object.assign(new Error("4.5.3 Too many recipients"), { responseCode: 452 }));
+      }
       const refusal = remote.rcpt(address.address);
       if (!refusal) return callback();
       callback(Object.assign(new Error(refusal.message), { responseCode: refusal.code }));
@@ -369,12 +374,15 @@ export interface RawMx {
 /**
  * Starts a minimal SMTP server on 127.0.0.1 port 0 that records each command
  * line exactly as it arrives, which smtp-server does not (it converts
- * A-labels to U-labels). It advertises SMTPUTF8 only with `smtpUtf8: true`.
- * Like a strict server, it rejects a MAIL or RCPT command with non-ASCII
- * octets outside an SMTPUTF8 transaction (553 5.6.7), and SMTPUTF8 on MAIL
- * when it does not offer it (555 5.5.4).
+ * A-labels to U-labels, and refuses a quoted local part with ">"). It
+ * advertises SMTPUTF8 only with `smtpUtf8: true`, and 8BITMIME unless
+ * `eightBitMime` is false. Like a strict server, it rejects a MAIL or RCPT
+ * command with non-ASCII octets outside an SMTPUTF8 transaction
+ * (553 5.6.7), and SMTPUTF8 or BODY=8BITMIME on MAIL when it does not
+ * offer them (555 5.5.4).
  */
-export async function startRawMx(options: { smtpUtf8: boolean }): Promise<RawMx> {
+export async function startRawMx(options: { smtpUtf8: boolean; eightBitMime?: boolean }): Promise<RawMx> {
+  const eightBitMime = options.eightBitMime ?? true;
   const sockets = new Set<net.Socket>();
   const state: RawMx = { port: 0, commands: [], eightBitCommands: [], transactions: [], close: async () => undefined };
   const server = net.createServer((socket) => {
@@ -393,12 +401,14 @@ export async function startRawMx(options: { smtpUtf8: boolean }): Promise<RawMx>
       if (eightBit) state.eightBitCommands.push(line);
       const verb = line.slice(0, 4).toUpperCase();
       if (verb === "EHLO") {
-        reply(["250-raw.test", "250-8BITMIME", ...(options.smtpUtf8 ? ["250-SMTPUTF8"] : []), "250 ENHANCEDSTATUSCODES"].join("\r\n"));
+        const extensions = [...(eightBitMime ? ["8BITMIME"] : []), ...(options.smtpUtf8 ? ["SMTPUTF8"] : []), "ENHANCEDSTATUSCODES"];
+        reply(["250-raw.test", ...extensions.map((name, index) => `250${index === extensions.length - 1 ? " " : "-"}${name}`)].join("\r\n"));
       } else if (verb === "HELO" || verb === "NOOP") {
         reply("250 2.0.0 OK");
       } else if (verb === "MAIL") {
         const requested = / SMTPUTF8(?: |$)/i.test(line);
         if (requested && !options.smtpUtf8) return reply("555 5.5.4 SMTPUTF8 is not supported");
+        if (/ BODY=8BITMIME(?: |$)/i.test(line) && !eightBitMime) return reply("555 5.5.4 BODY=8BITMIME is not supported");
         if (eightBit && !requested) return reply("553 5.6.7 Non-ASCII address without SMTPUTF8");
         utf8Transaction = requested;
         current = { mail: line, rcpt: [], data: Buffer.alloc(0) };

@@ -1,7 +1,10 @@
 // Relaying international mail (RFC 6531): A-label domains on the wire,
 // SMTPUTF8 on MAIL FROM where the message needs it and the remote offers it,
-// and a 5.6.7 bounce where it needs it and the remote does not. The remotes
-// are raw SMTP servers on 127.0.0.1 that record each command line as sent.
+// and a 5.6.7 bounce where it needs it and the remote does not. Relaying
+// 8-bit mail (RFC 6152): BODY=8BITMIME where the remote offers 8BITMIME, and
+// a 5.6.3 bounce where an 8-bit message meets a remote without it. The
+// remotes are raw SMTP servers on 127.0.0.1 that record each command line
+// as sent.
 import { rm } from "node:fs/promises";
 import { afterEach, expect, test } from "vitest";
 import type { TestServer } from "@mailroom/testing";
@@ -18,8 +21,8 @@ afterEach(async () => {
   for (const step of cleanup.splice(0).reverse()) await step();
 });
 
-async function setup(smtpUtf8: boolean): Promise<{ remote: RawMx; server: Mailroom }> {
-  const remote = await startRawMx({ smtpUtf8 });
+async function setup(smtpUtf8: boolean, eightBitMime = true): Promise<{ remote: RawMx; server: Mailroom }> {
+  const remote = await startRawMx({ smtpUtf8, eightBitMime });
   cleanup.push(() => remote.close());
   const dns = await startDns(ZONE);
   cleanup.push(() => dns.close());
@@ -90,7 +93,8 @@ test("non-ASCII recipient goes with SMTPUTF8", async () => {
   const { remote, server } = await setup(true);
   expect(await relay(server, "alice@local.test", ["bøb@far.test"], "Subject: plain")).toEqual(ACCEPTED(1));
   const [sent] = await waitFor(() => remote.transactions.length === 1 && remote.transactions, "delivery");
-  expect(sent!.mail).toBe("MAIL FROM:<alice@local.test> SMTPUTF8");
+  // The Received header names the recipient, so the message is 8-bit too.
+  expect(sent!.mail).toBe("MAIL FROM:<alice@local.test> SMTPUTF8 BODY=8BITMIME");
   expect(sent!.rcpt).toEqual(["RCPT TO:<bøb@far.test>"]);
 });
 
@@ -106,15 +110,15 @@ test("UTF-8 header fields go with SMTPUTF8", async () => {
   const { remote, server } = await setup(true);
   expect(await relay(server, "alice@local.test", ["bob@far.test"], "Subject: héllo")).toEqual(ACCEPTED(1));
   const [sent] = await waitFor(() => remote.transactions.length === 1 && remote.transactions, "delivery");
-  expect(sent!.mail).toBe("MAIL FROM:<alice@local.test> SMTPUTF8");
+  expect(sent!.mail).toBe("MAIL FROM:<alice@local.test> BODY=8BITMIME SMTPUTF8");
   expect(sent!.data.toString("utf8")).toContain("\r\nSubject: héllo\r\n");
 });
 
-test("8-bit header without client SMTPUTF8 is relayed as it came", async () => {
+test("8-bit header without client SMTPUTF8 goes as 8BITMIME", async () => {
   const { remote, server } = await setup(false);
   expect(await relay(server, "alice@local.test", ["bob@far.test"], "Subject: héllo", false)).toEqual(ACCEPTED(1));
   const [sent] = await waitFor(() => remote.transactions.length === 1 && remote.transactions, "delivery");
-  expect(sent!.mail).toBe("MAIL FROM:<alice@local.test>");
+  expect(sent!.mail).toBe("MAIL FROM:<alice@local.test> BODY=8BITMIME");
 });
 
 test("non-ASCII recipient bounced where SMTPUTF8 is missing", async () => {
@@ -184,4 +188,64 @@ test("null sender gets no bounce for a 5.6.7", async () => {
   expect(await server.local()).toEqual([]);
   expect(remote.transactions).toEqual([]);
   expect(remote.eightBitCommands).toEqual([]);
+});
+
+/** Sends one message with the MAIL command as given and returns the reply codes. */
+async function relayMessage(server: TestServer, mail: string, to: string[], message: string): Promise<number[]> {
+  const client = await server.connect();
+  try {
+    const codes = [(await client.command("EHLO client.test")).code, (await client.command(mail)).code];
+    for (const recipient of to) codes.push((await client.command(`RCPT TO:<${recipient}>`)).code);
+    codes.push((await client.command("DATA")).code);
+    codes.push((await client.command(`Message-ID: <t${Date.now()}@client.test>\r\n${message}\r\n.`)).code);
+    await client.command("QUIT");
+    return codes;
+  } finally {
+    client.close();
+  }
+}
+
+const EIGHT_BIT = "Subject: greetings\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße";
+
+test("8-bit message goes with BODY=8BITMIME", async () => {
+  const { remote, server } = await setup(false);
+  expect(await relayMessage(server, "MAIL FROM:<alice@local.test>", ["bob@far.test"], EIGHT_BIT)).toEqual(ACCEPTED(1));
+  const [sent] = await waitFor(() => remote.transactions.length === 1 && remote.transactions, "delivery");
+  expect(sent!.mail).toBe("MAIL FROM:<alice@local.test> BODY=8BITMIME");
+  expect(sent!.data.toString("utf8")).toContain("\r\n\r\nGrüße\r\n");
+});
+
+test("client's BODY=8BITMIME is passed on", async () => {
+  const { remote, server } = await setup(false);
+  expect(await relayMessage(server, "MAIL FROM:<alice@local.test> BODY=8BITMIME", ["bob@far.test"], "Subject: plain\r\n\r\nhello")).toEqual(
+    ACCEPTED(1),
+  );
+  const [sent] = await waitFor(() => remote.transactions.length === 1 && remote.transactions, "delivery");
+  expect(sent!.mail).toBe("MAIL FROM:<alice@local.test> BODY=8BITMIME");
+});
+
+test("8-bit message bounced where 8BITMIME is missing", async () => {
+  const { remote, server } = await setup(false, false);
+  expect(await relayMessage(server, "MAIL FROM:<alice@local.test> BODY=8BITMIME", ["bob@far.test", "carol@far.test"], EIGHT_BIT)).toEqual(
+    ACCEPTED(2),
+  );
+  // A 7-bit message to the same server goes on, although its client declared BODY=8BITMIME.
+  expect(await relayMessage(server, "MAIL FROM:<dave@local.test> BODY=8BITMIME", ["erin@far.test"], "Subject: plain\r\n\r\nhello")).toEqual(
+    ACCEPTED(1),
+  );
+  const report = await bounce(server);
+  expect(report.to).toEqual(["alice@local.test"]);
+  const status = report.parts.find((part) => part.headers["content-type"] === "message/delivery-status")!;
+  const groups = statusGroups(status.body).slice(1);
+  expect(groups.map((group) => group["final-recipient"])).toEqual(["rfc822; bob@far.test", "rfc822; carol@far.test"]);
+  expect(groups.map((group) => group.status)).toEqual(["5.6.3", "5.6.3"]);
+  expect(groups[0]!["remote-mta"]).toBe("dns; mx.far.test");
+  expect(groups[0]!["diagnostic-code"]).toBe(
+    "X-Mailroom; mx.far.test does not offer 8BITMIME (RFC 6152), which is needed for the 8-bit content of the message",
+  );
+  const [sent] = await waitFor(() => remote.transactions.length === 1 && remote.transactions, "delivery of the 7-bit message");
+  expect(sent!.mail).toBe("MAIL FROM:<dave@local.test>");
+  expect(sent!.rcpt).toEqual(["RCPT TO:<erin@far.test>"]);
+  expect(remote.commands.filter((line) => line.startsWith("MAIL FROM:<alice@"))).toEqual([]);
+  await drained(server);
 });

@@ -1,22 +1,19 @@
-import { createReadStream } from "node:fs";
 import net from "node:net";
-import type { SMTPConnectionSendInfo } from "nodemailer/lib/smtp-connection";
 import type { RecipientResult } from "@mailroom/core";
-import { planEnvelope, type Utf8Need } from "./international.js";
 import type { Hop } from "./routing.js";
+import {
+  ConnectionFailure,
+  enhancedOf,
+  sendMessage,
+  type DeliveryResult,
+  type Job,
+  type MessageLimits,
+  type MessageOutcome,
+  type SmtpError,
+} from "./send-message.js";
 import { SmtpClient } from "./smtp-client.js";
-import type { MessageLocation } from "./store.js";
 
-/** One queued message to send over a connection. */
-export interface Job {
-  id: string;
-  sender: string;
-  recipients: string[];
-  /** The message itself, or where it starts in its queue file. */
-  message: Buffer | MessageLocation;
-  /** The client sent SMTPUTF8 and the header fields are UTF-8, so the message goes only with SMTPUTF8. */
-  utf8Headers: boolean;
-}
+export { ConnectionFailure, enhancedOf, type DeliveryResult, type Job } from "./send-message.js";
 
 /**
  * The jobs of one delivery run, handed out one at a time so that messages
@@ -31,54 +28,9 @@ export interface JobSource {
   putBack(job: Job): void;
 }
 
-/**
- * The result of delivering to one recipient. `temporary` marks a 5xx reply
- * that defers the recipient instead of bouncing it (see isTemporaryRefusal).
- */
-export interface DeliveryResult extends RecipientResult {
-  temporary?: boolean;
-}
-
-export interface ClientSettings {
+export interface ClientSettings extends MessageLimits {
   heloName: string;
   timeouts: { connect: number; greeting: number; socket: number };
-}
-
-type SmtpError = Error & {
-  code?: string;
-  responseCode?: number;
-  response?: string;
-  command?: string;
-  recipient?: string;
-  rejectedErrors?: SmtpError[];
-};
-
-const ENHANCED = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/;
-
-/** Reads the enhanced status code of a reply, or derives a generic one from its class. */
-export function enhancedOf(code: number, response: string): string {
-  const match = ENHANCED.exec(response);
-  if (match) return match[1]!;
-  if (code >= 500) return "5.0.0";
-  if (code >= 400) return "4.0.0";
-  return "2.0.0";
-}
-
-function result(recipient: string, code: number, response: string, remoteMta: string): RecipientResult {
-  return { recipient, code, enhanced: enhancedOf(code, response), response: response.trim(), remoteMta };
-}
-
-/** A connection-level problem: the next address or host is tried. */
-export class ConnectionFailure extends Error {
-  constructor(
-    message: string,
-    readonly code = 0,
-    readonly response = "",
-    /** The command that got the reply, as nodemailer names it: CONN for the greeting, EHLO, AUTH PLAIN. */
-    readonly command = "",
-  ) {
-    super(message);
-  }
 }
 
 /**
@@ -172,102 +124,6 @@ function asFailure(error: SmtpError): ConnectionFailure {
   return new ConnectionFailure(error.message, error.responseCode ?? 0, error.response ?? "", error.command ?? "");
 }
 
-const UTF8_NEEDS: Record<Utf8Need, string> = {
-  sender: "the non-ASCII local part of the sender",
-  recipient: "the non-ASCII local part of the recipient",
-  headers: "the UTF-8 header fields of the message",
-};
-
-/** Returns the result of a recipient that the server cannot take because it does not offer SMTPUTF8. */
-function smtpUtf8Refusal(recipient: string, need: Utf8Need, remoteMta: string): RecipientResult {
-  return {
-    recipient,
-    code: 550,
-    enhanced: "5.6.7",
-    response: `${remoteMta} does not offer SMTPUTF8 (RFC 6531), which is needed for ${UTF8_NEEDS[need]}`,
-    remoteMta,
-  };
-}
-
-/**
- * Sends one message over an open connection and returns a result per
- * recipient, and whether a transaction was started. Domains of addresses
- * with an ASCII local part go as A-labels. A message that needs SMTPUTF8
- * goes with it, or, when the server does not offer it, is not sent to the
- * recipients concerned, which get 5.6.7 (RFC 6531 section 3.2). Throws
- * ConnectionFailure when the connection broke before a reply, so the caller
- * can try another address.
- */
-export async function sendOne(connection: SmtpClient, job: Job, remoteMta: string): Promise<{ results: RecipientResult[]; sent: boolean }> {
-  const plan = planEnvelope(job, connection.offers("SMTPUTF8"));
-  const results = plan.refused.map(({ recipient, need }) => smtpUtf8Refusal(recipient, need, remoteMta));
-  if (plan.to.length === 0) return { results, sent: false };
-  connection.requireSmtpUtf8 = plan.smtpUtf8;
-  let outcomes: Map<string, RecipientResult>;
-  try {
-    outcomes = await sendEnvelope(connection, plan.from, plan.to, job.message, remoteMta);
-  } finally {
-    connection.requireSmtpUtf8 = false;
-  }
-  for (const [wire, recipients] of plan.recipientsOf) {
-    const outcome = outcomes.get(wire)!;
-    for (const recipient of recipients) results.push({ ...outcome, recipient });
-  }
-  return { results, sent: true };
-}
-
-/** Sends the message with the given envelope and returns a result per wire recipient. */
-function sendEnvelope(
-  connection: SmtpClient,
-  from: string | false,
-  to: string[],
-  message: Buffer | MessageLocation,
-  remoteMta: string,
-): Promise<Map<string, RecipientResult>> {
-  return new Promise((resolve, reject) => {
-    const body = Buffer.isBuffer(message) ? message : createReadStream(message.path, { start: message.start, highWaterMark: 256 * 1024 });
-    const resultsOf = (outcome: (recipient: string) => RecipientResult) => new Map(to.map((recipient) => [recipient, outcome(recipient)]));
-    connection.send({ from, to }, body, (error: SmtpError | null, info?: SMTPConnectionSendInfo) => {
-      if (!Buffer.isBuffer(body)) body.destroy();
-      if (!error && info) {
-        const rejected = new Map<string, SmtpError>();
-        for (const item of (info.rejectedErrors ?? []) as SmtpError[]) {
-          if (item.recipient) rejected.set(item.recipient, item);
-        }
-        resolve(
-          resultsOf((recipient) => {
-            const refusal = rejected.get(recipient);
-            if (refusal) return result(recipient, refusal.responseCode ?? 550, refusal.response ?? refusal.message, remoteMta);
-            const code = Number(/^(\d{3})/.exec(info.response)?.[1] ?? 250);
-            return result(recipient, code, info.response, remoteMta);
-          }),
-        );
-        return;
-      }
-      const failure = error!;
-      if (!failure.responseCode) {
-        reject(new ConnectionFailure(failure.message));
-        return;
-      }
-      const perRecipient = new Map<string, SmtpError>();
-      for (const item of failure.rejectedErrors ?? []) {
-        if (item.recipient) perRecipient.set(item.recipient, item);
-      }
-      resolve(
-        resultsOf((recipient) => {
-          const own = perRecipient.get(recipient) ?? failure;
-          return result(recipient, own.responseCode ?? failure.responseCode!, own.response ?? own.message, remoteMta);
-        }),
-      );
-    });
-  });
-}
-
-/** Sends RSET; false when the connection is no longer usable. */
-export function resetConnection(connection: SmtpClient): Promise<boolean> {
-  return new Promise((resolve) => connection.reset((error) => resolve(!error)));
-}
-
 /**
  * Ends the session with QUIT and waits (at most two seconds) for the socket to
  * close, so a connection counts against the limits until it is gone.
@@ -294,9 +150,11 @@ export function closeConnection(connection: SmtpClient): Promise<void> {
  * Delivers the jobs of one run over the hops in order, starting with `first`:
  * each address of a hop in turn until a connection carries the jobs the
  * source hands out. A job whose connection broke is sent again on the next
- * address. `beforeSend` (the deliver hook) may return a job's results instead.
- * When no address is left, the jobs not sent and the rest of the run get the
- * result of the last failure (see connectionResult).
+ * address. A failure on this side that leaves a connection unusable ends
+ * that job only, and the other jobs go over a new connection to the same
+ * address. `beforeSend` (the deliver hook) may return a job's results
+ * instead. When no address is left, the jobs not sent and the rest of the
+ * run get the result of the last failure (see connectionResult).
  */
 export async function deliverRun(
   hops: Hop[],
@@ -311,7 +169,8 @@ export async function deliverRun(
   let lastHost: { name: string; address: string } | undefined;
 
   for (const hop of hops) {
-    for (const address of hop.addresses) {
+    for (let index = 0; index < hop.addresses.length; index++) {
+      const address = hop.addresses[index]!;
       lastHost = { name: hop.name, address };
       let connection: SmtpClient;
       try {
@@ -320,10 +179,21 @@ export async function deliverRun(
         lastFailure = error instanceof ConnectionFailure ? error : new ConnectionFailure(String(error));
         continue;
       }
-      const outcome = await sendJobs(connection, hop, address, unsent, source, beforeSend, onResults);
+      const outcome = await sendJobs(connection, hop, address, unsent, source, settings, beforeSend, onResults);
       if (outcome.kind === "broken") {
         lastFailure = outcome.failure;
         connection.close();
+        continue;
+      }
+      if (outcome.kind === "reopen") {
+        connection.close();
+        // Each reopen follows a job that got its results, so this ends.
+        if (unsent.length === 0) {
+          const next = await source.next();
+          if (!next) return;
+          unsent.push(next);
+        }
+        index -= 1;
         continue;
       }
       if (outcome.kind === "closed") connection.close();
@@ -371,12 +241,14 @@ type SendOutcome =
   /** The remote closed the connection while it waited for a job (a job taken meanwhile was given back). */
   | { kind: "closed" }
   /** The connection broke, and `unsent` contains the jobs still to send. */
-  | { kind: "broken"; failure: ConnectionFailure };
+  | { kind: "broken"; failure: ConnectionFailure }
+  /** A failure on this side left the connection unusable; the other jobs may go over a new one. */
+  | { kind: "reopen" };
 
 /**
  * Sends `unsent`, then the jobs of the source, over one connection. A
  * transaction refused for every recipient is followed by RSET before the
- * next job; a failed RSET breaks the connection.
+ * next one; a failed RSET breaks the connection.
  */
 async function sendJobs(
   connection: SmtpClient,
@@ -384,6 +256,7 @@ async function sendJobs(
   address: string,
   unsent: Job[],
   source: JobSource,
+  limits: MessageLimits,
   beforeSend: (job: Job, hop: Hop, address: string) => Promise<RecipientResult[] | undefined>,
   onResults: (job: Job, results: DeliveryResult[]) => void,
 ): Promise<SendOutcome> {
@@ -405,18 +278,17 @@ async function sendJobs(
         onResults(job, answered);
         continue;
       }
-      if (needsReset && !(await resetConnection(connection))) {
-        unsent.unshift(job);
-        return { kind: "broken", failure: new ConnectionFailure(`${hop.name} [${address}] failed RSET`) };
-      }
+      let outcome: MessageOutcome;
       try {
-        const { results, sent } = await sendOne(connection, job, hop.name);
-        onResults(job, results);
-        if (sent) needsReset = results.every((item) => item.code >= 400);
+        outcome = await sendMessage(connection, job, { name: hop.name, address }, limits, needsReset);
       } catch (error) {
         unsent.unshift(job);
         return { kind: "broken", failure: error instanceof ConnectionFailure ? error : new ConnectionFailure(String(error)) };
       }
+      onResults(job, outcome.results);
+      needsReset = outcome.needsReset;
+      if (outcome.connection.state === "broken") return { kind: "broken", failure: outcome.connection.failure };
+      if (outcome.connection.state === "unusable") return { kind: "reopen" };
     }
   } finally {
     connection.removeListener("end", onEnd);

@@ -49,6 +49,8 @@ export const optionsSchema = z.strictObject({
     .prefault({}),
   /** Messages sent over one connection before it is closed. */
   maxMessagesPerConnection: z.number().int().min(1).default(50),
+  /** Recipients per SMTP transaction; a message with more goes in several transactions. */
+  maxRecipientsPerTransaction: z.number().int().min(1).default(50),
   /**
    * Static next hops per destination domain, which override DNS. The keys
    * come out in the form of normalizeDomain (lower case, A-labels).

@@ -101,9 +101,11 @@ export default definePlugin({
           // NOTE: plugins see the first 1 MiB of the header block, so UTF-8 only past that is not noticed.
           const headerLines = [message.received, ...message.headers.list().map((field) => field.line)];
           const utf8Headers = transaction.senderParams.SMTPUTF8 === true && hasEightBitHeader(headerLines);
+          const body = transaction.senderParams.BODY;
+          const body8BitMime = typeof body === "string" && body.toUpperCase() === "8BITMIME";
           added = await store.add(
             copy,
-            { sender: transaction.sender?.address ?? "", domains, now: clock.now(), utf8Headers },
+            { sender: transaction.sender?.address ?? "", domains, now: clock.now(), utf8Headers, body8BitMime },
             { claim: deliverHere },
           );
         } catch (error) {

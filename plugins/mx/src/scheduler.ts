@@ -375,6 +375,8 @@ export class Scheduler {
       recipients: record.pending,
       message: entry.content ?? (await this.env.store.messageOf(record.id)),
       utf8Headers: record.utf8Headers === true,
+      eightBit: record.eightBit === true,
+      body8BitMime: record.body8BitMime === true,
     };
   }
 
@@ -466,7 +468,11 @@ export class Scheduler {
           found.hops,
           await this.jobOf(first),
           source,
-          { heloName: options.heloName ?? this.env.hostname, timeouts: options.timeouts },
+          {
+            heloName: options.heloName ?? this.env.hostname,
+            timeouts: options.timeouts,
+            maxRecipientsPerTransaction: options.maxRecipientsPerTransaction,
+          },
           (job, hop, address) => this.deliverHook(runEntries.get(job.id)!.record, hop.name, address),
           (job, results) => settle(runEntries.get(job.id)!, results),
         );
