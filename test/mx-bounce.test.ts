@@ -49,6 +49,10 @@ test("partial failure bounces only the refused recipient", async () => {
   expect(bounce!.to).toEqual(["alice@local.test"]);
   // Stored through the local route like any message from the null sender.
   expect(bounce!.data).toMatch(/^Return-Path: <>\r\n/);
+  // An ASCII bounce is no SMTPUTF8 message, and its Message-ID follows the server's clock.
+  expect(bounce!.data).toMatch(/^Return-Path: <>\r\nReceived: [^\r]*\r\n\tby mailroom\.test \(Mailroom\) with ESMTP id /);
+  expect(bounce!.data).not.toContain("UTF8SMTP");
+  expect(bounce!.data).toMatch(new RegExp(`\r\nMessage-ID: <${clock.now().toString(36)}\\.[0-9a-f]{12}@mailroom\\.test>\r\n`));
 
   const report = parseMultipart(bounce!.data.slice(bounce!.data.indexOf("\r\nFrom:") + 2));
   expect(report.headers.from).toBe("Mail Delivery System <MAILER-DAEMON@mailroom.test>");

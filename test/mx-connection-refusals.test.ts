@@ -153,3 +153,35 @@ test.each([
   // No bounce went to the sender.
   expect(await server.local()).toEqual([]);
 });
+
+test("refused connection expires without Remote-MTA", async () => {
+  // A port that nothing listens on once the server is closed.
+  const closed = net.createServer();
+  await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", () => resolve()));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const clock = new TestClock(Date.UTC(2026, 0, 5, 9, 0, 0));
+  const zone: Zone = { "ok.test": { MX: [[10, "mx.ok.test"]] }, "mx.ok.test": { A: ["127.0.0.1"] } };
+  const { server, queue } = await world(zone, { port, retry: ["1h"], maxQueueLifetime: "2h" }, clock);
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+
+  await waitFor(async () => {
+    const entries = await queue.list();
+    return entries.length === 1 && entries[0]!.attempts === 1 && !(entries[0] as { delivering?: boolean }).delivering;
+  }, "the first deferral");
+  clock.advance(60 * 60_000);
+  await waitFor(async () => (await queue.list())[0]?.attempts === 2, "the second attempt");
+  clock.advance(60 * 60_000);
+  const [bounce] = await waitFor(async () => {
+    const local = await server.local();
+    return local.length === 1 && local;
+  }, "the bounce after maxQueueLifetime");
+  const report = parseMultipart(bounce!.data.slice(bounce!.data.indexOf("\r\nFrom:") + 2));
+  const [, recipient] = statusGroups(report.parts[1]!.body);
+  expect(recipient!.status).toBe("4.4.1");
+  expect(recipient!["remote-mta"]).toBeUndefined();
+  expect(recipient!["diagnostic-code"]).toMatch(
+    new RegExp(`^X-Mailroom; mx\\.ok\\.test \\[127\\.0\\.0\\.1\\]: .*ECONNREFUSED.* \\(gave up after 2 hours\\)$`),
+  );
+  expect(report.parts[0]!.body).not.toContain("said:");
+});

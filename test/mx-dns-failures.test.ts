@@ -64,6 +64,10 @@ test("temporary DNS failures defer, permanent ones bounce", async () => {
     ["rfc822; u@mxhostnx.test", "5.4.4"],
     ["rfc822; u@nx.test", "5.1.2"],
   ]);
+  // No SMTP server gave these replies, so they are not labelled smtp and name no Remote-MTA.
+  const nxdomain = permanent!.find((group) => group["final-recipient"] === "rfc822; u@nx.test")!;
+  expect(nxdomain["diagnostic-code"]).toBe("X-Mailroom; 550 5.1.2 Domain nx.test does not exist");
+  expect(permanent!.every((group) => group["remote-mta"] === undefined)).toBe(true);
 
   let entries = await settled(server, 1);
   expect(entries.map((entry) => entry.domain).sort()).toEqual(["refused.test", "servfail.test", "timeout.test"]);
@@ -98,6 +102,8 @@ test("temporary DNS failures defer, permanent ones bounce", async () => {
     ["rfc822; u@servfail.test", "failed", "4.4.3"],
     ["rfc822; u@timeout.test", "failed", "4.4.3"],
   ]);
+  const servfail = expired!.find((group) => group["final-recipient"] === "rfc822; u@servfail.test")!;
+  expect(servfail["diagnostic-code"]).toMatch(/^X-Mailroom; 451 4\.4\.3 MX lookup for servfail\.test failed temporarily: .* \(gave up after 60 minutes\)$/);
   const queue = server.server.container.resolve<OutboundQueue>(TOKENS.OutboundQueue);
   await waitFor(async () => (await queue.list()).length === 0, "empty queue");
 });

@@ -58,13 +58,13 @@ async function drained(server: Mailroom): Promise<void> {
   await waitFor(async () => (await queue.list()).length === 0, "an empty queue");
 }
 
-/** Returns the bounce that the local route stored, split into its parts. */
+/** Returns the bounce that the local route stored, split into its parts, and as stored. */
 async function bounce(server: Mailroom) {
   const [stored] = await waitFor(async () => {
     const local = await server.local();
     return local.length === 1 && local;
   }, "the bounce");
-  return { to: stored!.to, ...parseMultipart(stored!.data) };
+  return { to: stored!.to, stored: stored!.data, ...parseMultipart(stored!.data) };
 }
 
 test("ASCII local part goes with an A-label domain", async () => {
@@ -151,6 +151,8 @@ test("non-ASCII sender bounced where SMTPUTF8 is missing", async () => {
   expect(await relay(server, "ålice@local.test", ["bob@far.test", "carol@far.test"], "Subject: plain")).toEqual(ACCEPTED(2));
   const report = await bounce(server);
   expect(report.to).toEqual(["ålice@local.test"]);
+  // Its To field is UTF-8, so the injected bounce is an SMTPUTF8 message.
+  expect(report.stored).toMatch(/^Return-Path: <>\r\nReceived: [^\r]*\r\n\tby mailroom\.test \(Mailroom\) with UTF8SMTP id /);
   const status = report.parts.find((part) => part.headers["content-type"] === "message/delivery-status")!;
   const groups = statusGroups(status.body).slice(1);
   expect(groups.map((group) => group["final-recipient"])).toEqual(["rfc822; bob@far.test", "rfc822; carol@far.test"]);

@@ -1,3 +1,4 @@
+import { isAscii } from "node:buffer";
 import type { Logger } from "pino";
 import type { ServerConfig } from "./config/schema.js";
 import { queue } from "./data.js";
@@ -46,7 +47,8 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
       if (sender && "error" in sender) {
         return refusedAll(input, 501, "5.1.7", `Invalid sender address: ${sender.error}`);
       }
-      const transaction = new Transaction(connection, sender, {});
+      const utf8 = needsSmtpUtf8(input);
+      const transaction = new Transaction(connection, sender, utf8 ? { SMTPUTF8: true } : {});
       connection.transaction = transaction;
 
       const refused: InjectResult["refused"] = [];
@@ -92,7 +94,7 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
           result.body,
           result.size,
           wrapHeaders(result.headers),
-          receivedHeader({ connection, transaction, hostname: config.hostname, utf8: true }),
+          receivedHeader({ connection, transaction, hostname: config.hostname, utf8 }),
           transaction.sender,
         );
         transaction.message = message;
@@ -113,6 +115,19 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
       }
     },
   };
+}
+
+/**
+ * True when an injected message needs SMTPUTF8 (RFC 6531), as a client
+ * would declare it on MAIL FROM: an envelope address or the header block
+ * has non-ASCII characters.
+ */
+function needsSmtpUtf8(input: InjectedMessage): boolean {
+  const nonAscii = /[^\x00-\x7f]/;
+  if (nonAscii.test(input.sender) || input.recipients.some((recipient) => nonAscii.test(recipient))) return true;
+  const content = typeof input.content === "string" ? Buffer.from(input.content, "utf8") : input.content;
+  const end = content.indexOf("\r\n\r\n");
+  return !isAscii(end === -1 ? content : content.subarray(0, end));
 }
 
 function refusedAll(input: InjectedMessage, code: number, enhanced: string, message: string): InjectResult {

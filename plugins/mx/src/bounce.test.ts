@@ -1,5 +1,5 @@
 import { expect, test } from "vitest";
-import { buildBounce } from "./bounce.js";
+import { buildBounce, describeDuration } from "./bounce.js";
 import type { FailedRecipient } from "./store.js";
 
 function bounceFor(failed: FailedRecipient[]): string {
@@ -29,15 +29,44 @@ test("error without a reply gets a private type", () => {
       recipient: "x@far.test",
       code: 0,
       enhanced: "4.4.1",
-      response: "mx.far.test [192.0.2.1]: connect ECONNREFUSED 192.0.2.1:25 (gave up after 7200 minutes)",
-      remoteMta: "mx.far.test",
+      response: "mx.far.test [192.0.2.1]: connect ECONNREFUSED 192.0.2.1:25 (gave up after 5 days)",
     },
   ]);
   expect(text).toContain(
-    "\r\nDiagnostic-Code: X-Mailroom; mx.far.test [192.0.2.1]: connect ECONNREFUSED 192.0.2.1:25 (gave up after 7200 minutes)\r\n",
+    "\r\nDiagnostic-Code: X-Mailroom; mx.far.test [192.0.2.1]: connect ECONNREFUSED 192.0.2.1:25 (gave up after 5 days)\r\n",
   );
   expect(text).not.toMatch(/\d{3} 4\.4\.1 mx\.far\.test/);
+  expect(text).not.toContain("Remote-MTA:");
   expect(text).toContain("\r\n<x@far.test>: mx.far.test [192.0.2.1]: connect ECONNREFUSED");
+});
+
+test("local failure written as a reply gets a private type", () => {
+  const text = bounceFor([{ recipient: "x@nx.test", code: 550, enhanced: "5.1.2", response: "550 5.1.2 Domain nx.test does not exist" }]);
+  expect(text).toContain("\r\nDiagnostic-Code: X-Mailroom; 550 5.1.2 Domain nx.test does not exist\r\n");
+  expect(text).not.toContain("Remote-MTA:");
+  expect(text).toContain("\r\n<x@nx.test>: 550 5.1.2 Domain nx.test does not exist\r\n");
+});
+
+test("Message-ID comes from the given time", () => {
+  const text = bounceFor([]);
+  const now = Date.UTC(2026, 0, 5, 10, 0, 0);
+  expect(text).toMatch(new RegExp(`\r\nMessage-ID: <${now.toString(36)}\\.[0-9a-f]{12}@mx\\.local\\.test>\r\n`));
+});
+
+test.each([
+  [0, "0 seconds"],
+  [1000, "1 second"],
+  [59_999, "59 seconds"],
+  [60_000, "60 seconds"],
+  [120_000, "2 minutes"],
+  [10 * 60_000, "10 minutes"],
+  [90 * 60_000, "90 minutes"],
+  [2 * 3_600_000, "2 hours"],
+  [47 * 3_600_000 + 59 * 60_000, "47 hours"],
+  [2 * 86_400_000, "2 days"],
+  [5 * 86_400_000 + 1234, "5 days"],
+])("describeDuration(%i) is %s", (milliseconds, text) => {
+  expect(describeDuration(milliseconds)).toBe(text);
 });
 
 test("multi-line reply kept on one line", () => {

@@ -62,14 +62,34 @@ function explanation(item: FailedRecipient): string {
 
 /**
  * Returns the Diagnostic-Code field (RFC 3464 section 2.3.6): "smtp; " and
- * the SMTP reply as it was received. An error without a reply (a refused
- * connection, a timeout) gets its local description under the private type
- * X-Mailroom, as Postfix uses X-Postfix. The host that sent a reply is named
- * in Remote-MTA, not here.
+ * the reply as a remote SMTP server sent it, which `remoteMta` names. Other
+ * failures (a refused connection, a timeout, a DNS result, a deliver hook's
+ * answer, a local error) get their description under the private type
+ * X-Mailroom, as Postfix uses X-Postfix. That holds even for a description
+ * written like a reply, such as "550 5.1.2 Domain nx.example does not exist".
  */
 function diagnosticCode(item: FailedRecipient): string {
   const text = asciiField(oneLine(item.response));
-  return SMTP_REPLY.test(text) ? `smtp; ${text}` : `X-Mailroom; ${text}`;
+  return item.remoteMta && SMTP_REPLY.test(text) ? `smtp; ${text}` : `X-Mailroom; ${text}`;
+}
+
+const DURATION_UNITS: [name: string, milliseconds: number][] = [
+  ["day", 86_400_000],
+  ["hour", 3_600_000],
+  ["minute", 60_000],
+];
+
+/**
+ * Describes a duration in whole days, hours, minutes or seconds: the
+ * largest unit of which it has at least two, so 90 minutes stay "90
+ * minutes" and 5 days are "5 days". Counts are rounded down.
+ */
+export function describeDuration(milliseconds: number): string {
+  for (const [name, size] of DURATION_UNITS) {
+    if (milliseconds >= 2 * size) return `${Math.floor(milliseconds / size)} ${name}s`;
+  }
+  const seconds = Math.floor(Math.max(milliseconds, 0) / 1000);
+  return seconds === 1 ? "1 second" : `${seconds} seconds`;
 }
 
 /**
@@ -88,7 +108,7 @@ export function buildBounce(input: BounceInput): string {
     `To: <${wireAddress(input.sender)}>`,
     "Subject: Undelivered Mail Returned to Sender",
     `Date: ${rfc5322Date(input.now)}`,
-    `Message-ID: <${Date.now().toString(36)}.${randomBytes(6).toString("hex")}@${input.hostname}>`,
+    `Message-ID: <${input.now.getTime().toString(36)}.${randomBytes(6).toString("hex")}@${input.hostname}>`,
     "Auto-Submitted: auto-replied",
     "MIME-Version: 1.0",
     `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,

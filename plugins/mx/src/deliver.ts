@@ -213,10 +213,11 @@ export async function deliverRun(
 /**
  * Returns the result for a recipient that no address took, from the last
  * host's failure. A failure without a reply (refused, timed out, broken)
- * defers with 4.4.1 and names the host and address. A reply is kept as the
- * remote sent it, with the host in remoteMta: 4xx defers, a 5xx greeting or
- * AUTH refusal defers with its enhanced code's class made 4 (as Postfix
- * does), and another 5xx (to EHLO, say) bounces.
+ * defers with 4.4.1 and names the host and address in its text, with no
+ * remoteMta because no host replied. A reply is kept as the remote sent it,
+ * with the host in remoteMta: 4xx defers, a 5xx greeting or AUTH refusal
+ * defers with its enhanced code's class made 4 (as Postfix does), and
+ * another 5xx (to EHLO, say) bounces.
  */
 function connectionResult(
   recipient: string,
@@ -227,7 +228,7 @@ function connectionResult(
   const remoteMta = host.name;
   const reply = failure.response.trim();
   if (failure.code < 400 || reply === "") {
-    return { recipient, code: 0, enhanced: "4.4.1", response: `${host.name} [${host.address}]: ${failure.message}`, remoteMta };
+    return { recipient, code: 0, enhanced: "4.4.1", response: `${host.name} [${host.address}]: ${failure.message}` };
   }
   const enhanced = enhancedOf(failure.code, reply);
   if (failure.code >= 500 && isTemporaryRefusal(failure)) {

@@ -8,6 +8,7 @@ import type {
   UserDirectory,
 } from "@mailroom/core";
 import { sendBounce } from "./bounce-sender.js";
+import { describeDuration } from "./bounce.js";
 import { deliverRun, type DeliveryResult, type Job, type JobSource } from "./deliver.js";
 import { retryDelay, type MxOptions } from "./options.js";
 import { route } from "./routing.js";
@@ -547,7 +548,7 @@ export class Scheduler {
         record.failed.push(
           ...deferred.map((item) => ({
             ...toFailed(item),
-            response: `${item.response} (gave up after ${Math.round((now - record.createdAt) / 60_000)} minutes)`,
+            response: `${item.response} (gave up after ${describeDuration(now - record.createdAt)})`,
           })),
         );
         record.pending = [];
