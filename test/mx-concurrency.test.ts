@@ -76,3 +76,27 @@ test("stop puts waiting records back", async () => {
   await waitFor(() => remote.received.length === 3, "the records put back");
   expect(remote.received.map((message) => message.to[0]).sort()).toEqual(["1@ok.test", "2@ok.test", "3@ok.test"]);
 });
+
+test("slow remote gets a second connection", async () => {
+  const { remote, server } = await oneDomainServer({}, { dataDelay: 2500 });
+  cleanup.push(() => server.stop());
+  for (const to of ["1@ok.test", "2@ok.test", "3@ok.test"]) {
+    expect((await submit(server, "alice@local.test", [to])).at(-1)).toBe(250);
+  }
+  // The first connection is busy for 2.5 s with message 1. Once messages 2
+  // and 3 have waited a second, a second connection opens.
+  await waitFor(() => remote.received.length === 3, "three deliveries");
+  expect(remote.maxOpen).toBe(2);
+  expect(remote.connections).toBe(2);
+  expect(new Set(remote.received.map((message) => message.connection)).size).toBe(2);
+});
+
+test("fast remote keeps one connection", async () => {
+  const { remote, server } = await oneDomainServer({}, { dataDelay: 50 });
+  cleanup.push(() => server.stop());
+  for (let index = 0; index < 10; index++) {
+    expect((await submit(server, "alice@local.test", [`${index}@ok.test`])).at(-1)).toBe(250);
+  }
+  await waitFor(() => remote.received.length === 10, "ten deliveries");
+  expect(remote.connections).toBe(1);
+});

@@ -32,6 +32,8 @@ interface Entry {
   record: QueueRecord;
   /** The stored copy when it is kept in memory; otherwise it is read from the queue file. */
   content?: Buffer;
+  /** When the entry joined the domain's ready list (performance.now(), milliseconds). */
+  readySince?: number;
 }
 
 /** Bytes of stored copies kept in memory for delivery, over all queued records. */
@@ -42,6 +44,14 @@ const CONTENT_CACHE_LIMIT = 64 * 1024 * 1024;
  * remote server and of the concurrency limits only briefly.
  */
 const CONNECTION_IDLE_MS = 2000;
+/**
+ * How long a record may wait for the busy runs of its domain before another
+ * connection opens for it, within concurrency.perDomain and only when
+ * concurrency.total has room. A remote that takes seconds per message then
+ * gets a second connection, while one that keeps up (records wait
+ * milliseconds) keeps one.
+ */
+const EXTRA_CONNECTION_DELAY_MS = 1000;
 /** The reason given when the loop's sleep is cut short, made once so no DOMException is built per wake. */
 const WAKE = new Error("queue scan requested");
 
@@ -85,6 +95,8 @@ export class Scheduler {
    */
   private readonly backlog = new Map<string, string[]>();
   private readonly refilling = new Set<string>();
+  /** Timers that check a domain's ready list again once its oldest record has waited EXTRA_CONNECTION_DELAY_MS. */
+  private readonly waitChecks = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly env: SchedulerEnv) {}
 
@@ -168,6 +180,8 @@ export class Scheduler {
    */
   async stop(graceMs = 10_000): Promise<void> {
     this.stopped = true;
+    for (const timer of this.waitChecks.values()) clearTimeout(timer);
+    this.waitChecks.clear();
     this.kick();
     for (const waiters of this.idle.values()) for (const resolve of [...waiters]) resolve(undefined);
     await this.loop;
@@ -288,31 +302,55 @@ export class Scheduler {
       waiter(entry);
       return;
     }
-    const queue = this.ready.get(domain);
-    if (queue) queue.push(entry);
-    else this.ready.set(domain, [entry]);
+    this.addReady(domain, entry, "back");
     this.pump(domain);
   }
 
-  /** Starts runs for the domain's queued records within the concurrency limits. */
+  /** Puts an entry on the domain's ready list, at its back or (for an entry given back) its front. */
+  private addReady(domain: string, entry: Entry, end: "front" | "back"): void {
+    entry.readySince = performance.now();
+    const queue = this.ready.get(domain);
+    if (!queue) this.ready.set(domain, [entry]);
+    else if (end === "back") queue.push(entry);
+    else queue.unshift(entry);
+  }
+
+  /**
+   * Starts runs for the domain's queued records within the concurrency
+   * limits. Another connection opens when the running runs of the domain
+   * will not take every record, or when the oldest record has waited
+   * EXTRA_CONNECTION_DELAY_MS for them. Only the first rule ends an idle
+   * run of another domain when concurrency.total is reached.
+   */
   private pump(domain: string): void {
     const { options } = this.env;
     const queue = this.ready.get(domain);
-    // Another connection opens only for records the running runs of the domain will not take.
-    while (
-      !this.stopped &&
-      queue &&
-      queue.length > (this.capacity.get(domain) ?? 0) &&
-      (this.running.get(domain) ?? 0) < options.concurrency.perDomain
-    ) {
+    while (!this.stopped && queue && queue.length > 0 && (this.running.get(domain) ?? 0) < options.concurrency.perDomain) {
+      const overflow = queue.length > (this.capacity.get(domain) ?? 0);
+      const waited = performance.now() - (queue[0]!.readySince ?? 0);
+      if (!overflow && waited < EXTRA_CONNECTION_DELAY_MS) {
+        this.checkWaitingLater(domain, EXTRA_CONNECTION_DELAY_MS - waited);
+        break;
+      }
       if (this.total >= options.concurrency.total) {
-        this.endOneIdleRun();
+        if (overflow) this.endOneIdleRun();
         return;
       }
       const first = queue.shift()!;
       this.spawn(domain, () => this.attempt(domain, first));
     }
     if (queue?.length === 0) this.ready.delete(domain);
+  }
+
+  /** Runs pump for the domain after `delay` milliseconds, unless a check is already set. */
+  private checkWaitingLater(domain: string, delay: number): void {
+    if (this.waitChecks.has(domain)) return;
+    const timer = setTimeout(() => {
+      this.waitChecks.delete(domain);
+      this.pump(domain);
+    }, Math.ceil(delay));
+    timer.unref();
+    this.waitChecks.set(domain, timer);
   }
 
   /** Ends a run that waits for more messages, so a domain kept out by the total limit gets its connection. */
@@ -438,9 +476,7 @@ export class Scheduler {
         runEntries.delete(job.id);
         jobsTaken -= 1;
         if (takingJobs) this.addCapacity(domain, 1);
-        const queue = this.ready.get(domain);
-        if (queue) queue.unshift(entry);
-        else this.ready.set(domain, [entry]);
+        this.addReady(domain, entry, "front");
       },
     };
 
