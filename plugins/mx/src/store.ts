@@ -147,7 +147,9 @@ function paddedStateLine(record: QueueRecord, length: number): Buffer {
 }
 
 /** The error of a queue file that failed an integrity check, so its record must not be delivered. */
-export class DamagedRecordError extends Error {}
+export class DamagedRecordError extends Error {
+  override name = "DamagedRecordError";
+}
 
 export function isMissing(error: unknown): boolean {
   return (error as { code?: string }).code === "ENOENT";
