@@ -1,6 +1,7 @@
 import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { UsageError } from "./report.js";
 
 /** Versions the generated package depends on: the ones this CLI was released with. */
 const CORE_VERSION = "0.1.0";
@@ -324,7 +325,7 @@ export async function scaffoldPlugin(options: {
   const { name, dir, local } = options;
   const note = options.note ?? ((text: string) => process.stderr.write(`mailroom: next step: ${text}\n`));
   if (!/^(?:@[a-z0-9][a-z0-9._-]*\/)?[a-z0-9][a-z0-9._-]*$/.test(name)) {
-    throw new Error(`invalid plugin name "${name}": use lower-case letters, digits, ".", "_" and "-", with an optional @scope/`);
+    throw new UsageError(`invalid plugin name "${name}": use lower-case letters, digits, ".", "_" and "-", with an optional @scope/`);
   }
   const base = name.split("/").pop()!;
 

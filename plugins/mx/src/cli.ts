@@ -1,5 +1,5 @@
 import path from "node:path";
-import { systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
+import { errorJsonReplacer, systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
 import { optionsSchema } from "./options.js";
 import { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 import { QueueStore } from "./store.js";
@@ -7,7 +7,7 @@ import { QueueStore } from "./store.js";
 /** Writes warnings and errors to stderr as one line each, for the CLI. */
 function stderrLogger(): Logger {
   const write = (level: string) => (object: unknown, message?: string) => {
-    const text = typeof object === "string" ? object : `${message ?? ""} ${JSON.stringify(object)}`;
+    const text = typeof object === "string" ? object : `${message ?? ""} ${JSON.stringify(object, errorJsonReplacer)}`;
     process.stderr.write(`${level}: ${text}\n`);
   };
   const noop = () => undefined;
