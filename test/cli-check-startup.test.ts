@@ -140,6 +140,25 @@ describe("start checks its --listen options", () => {
     expect(start.stdout).toBe("");
     expect(start.status).toBe(2);
   });
+
+  test("port in use is logged once", async () => {
+    const servers: net.Server[] = [];
+    try {
+      const port = await freePort();
+      expect(await bindError(servers, "127.0.0.1", port)).toBeUndefined();
+      const file = await writeConfig('server:\n  listen: ["127.0.0.1:0"]\nplugins: []\n');
+
+      const start = mailroom("start", file, "--listen", `127.0.0.1:${port}`);
+      expect(start.status).toBe(1);
+      expect(start.stderr).toBe(`mailroom: start: listen failed: listen EADDRINUSE: address already in use 127.0.0.1:${port}\n`);
+      const lines = start.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line));
+      const mentions = lines.filter((line) => JSON.stringify(line).includes("EADDRINUSE"));
+      expect(mentions.map((line) => line.msg)).toEqual(["listen failed"]);
+      expect(lines.map((line) => line.msg)).not.toContain("connection error");
+    } finally {
+      for (const server of servers) server.close();
+    }
+  });
 });
 
 describe("check loads the TLS files", () => {
