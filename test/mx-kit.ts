@@ -348,3 +348,108 @@ export function statusGroups(body: string): Record<string, string>[] {
     .split(/\r\n\r\n/)
     .map((group) => splitPart(`${group}\r\n\r\n`).headers);
 }
+
+/** A transaction that a RawMx accepted: its commands as sent and the message bytes. */
+export interface RawTransaction {
+  mail: string;
+  rcpt: string[];
+  data: Buffer;
+}
+
+export interface RawMx {
+  port: number;
+  /** Every command line as received, decoded as UTF-8. */
+  commands: string[];
+  /** Command lines that contained octets above 127. */
+  eightBitCommands: string[];
+  transactions: RawTransaction[];
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a minimal SMTP server on 127.0.0.1 port 0 that records each command
+ * line exactly as it arrives, which smtp-server does not (it converts
+ * A-labels to U-labels). It advertises SMTPUTF8 only with `smtpUtf8: true`.
+ * Like a strict server, it rejects a MAIL or RCPT command with non-ASCII
+ * octets outside an SMTPUTF8 transaction (553 5.6.7), and SMTPUTF8 on MAIL
+ * when it does not offer it (555 5.5.4).
+ */
+export async function startRawMx(options: { smtpUtf8: boolean }): Promise<RawMx> {
+  const sockets = new Set<net.Socket>();
+  const state: RawMx = { port: 0, commands: [], eightBitCommands: [], transactions: [], close: async () => undefined };
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+    socket.on("close", () => sockets.delete(socket));
+    let buffer = Buffer.alloc(0);
+    let inData = false;
+    let current: RawTransaction | undefined;
+    let utf8Transaction = false;
+    const reply = (text: string) => socket.write(`${text}\r\n`);
+    const command = (bytes: Buffer) => {
+      const line = bytes.toString("utf8");
+      state.commands.push(line);
+      const eightBit = bytes.some((octet) => octet > 127);
+      if (eightBit) state.eightBitCommands.push(line);
+      const verb = line.slice(0, 4).toUpperCase();
+      if (verb === "EHLO") {
+        reply(["250-raw.test", "250-8BITMIME", ...(options.smtpUtf8 ? ["250-SMTPUTF8"] : []), "250 ENHANCEDSTATUSCODES"].join("\r\n"));
+      } else if (verb === "HELO" || verb === "NOOP") {
+        reply("250 2.0.0 OK");
+      } else if (verb === "MAIL") {
+        const requested = / SMTPUTF8(?: |$)/i.test(line);
+        if (requested && !options.smtpUtf8) return reply("555 5.5.4 SMTPUTF8 is not supported");
+        if (eightBit && !requested) return reply("553 5.6.7 Non-ASCII address without SMTPUTF8");
+        utf8Transaction = requested;
+        current = { mail: line, rcpt: [], data: Buffer.alloc(0) };
+        reply("250 2.1.0 OK");
+      } else if (verb === "RCPT") {
+        if (!current) return reply("503 5.5.1 MAIL first");
+        if (eightBit && !utf8Transaction) return reply("553 5.6.7 Non-ASCII address without SMTPUTF8");
+        current.rcpt.push(line);
+        reply("250 2.1.5 OK");
+      } else if (verb === "DATA") {
+        if (!current || current.rcpt.length === 0) return reply("503 5.5.1 no recipients");
+        inData = true;
+        reply("354 go ahead");
+      } else if (verb === "RSET") {
+        current = undefined;
+        reply("250 2.0.0 OK");
+      } else if (verb === "QUIT") {
+        socket.end("221 2.0.0 bye\r\n");
+      } else {
+        reply("502 5.5.2 unknown command");
+      }
+    };
+    socket.on("data", (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      for (;;) {
+        if (inData) {
+          const end = buffer.indexOf("\r\n.\r\n");
+          if (end === -1) return;
+          current!.data = buffer.subarray(0, end + 2);
+          state.transactions.push(current!);
+          buffer = buffer.subarray(end + 5);
+          inData = false;
+          current = undefined;
+          reply("250 2.0.0 queued");
+          continue;
+        }
+        const end = buffer.indexOf("\r\n");
+        if (end === -1) return;
+        const line = buffer.subarray(0, end);
+        buffer = buffer.subarray(end + 2);
+        command(line);
+      }
+    });
+    socket.write("220 raw.test ESMTP\r\n");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  state.port = (server.address() as net.AddressInfo).port;
+  state.close = () =>
+    new Promise((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    });
+  return state;
+}

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { rfc5322Date } from "@mailroom/core";
+import { isAscii, wireAddress } from "./international.js";
 import type { FailedRecipient } from "./store.js";
 
 export interface BounceInput {
@@ -13,14 +14,41 @@ export interface BounceInput {
   headers: string;
 }
 
-/** An address as a DSN address type: rfc822, or utf-8 when it is not ASCII (RFC 6533). */
+/**
+ * Encodes an address in the 7-bit utf-8-addr-xtext form of RFC 6533
+ * section 3: printable ASCII other than "+", "=" and the backslash stays as
+ * it is, and every other character becomes \x{HEX}, its code point in
+ * upper-case hex.
+ */
+function utf8AddressXtext(address: string): string {
+  let encoded = "";
+  for (const char of address) {
+    const code = char.codePointAt(0)!;
+    const plain = code >= 0x21 && code <= 0x7e && char !== "+" && char !== "=" && char !== "\\";
+    encoded += plain ? char : `\\x{${code.toString(16).toUpperCase()}}`;
+  }
+  return encoded;
+}
+
+/**
+ * Returns an address as a DSN address type: rfc822 with the address as it
+ * went on the wire (A-label domains), or, for a non-ASCII local part, the
+ * utf-8 type of RFC 6533. That type is written in its xtext form, because a
+ * message/delivery-status part is 7-bit.
+ */
 function addressField(address: string): string {
-  return /^[\x20-\x7e]*$/.test(address) ? `rfc822; ${address}` : `utf-8; ${address}`;
+  const wire = wireAddress(address);
+  return isAscii(wire) ? `rfc822; ${wire}` : `utf-8; ${utf8AddressXtext(wire)}`;
 }
 
 /** Keeps a remote reply on one line of printable text. */
 function oneLine(text: string): string {
   return text.replace(/\r?\n/g, " ").replace(/[^\x20-\x7e\u00a0-\uffff]/g, "?").trim();
+}
+
+/** Keeps a delivery-status field value 7-bit: characters outside printable ASCII become "?". */
+function asciiField(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, "?");
 }
 
 const SMTP_REPLY = /^\d{3}(?:[ -]|$)/;
@@ -40,14 +68,15 @@ function explanation(item: FailedRecipient): string {
  * in Remote-MTA, not here.
  */
 function diagnosticCode(item: FailedRecipient): string {
-  const text = oneLine(item.response);
+  const text = asciiField(oneLine(item.response));
   return SMTP_REPLY.test(text) ? `smtp; ${text}` : `X-Mailroom; ${text}`;
 }
 
 /**
  * Builds an RFC 3464 delivery status notification (multipart/report): a
  * readable explanation, message/delivery-status with one block per failed
- * recipient, and the original message's headers.
+ * recipient, and the original message's headers, as message/global-headers
+ * (RFC 6533) when they contain UTF-8.
  */
 export function buildBounce(input: BounceInput): string {
   const boundary = `=_mailroom_${randomBytes(12).toString("hex")}`;
@@ -56,7 +85,7 @@ export function buildBounce(input: BounceInput): string {
 
   push(
     `From: Mail Delivery System <MAILER-DAEMON@${input.hostname}>`,
-    `To: <${input.sender}>`,
+    `To: <${wireAddress(input.sender)}>`,
     "Subject: Undelivered Mail Returned to Sender",
     `Date: ${rfc5322Date(input.now)}`,
     `Message-ID: <${Date.now().toString(36)}.${randomBytes(6).toString("hex")}@${input.hostname}>`,
@@ -95,14 +124,16 @@ export function buildBounce(input: BounceInput): string {
       `Final-Recipient: ${addressField(item.recipient)}`,
       "Action: failed",
       `Status: ${item.enhanced}`,
-      ...(item.remoteMta ? [`Remote-MTA: dns; ${item.remoteMta}`] : []),
+      ...(item.remoteMta ? [`Remote-MTA: dns; ${asciiField(item.remoteMta)}`] : []),
       `Diagnostic-Code: ${diagnosticCode(item)}`,
     );
   }
+  const utf8Headers = !isAscii(input.headers);
   push(
     "",
     `--${boundary}`,
-    "Content-Type: text/rfc822-headers",
+    utf8Headers ? "Content-Type: message/global-headers" : "Content-Type: text/rfc822-headers",
+    ...(utf8Headers ? ["Content-Transfer-Encoding: 8bit"] : []),
     "Content-Description: Undelivered message headers",
     "",
   );

@@ -1,8 +1,10 @@
 import { createReadStream } from "node:fs";
 import net from "node:net";
-import SMTPConnection, { type SMTPConnectionSendInfo } from "nodemailer/lib/smtp-connection";
+import type { SMTPConnectionSendInfo } from "nodemailer/lib/smtp-connection";
 import type { RecipientResult } from "@mailroom/core";
+import { planEnvelope, type Utf8Need } from "./international.js";
 import type { Hop } from "./routing.js";
+import { SmtpClient } from "./smtp-client.js";
 import type { MessageLocation } from "./store.js";
 
 /** One queued message to send over a connection. */
@@ -12,6 +14,8 @@ export interface Job {
   recipients: string[];
   /** The message itself, or where it starts in its queue file. */
   message: Buffer | MessageLocation;
+  /** The client sent SMTPUTF8 and the header fields are UTF-8, so the message goes only with SMTPUTF8. */
+  utf8Headers: boolean;
 }
 
 /**
@@ -90,8 +94,8 @@ function isTemporaryRefusal(failure: ConnectionFailure): boolean {
   return failure.command === "CONN" || failure.command.startsWith("AUTH") || failure.command === "STARTTLS";
 }
 
-function connectOnce(hop: Hop, address: string, settings: ClientSettings, plaintext: boolean): Promise<SMTPConnection> {
-  const connection = new SMTPConnection({
+function connectOnce(hop: Hop, address: string, settings: ClientSettings, plaintext: boolean): Promise<SmtpClient> {
+  const connection = new SmtpClient({
     host: address,
     port: hop.port,
     name: settings.heloName,
@@ -130,8 +134,8 @@ function connectOnce(hop: Hop, address: string, settings: ClientSettings, plaint
  * AUTH when configured. An opportunistic STARTTLS whose handshake fails is
  * retried in plaintext on a new connection.
  */
-export async function openConnection(hop: Hop, address: string, settings: ClientSettings): Promise<SMTPConnection> {
-  let connection: SMTPConnection;
+export async function openConnection(hop: Hop, address: string, settings: ClientSettings): Promise<SmtpClient> {
+  let connection: SmtpClient;
   try {
     connection = await connectOnce(hop, address, settings, false);
   } catch (error) {
@@ -168,58 +172,99 @@ function asFailure(error: SmtpError): ConnectionFailure {
   return new ConnectionFailure(error.message, error.responseCode ?? 0, error.response ?? "", error.command ?? "");
 }
 
+const UTF8_NEEDS: Record<Utf8Need, string> = {
+  sender: "the non-ASCII local part of the sender",
+  recipient: "the non-ASCII local part of the recipient",
+  headers: "the UTF-8 header fields of the message",
+};
+
+/** Returns the result of a recipient that the server cannot take because it does not offer SMTPUTF8. */
+function smtpUtf8Refusal(recipient: string, need: Utf8Need, remoteMta: string): RecipientResult {
+  return {
+    recipient,
+    code: 550,
+    enhanced: "5.6.7",
+    response: `${remoteMta} does not offer SMTPUTF8 (RFC 6531), which is needed for ${UTF8_NEEDS[need]}`,
+    remoteMta,
+  };
+}
+
 /**
  * Sends one message over an open connection and returns a result per
- * recipient. Throws ConnectionFailure when the connection broke before a
- * reply, so the caller can try another address.
+ * recipient, and whether a transaction was started. Domains of addresses
+ * with an ASCII local part go as A-labels. A message that needs SMTPUTF8
+ * goes with it, or, when the server does not offer it, is not sent to the
+ * recipients concerned, which get 5.6.7 (RFC 6531 section 3.2). Throws
+ * ConnectionFailure when the connection broke before a reply, so the caller
+ * can try another address.
  */
-export function sendOne(connection: SMTPConnection, job: Job, remoteMta: string): Promise<RecipientResult[]> {
+export async function sendOne(connection: SmtpClient, job: Job, remoteMta: string): Promise<{ results: RecipientResult[]; sent: boolean }> {
+  const plan = planEnvelope(job, connection.offers("SMTPUTF8"));
+  const results = plan.refused.map(({ recipient, need }) => smtpUtf8Refusal(recipient, need, remoteMta));
+  if (plan.to.length === 0) return { results, sent: false };
+  connection.requireSmtpUtf8 = plan.smtpUtf8;
+  let outcomes: Map<string, RecipientResult>;
+  try {
+    outcomes = await sendEnvelope(connection, plan.from, plan.to, job.message, remoteMta);
+  } finally {
+    connection.requireSmtpUtf8 = false;
+  }
+  for (const [wire, recipients] of plan.recipientsOf) {
+    const outcome = outcomes.get(wire)!;
+    for (const recipient of recipients) results.push({ ...outcome, recipient });
+  }
+  return { results, sent: true };
+}
+
+/** Sends the message with the given envelope and returns a result per wire recipient. */
+function sendEnvelope(
+  connection: SmtpClient,
+  from: string | false,
+  to: string[],
+  message: Buffer | MessageLocation,
+  remoteMta: string,
+): Promise<Map<string, RecipientResult>> {
   return new Promise((resolve, reject) => {
-    const body = Buffer.isBuffer(job.message)
-      ? job.message
-      : createReadStream(job.message.path, { start: job.message.start, highWaterMark: 256 * 1024 });
-    connection.send(
-      { from: job.sender === "" ? false : job.sender, to: job.recipients },
-      body,
-      (error: SmtpError | null, info?: SMTPConnectionSendInfo) => {
-        if (!Buffer.isBuffer(body)) body.destroy();
-        if (!error && info) {
-          const rejected = new Map<string, SmtpError>();
-          for (const item of (info.rejectedErrors ?? []) as SmtpError[]) {
-            if (item.recipient) rejected.set(item.recipient, item);
-          }
-          resolve(
-            job.recipients.map((recipient) => {
-              const refusal = rejected.get(recipient);
-              if (refusal) return result(recipient, refusal.responseCode ?? 550, refusal.response ?? refusal.message, remoteMta);
-              const code = Number(/^(\d{3})/.exec(info.response)?.[1] ?? 250);
-              return result(recipient, code, info.response, remoteMta);
-            }),
-          );
-          return;
-        }
-        const failure = error!;
-        if (!failure.responseCode) {
-          reject(new ConnectionFailure(failure.message));
-          return;
-        }
-        const perRecipient = new Map<string, SmtpError>();
-        for (const item of failure.rejectedErrors ?? []) {
-          if (item.recipient) perRecipient.set(item.recipient, item);
+    const body = Buffer.isBuffer(message) ? message : createReadStream(message.path, { start: message.start, highWaterMark: 256 * 1024 });
+    const resultsOf = (outcome: (recipient: string) => RecipientResult) => new Map(to.map((recipient) => [recipient, outcome(recipient)]));
+    connection.send({ from, to }, body, (error: SmtpError | null, info?: SMTPConnectionSendInfo) => {
+      if (!Buffer.isBuffer(body)) body.destroy();
+      if (!error && info) {
+        const rejected = new Map<string, SmtpError>();
+        for (const item of (info.rejectedErrors ?? []) as SmtpError[]) {
+          if (item.recipient) rejected.set(item.recipient, item);
         }
         resolve(
-          job.recipients.map((recipient) => {
-            const own = perRecipient.get(recipient) ?? failure;
-            return result(recipient, own.responseCode ?? failure.responseCode!, own.response ?? own.message, remoteMta);
+          resultsOf((recipient) => {
+            const refusal = rejected.get(recipient);
+            if (refusal) return result(recipient, refusal.responseCode ?? 550, refusal.response ?? refusal.message, remoteMta);
+            const code = Number(/^(\d{3})/.exec(info.response)?.[1] ?? 250);
+            return result(recipient, code, info.response, remoteMta);
           }),
         );
-      },
-    );
+        return;
+      }
+      const failure = error!;
+      if (!failure.responseCode) {
+        reject(new ConnectionFailure(failure.message));
+        return;
+      }
+      const perRecipient = new Map<string, SmtpError>();
+      for (const item of failure.rejectedErrors ?? []) {
+        if (item.recipient) perRecipient.set(item.recipient, item);
+      }
+      resolve(
+        resultsOf((recipient) => {
+          const own = perRecipient.get(recipient) ?? failure;
+          return result(recipient, own.responseCode ?? failure.responseCode!, own.response ?? own.message, remoteMta);
+        }),
+      );
+    });
   });
 }
 
 /** Sends RSET; false when the connection is no longer usable. */
-export function resetConnection(connection: SMTPConnection): Promise<boolean> {
+export function resetConnection(connection: SmtpClient): Promise<boolean> {
   return new Promise((resolve) => connection.reset((error) => resolve(!error)));
 }
 
@@ -227,7 +272,7 @@ export function resetConnection(connection: SMTPConnection): Promise<boolean> {
  * Ends the session with QUIT and waits (at most two seconds) for the socket to
  * close, so a connection counts against the limits until it is gone.
  */
-export function closeConnection(connection: SMTPConnection): Promise<void> {
+export function closeConnection(connection: SmtpClient): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       connection.close();
@@ -268,7 +313,7 @@ export async function deliverRun(
   for (const hop of hops) {
     for (const address of hop.addresses) {
       lastHost = { name: hop.name, address };
-      let connection: SMTPConnection;
+      let connection: SmtpClient;
       try {
         connection = await openConnection(hop, address, settings);
       } catch (error) {
@@ -334,7 +379,7 @@ type SendOutcome =
  * next job; a failed RSET breaks the connection.
  */
 async function sendJobs(
-  connection: SMTPConnection,
+  connection: SmtpClient,
   hop: Hop,
   address: string,
   unsent: Job[],
@@ -365,9 +410,9 @@ async function sendJobs(
         return { kind: "broken", failure: new ConnectionFailure(`${hop.name} [${address}] failed RSET`) };
       }
       try {
-        const results = await sendOne(connection, job, hop.name);
+        const { results, sent } = await sendOne(connection, job, hop.name);
         onResults(job, results);
-        needsReset = results.every((item) => item.code >= 400);
+        if (sent) needsReset = results.every((item) => item.code >= 400);
       } catch (error) {
         unsent.unshift(job);
         return { kind: "broken", failure: error instanceof ConnectionFailure ? error : new ConnectionFailure(String(error)) };

@@ -1,5 +1,5 @@
 export { default, OUTBOUND_ROUTE } from "./plugin.js";
-export { optionsSchema, DEFAULT_RETRY, retryDelay, type MxOptions, type Target } from "./options.js";
+export { optionsSchema, DEFAULT_RETRY, MIN_RETRY_DELAY, retryDelay, type MxOptions, type Target } from "./options.js";
 export { QueueStore, type QueueRecord, type FailedRecipient } from "./store.js";
 export { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 export { buildBounce, type BounceInput } from "./bounce.js";

@@ -7,6 +7,14 @@ const DAY = 24 * HOUR;
 /** Default retry delays: a few minutes first, then growing, the last one repeats. */
 export const DEFAULT_RETRY = [5 * MINUTE, 10 * MINUTE, 20 * MINUTE, 40 * MINUTE, HOUR, 2 * HOUR, 4 * HOUR];
 
+/**
+ * Shortest delay allowed between two attempts, in milliseconds. A delay of 0
+ * would retry a failing destination in a tight loop. RFC 5321 section
+ * 4.5.4.1 advises at least 30 minutes in general, and the floor is lower so
+ * that tests and private networks can retry within seconds.
+ */
+export const MIN_RETRY_DELAY = 1000;
+
 const tlsMode = z.enum(["none", "opportunistic", "required"]);
 
 /** A static next hop: a route for one domain or the smarthost. */
@@ -23,8 +31,8 @@ export const targetSchema = z.strictObject({
 export const optionsSchema = z.strictObject({
   /** Folder of the queue records, relative to the config file. */
   queueDir: z.string().min(1).default("./queue"),
-  /** Delays between attempts; the last one repeats. */
-  retry: z.array(duration()).min(1).default(DEFAULT_RETRY),
+  /** Delays between attempts, each at least MIN_RETRY_DELAY; the last one repeats. */
+  retry: z.array(duration({ min: MIN_RETRY_DELAY })).min(1).default(DEFAULT_RETRY),
   /**
    * Give up and bounce a message that could not be delivered for this long.
    * It is compared with timestamps and never given to a timer, so it may
@@ -102,8 +110,14 @@ export type MxOptions = z.output<typeof optionsSchema>;
 export type Target = z.output<typeof targetSchema>;
 export type TlsMode = z.output<typeof tlsMode>;
 
-/** Returns the delay before the attempt after `attempts` failed ones. */
+/**
+ * Returns the delay before the attempt after `attempts` failed ones: the
+ * schedule's entry for it, or its last entry once the schedule is used up.
+ * A schedule that did not pass the options schema still waits at least
+ * MIN_RETRY_DELAY.
+ */
 export function retryDelay(retry: readonly number[], attempts: number): number {
   const index = Math.min(Math.max(attempts - 1, 0), retry.length - 1);
-  return retry[index]!;
+  const delay = retry[index];
+  return delay !== undefined && delay > MIN_RETRY_DELAY ? delay : MIN_RETRY_DELAY;
 }

@@ -14,6 +14,7 @@ import {
   type MessageInjector,
   type UserDirectory,
 } from "@mailroom/core";
+import { hasEightBitHeader } from "./international.js";
 import { optionsSchema } from "./options.js";
 import { DiskOutboundQueue } from "./queue.js";
 import { Scheduler } from "./scheduler.js";
@@ -97,9 +98,12 @@ export default definePlugin({
         try {
           // A message that the engine keeps in memory is written with one call.
           const copy = message.storedCopyBytes({ returnPath: false }) ?? message.storedCopy({ returnPath: false });
+          // NOTE: plugins see the first 1 MiB of the header block, so UTF-8 only past that is not noticed.
+          const headerLines = [message.received, ...message.headers.list().map((field) => field.line)];
+          const utf8Headers = transaction.senderParams.SMTPUTF8 === true && hasEightBitHeader(headerLines);
           added = await store.add(
             copy,
-            { sender: transaction.sender?.address ?? "", domains, now: clock.now() },
+            { sender: transaction.sender?.address ?? "", domains, now: clock.now(), utf8Headers },
             { claim: deliverHere },
           );
         } catch (error) {

@@ -1,5 +1,5 @@
 import { expect, test } from "vitest";
-import { optionsSchema, retryDelay } from "./options.js";
+import { MIN_RETRY_DELAY, optionsSchema, retryDelay } from "./options.js";
 import { isLocalAddress, orderByPreference } from "./routing.js";
 
 test("MX order shuffles equal preferences fairly", () => {
@@ -45,6 +45,31 @@ test("retry schedule grows and repeats", () => {
   expect(optionsSchema.parse({ retry: ["1m", "30m"] }).retry).toEqual([60_000, 1_800_000]);
   expect(optionsSchema.safeParse({ retry: [] }).success).toBe(false);
   expect(optionsSchema.safeParse({ routes: { "a.test": { host: "h", tls: "sometimes" } } }).success).toBe(false);
+});
+
+test.each([
+  [{ retry: [0] }, "retry.0", 0],
+  [{ retry: ["5m", "0s"] }, "retry.1", "0s"],
+  [{ retry: ["999ms", "5m"] }, "retry.0", "999ms"],
+])("retry delay below one second is an error: %j", (options, optionPath, value) => {
+  const result = optionsSchema.safeParse(options);
+  expect(result.success).toBe(false);
+  const issue = result.error!.issues[0]!;
+  expect(issue.path.join(".")).toBe(optionPath);
+  expect(issue.message).toBe(`expected a duration of at least 1000 ms, received ${JSON.stringify(value)}`);
+});
+
+test("retry delay of one second is accepted", () => {
+  expect(MIN_RETRY_DELAY).toBe(1000);
+  expect(optionsSchema.parse({ retry: ["1s", 1000] }).retry).toEqual([1000, 1000]);
+});
+
+test("retryDelay never returns less than the floor", () => {
+  expect(retryDelay([0], 1)).toBe(MIN_RETRY_DELAY);
+  expect(retryDelay([5000, 0], 7)).toBe(MIN_RETRY_DELAY);
+  expect(retryDelay([5000, 0], 1)).toBe(5000);
+  expect(retryDelay([Number.NaN], 1)).toBe(MIN_RETRY_DELAY);
+  expect(retryDelay([], 1)).toBe(MIN_RETRY_DELAY);
 });
 
 test.each([

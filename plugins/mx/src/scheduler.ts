@@ -374,6 +374,7 @@ export class Scheduler {
       sender: record.sender,
       recipients: record.pending,
       message: entry.content ?? (await this.env.store.messageOf(record.id)),
+      utf8Headers: record.utf8Headers === true,
     };
   }
 

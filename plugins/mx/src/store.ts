@@ -39,6 +39,11 @@ export interface QueueRecord {
   bounceAttempts?: number;
   /** When the first of those attempts was made; the bounce is dropped maxQueueLifetime later. */
   bounceFirstAttemptAt?: number;
+  /**
+   * The client sent SMTPUTF8 and the header fields contain UTF-8 (RFC 6532),
+   * so the message goes only to servers that offer SMTPUTF8.
+   */
+  utf8Headers?: true;
 }
 
 /** The result of `add`: the records, and the stored copy when it was kept in memory. */
@@ -307,7 +312,7 @@ export class QueueStore {
    */
   async add(
     body: Readable | Buffer[],
-    entry: { sender: string; domains: Map<string, string[]>; now: number },
+    entry: { sender: string; domains: Map<string, string[]>; now: number; utf8Headers?: boolean },
     options: { claim?: boolean } = {},
   ): Promise<AddedMessage> {
     this.assertWritable("add");
@@ -324,6 +329,7 @@ export class QueueStore {
         createdAt: entry.now,
         nextAttemptAt: entry.now,
         attempts: 0,
+        ...(entry.utf8Headers ? { utf8Headers: true as const } : {}),
       }),
     );
     const lines = records.map(stateLine);

@@ -1,6 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Logger } from "pino";
@@ -8,6 +7,7 @@ import type { DependencyContainer } from "tsyringe";
 import { ConfigError, formatIssues, type LoadedConfig } from "../config/load.js";
 import { HOOK_NAMES } from "../hooks.js";
 import { missingPackageError } from "./missing-package.js";
+import { errorCode, isModuleNotFound, resolveImport } from "./package-import.js";
 import { importCompiled } from "./typescript.js";
 import { isPluginDefinition, type PluginDefinition, type PluginHooks } from "./plugin.js";
 import type { LoadedPlugin } from "./runner.js";
@@ -36,40 +36,66 @@ function isModuleJavaScript(file: string): boolean {
   }
 }
 
-/** Imports the module named by `use`: a path relative to the config file or a package name. */
+/** Imports the module named by `use`: a path relative to the config file or a package specifier. */
 async function importPlugin(use: string, configDir: string): Promise<unknown> {
-  if (isPath(use)) {
-    const file = path.resolve(configDir, use);
-    // The modification time in the URL makes a reload import an edited file
-    // anew. TypeScript and ES module files are compiled with their local
-    // imports each time, and @mailroom/core resolves from any folder. A
-    // CommonJS plugin's own requires stay cached until a restart.
-    const { mtimeMs } = await stat(file);
-    const url = `${pathToFileURL(file).href}?mtime=${Math.floor(mtimeMs)}`;
-    if (/\.[cm]?tsx?$/.test(file) || isModuleJavaScript(file)) return importCompiled(file, url);
-    return import(url);
-  }
+  if (!isPath(use)) return importPackage(use, configDir);
+  const file = path.resolve(configDir, use);
+  // The modification time in the URL makes a reload import an edited file
+  // anew. TypeScript and ES module files are compiled with their local
+  // imports each time, and @mailroom/core resolves from any folder. A
+  // CommonJS plugin's own requires stay cached until a restart.
+  const { mtimeMs } = await stat(file);
+  const url = `${pathToFileURL(file).href}?mtime=${Math.floor(mtimeMs)}`;
+  if (/\.[cm]?tsx?$/.test(file) || isModuleJavaScript(file)) return importCompiled(file, url);
+  return import(url);
+}
+
+/**
+ * Imports a package plugin as an ES module: from where @mailroom/core is
+ * installed, else as an import in a module in the config's folder would
+ * resolve it, from the node_modules folders there and above.
+ */
+async function importPackage(use: string, configDir: string): Promise<unknown> {
+  // A folder URL ends in "/", so that specifiers resolve from inside the folder.
+  const besideConfig = pathToFileURL(path.join(configDir, path.sep));
   let besideCore: unknown;
   try {
     return await import(use);
   } catch (error) {
-    if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    if (!isModuleNotFound(error)) throw describeUnexported(error);
     besideCore = error;
   }
-  // Not found beside @mailroom/core: look next to the config file instead.
-  let resolved: string;
+
+  let resolved: URL;
   try {
-    resolved = createRequire(path.join(configDir, "package.json")).resolve(use);
+    resolved = resolveImport(use, besideConfig);
   } catch (error) {
-    if ((error as { code?: string }).code !== "MODULE_NOT_FOUND") throw error;
-    throw missingPackageError(use, configDir, besideCore);
+    if (!isModuleNotFound(error)) throw describeUnexported(error);
+    const attempts = [
+      { from: new URL(import.meta.url), error: besideCore },
+      { from: besideConfig, error },
+    ];
+    throw missingPackageError(use, attempts, configDir);
   }
   try {
-    return await import(pathToFileURL(resolved).href);
+    return await import(resolved.href);
   } catch (error) {
-    if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
-    throw missingPackageError(use, configDir, error);
+    if (!isModuleNotFound(error)) throw error;
+    throw missingPackageError(use, [{ from: besideConfig, error }], configDir);
   }
+}
+
+/**
+ * Appends the conditions that count to Node's error for a package whose
+ * `exports` has no entry for an ES module import, such as one with only a
+ * "require" condition.
+ */
+function describeUnexported(error: unknown): unknown {
+  if (errorCode(error) !== "ERR_PACKAGE_PATH_NOT_EXPORTED") return error;
+  return new Error(
+    `${(error as Error).message}; plugins are imported as ES modules, so "exports" needs an entry with the condition "import", "node" or "default"`,
+    { cause: error },
+  );
 }
 
 const KNOWN_KEYS = new Set<string>([...HOOK_NAMES, "start", "close"]);
