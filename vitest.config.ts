@@ -23,6 +23,10 @@ export default defineConfig({
       "plugins/*/src/**/*.test.ts",
       "examples/*/**/*.test.ts",
       "test/**/*.test.ts",
+      // Matches no file at the root. With --dir FOLDER, the patterns are
+      // relative to FOLDER, so this one runs the local plugin tests directly
+      // in it, as `mailroom new plugin --local` prints.
+      "*.test.ts",
     ],
     exclude: ["**/node_modules/**", "**/dist/**"],
     testTimeout: 30_000,

@@ -1,5 +1,5 @@
-import { spawnSync } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { spawn, spawnSync } from "node:child_process";
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,11 +88,32 @@ plugins:
 
     const missing = mailroom(["queue", "retry", "--config", file]);
     expect(missing.status).toBe(2);
+    expect(missing.stderr).toBe("mailroom: queue retry: give a record ID or --all\n");
+    const both = mailroom(["queue", "retry", id, "--all", "--config", file]);
+    expect(both.status).toBe(2);
+    expect(both.stderr).toBe("mailroom: queue retry: give a record ID or --all, not both\n");
 
     const removed = mailroom(["queue", "delete", id, "--config", file]);
     expect(removed.status).toBe(0);
     expect(mailroom(["queue", "list", "--config", file]).stdout).not.toContain("alice@local.test");
-    expect(mailroom(["queue", "show", id, "--config", file]).status).toBe(1);
+    const gone = mailroom(["queue", "show", id, "--config", file]);
+    expect(gone.status).toBe(1);
+    expect(gone.stderr).toBe(`mailroom: queue show failed: no queued message ${id}\n`);
+  });
+
+  test("unreadable record warning names the error", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, 'server:\n  listen: ["127.0.0.1:0"]\nplugins:\n  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./queue, deliver: false }\n');
+    await mkdir(path.join(dir, "queue/active"), { recursive: true });
+    await writeFile(path.join(dir, "queue/active/garbled.msg"), "garbage\nSubject: x\r\n\r\nx\r\n");
+
+    const list = mailroom(["queue", "list", "--config", file]);
+    expect(list.status).toBe(0);
+    const warning = list.stderr.split("\n").find((line) => line.includes("garbled"));
+    expect(warning, list.stderr).toBeDefined();
+    const fields = JSON.parse(warning!.slice(warning!.indexOf("{")));
+    expect(fields.err.type).toBe("SyntaxError");
+    expect(fields.err.message).toMatch(/not valid JSON/);
   });
 });
 
@@ -116,7 +137,32 @@ describe("mailroom passwd", () => {
   test("empty password changes nothing", () => {
     const result = mailroom(["passwd", path.join(dir, "users"), "alice"], "\n");
     expect(result.status).toBe(1);
-    expect(result.stderr).toMatch(/password is empty/);
+    expect(result.stderr).toBe("mailroom: passwd: the password is empty; nothing was changed\n");
+  });
+
+  test("invalid user name is a usage error", async () => {
+    const users = path.join(dir, "users");
+    for (const user of ["bad:name", "two words", ""]) {
+      const result = mailroom(["passwd", users, user], "secret\n");
+      expect(result.status, user).toBe(2);
+      expect(result.stderr, user).toContain(`mailroom: passwd: invalid user name ${JSON.stringify(user)}: `);
+    }
+    await expect(access(users)).rejects.toThrow(/ENOENT/);
+  });
+
+  test("missing folder is named before the prompt", async () => {
+    const folder = path.join(dir, "nosuch");
+    const piped = mailroom(["passwd", path.join(folder, "users"), "alice"], "secret\n");
+    expect(piped.status).toBe(1);
+    expect(piped.stderr).toBe(
+      `mailroom: passwd: folder ${folder} does not exist; create it, or give a user file in an existing folder (nothing was changed)\n`,
+    );
+
+    // With stdin left open, the command ends without waiting for a password.
+    const waiting = spawn(process.execPath, [BIN, "passwd", path.join(folder, "users"), "alice"], { stdio: ["pipe", "pipe", "pipe"] });
+    const code = await new Promise<number | null>((resolve) => waiting.once("exit", resolve));
+    waiting.stdin!.destroy();
+    expect(code).toBe(1);
   });
 
   test("input with more lines changes nothing", async () => {

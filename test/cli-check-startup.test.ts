@@ -19,9 +19,19 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function mailroom(command: "check" | "start", file: string) {
+function mailroom(command: "check" | "start", file: string, ...options: string[]) {
   // A start that gets past its checks listens until SIGTERM; the timeout ends it.
-  return spawnSync(process.execPath, [BIN, command, "--config", file], { cwd: dir, encoding: "utf8", timeout: 15_000 });
+  return spawnSync(process.execPath, [BIN, command, "--config", file, ...options], { cwd: dir, encoding: "utf8", timeout: 15_000 });
+}
+
+/** Binds `host:port` with Node's defaults and resolves with the error code, or undefined when the bind worked. */
+async function bindError(servers: net.Server[], host: string, port: number): Promise<string | undefined> {
+  const server = net.createServer();
+  servers.push(server);
+  return new Promise((resolve) => {
+    server.once("error", (error: NodeJS.ErrnoException) => resolve(error.code));
+    server.listen(port, host, () => resolve(undefined));
+  });
 }
 
 async function writeConfig(text: string): Promise<string> {
@@ -75,15 +85,25 @@ describe("check fails where start fails", () => {
     const port = await freePort();
     const file = await writeConfig(`server:\n  listen:\n    - 0.0.0.0:${port}\n    - 127.0.0.1:${port}\nplugins: []\n`);
 
+    const message = `${file}:4: server.listen[1]: 127.0.0.1:${port} overlaps listen[0] 0.0.0.0:${port}`;
+
     const check = mailroom("check", file);
-    expect(check.stderr).toContain(`${file}:4: server.listen[1]: 127.0.0.1:${port} overlaps listen[0] 0.0.0.0:${port}`);
+    expect(check.stderr).toContain(message);
     expect(check.stderr).toContain("start would fail with EADDRINUSE");
     expect(check.status).toBe(1);
 
-    // start must fail the same way, or the rule would reject a working config.
     const start = mailroom("start", file);
-    expect(start.stderr).toContain("EADDRINUSE");
+    expect(start.stderr).toContain(message);
     expect(start.status).toBe(1);
+
+    // The rule must hold for the binds themselves, or it would reject a working config.
+    const servers: net.Server[] = [];
+    try {
+      expect(await bindError(servers, "0.0.0.0", port)).toBeUndefined();
+      expect(await bindError(servers, "127.0.0.1", port)).toBe("EADDRINUSE");
+    } finally {
+      for (const server of servers) server.close();
+    }
   });
 
   test("addresses of different ports pass", async () => {
@@ -92,6 +112,52 @@ describe("check fails where start fails", () => {
     const check = mailroom("check", file);
     expect(check.stderr).toBe("");
     expect(check.status).toBe(0);
+  });
+});
+
+describe("start checks its --listen options", () => {
+  test("same --listen twice is a usage error", async () => {
+    const port = await freePort();
+    const file = await writeConfig('server:\n  listen: ["127.0.0.1:0"]\nplugins: []\n');
+
+    const same = mailroom("start", file, "--listen", `127.0.0.1:${port}`, "--listen", `127.0.0.1:${port}`);
+    expect(same.stderr).toBe(
+      `mailroom: start: --listen 127.0.0.1:${port} is given twice; the second listener would fail with EADDRINUSE, so give each address once\n`,
+    );
+    expect(same.stdout).toBe("");
+    expect(same.status).toBe(2);
+
+    const spelled = mailroom("start", file, "--listen", `[::1]:${port}`, "--listen", `[0:0::1]:${port}`);
+    expect(spelled.stderr).toContain(`--listen [0:0::1]:${port} is the same address as --listen [::1]:${port}`);
+    expect(spelled.status).toBe(2);
+  });
+
+  test.runIf(process.platform === "linux")("overlapping --listen is a usage error", async () => {
+    const port = await freePort();
+    const file = await writeConfig('server:\n  listen: ["127.0.0.1:0"]\nplugins: []\n');
+    const start = mailroom("start", file, "--listen", `0.0.0.0:${port}`, "--listen", `127.0.0.1:${port}`);
+    expect(start.stderr).toContain(`mailroom: start: --listen 127.0.0.1:${port} overlaps --listen 0.0.0.0:${port}, because on Linux 0.0.0.0:${port} takes port ${port} on every address`);
+    expect(start.stdout).toBe("");
+    expect(start.status).toBe(2);
+  });
+
+  test("port in use is logged once", async () => {
+    const servers: net.Server[] = [];
+    try {
+      const port = await freePort();
+      expect(await bindError(servers, "127.0.0.1", port)).toBeUndefined();
+      const file = await writeConfig('server:\n  listen: ["127.0.0.1:0"]\nplugins: []\n');
+
+      const start = mailroom("start", file, "--listen", `127.0.0.1:${port}`);
+      expect(start.status).toBe(1);
+      expect(start.stderr).toBe(`mailroom: start: listen failed: listen EADDRINUSE: address already in use 127.0.0.1:${port}\n`);
+      const lines = start.stdout.split("\n").filter(Boolean).map((line) => JSON.parse(line));
+      const mentions = lines.filter((line) => JSON.stringify(line).includes("EADDRINUSE"));
+      expect(mentions.map((line) => line.msg)).toEqual(["listen failed"]);
+      expect(lines.map((line) => line.msg)).not.toContain("connection error");
+    } finally {
+      for (const server of servers) server.close();
+    }
   });
 });
 

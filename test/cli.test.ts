@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { closeSync, openSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -354,6 +355,40 @@ plugins:
     child!.kill("SIGHUP");
     await expect.poll(() => logs(), { timeout: 10_000 }).toContain('"msg":"config reloaded"');
     expect(logs()).toContain("server.spoolDir changed; the server keeps using the old folder until it is restarted");
+  });
+
+  test("log lines keep their order at exit", async () => {
+    // The plugin keeps libuv's only pool thread busy, where pino's default
+    // destination would write: at exit its last lines came out of order or not at all.
+    const busy = `import { pbkdf2 } from "node:crypto";
+import { definePlugin } from "@mailroom/core";
+export default definePlugin({
+  name: "busy",
+  setup() {
+    let running = true;
+    const next = () => { if (running) pbkdf2("x", "y", 100_000, 32, "sha256", next); };
+    return { start: next, close: () => { running = false; } };
+  },
+});
+`;
+    await writeFile(path.join(dir, "busy.mjs"), busy);
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, 'server:\n  listen: ["127.0.0.1:0"]\nplugins:\n  - use: ./busy.mjs\n');
+    const logFile = path.join(dir, "server.log");
+    const output = openSync(logFile, "w");
+    child = spawn(process.execPath, [BIN, "start", "--config", file], {
+      stdio: ["ignore", output, "pipe"],
+      env: { ...process.env, UV_THREADPOOL_SIZE: "1" },
+    });
+    closeSync(output);
+    const exit = exited(child);
+    await expect.poll(() => readFile(logFile, "utf8"), { timeout: 15_000 }).toContain('"msg":"listening"');
+    child.kill("SIGTERM");
+    expect(await exit).toBe(0);
+
+    const lines = (await readFile(logFile, "utf8")).split("\n").filter(Boolean);
+    const messages = lines.map((line) => JSON.parse(line).msg);
+    expect(messages).toEqual(["listening", "stopping", "server stopped"]);
   });
 
   test("invalid config exits with 1", async () => {

@@ -198,17 +198,72 @@ test("package outside any workspace says to build and install it", async () => {
   expect(tsconfig.compilerOptions.composite).toBeUndefined();
 });
 
-test("new plugin --local writes one file and its test", { timeout: 120_000 }, async () => {
+/** Returns the command of a "next step: run its test ..." line and the folder to run it in. */
+function testStep(stderr: string): { command: string; cwd: string } {
+  const match = /next step: run its test (?:in (\S+) )?with: (npx vitest run --dir .+)$/m.exec(stderr);
+  expect(match, stderr).not.toBeNull();
+  return { cwd: match![1] ?? ROOT, command: match![2]! };
+}
+
+/** Runs a printed command line as a user would type it, and returns its status and output without colours. */
+function shell(command: string, cwd: string) {
+  const run = spawnSync("sh", ["-c", command], { cwd, encoding: "utf8", timeout: 60_000 });
+  return { status: run.status, output: (run.stdout + run.stderr).replace(/\u001b\[[0-9;]*m/g, "") };
+}
+
+test("local plugin test runs with the printed command", { timeout: 120_000 }, async () => {
+  const name = "zz-local-greeter";
+  const files = [path.join(ROOT, "plugins", `${name}.ts`), path.join(ROOT, "plugins", `${name}.test.ts`)];
+  created.push(...files);
+
+  const result = mailroom(["new", "plugin", name, "--local", "--dir", "plugins"]);
+  expect(result.status, result.stderr).toBe(0);
+  expect(result.stdout).toContain(files[0]);
+  expect(result.stderr).toContain("mailroom: next step: run its test with: npx vitest run --dir plugins\n");
+
+  const step = testStep(result.stderr);
+  const run = shell(step.command, step.cwd);
+  expect(run.output).toMatch(/Tests\s+3 passed/);
+  expect(run.status).toBe(0);
+
+  // The repository's own test run, as npm test starts it, leaves the file out.
+  const listed = spawnSync("npx", ["vitest", "list", "--filesOnly"], { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
+  expect(listed.status, listed.stderr).toBe(0);
+  expect(listed.stdout).toContain("test/scaffold.test.ts");
+  expect(listed.stdout).not.toContain(`${name}.test.ts`);
+});
+
+test("local plugin outside the checkout prints where to test", { timeout: 120_000 }, async () => {
+  const parent = await mkdtemp(path.join(os.tmpdir(), "mailroom local "));
+  created.push(parent);
+  const dir = path.join(parent, "plugins");
+
+  // Run from the server's own folder, as an administrator would.
+  const result = spawnSync(process.execPath, [BIN, "new", "plugin", "tagger", "--local", "--dir", "plugins"], {
+    cwd: parent,
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+  expect(result.status, result.stderr).toBe(0);
+  expect(result.stderr).toContain(`mailroom: next step: run its test in ${ROOT} with: npx vitest run --dir '${dir}'\n`);
+
+  const step = testStep(result.stderr);
+  expect(step.cwd).toBe(ROOT);
+  const run = shell(step.command, step.cwd);
+  expect(run.output).toMatch(/Tests\s+3 passed/);
+  expect(run.status).toBe(0);
+});
+
+test("local plugin in a subfolder names the checkout", async () => {
   const dir = path.join(ROOT, "examples", "zz-scaffold-local");
   created.push(dir);
-
-  const result = mailroom(["new", "plugin", "tagger", "--local", "--dir", dir]);
-  expect(result.status).toBe(0);
-  expect(result.stdout).toContain(path.join(dir, "tagger.ts"));
-
-  const run = vitest(path.join(dir, "tagger.test.ts"));
-  expect(run.stdout + run.stderr).toMatch(/3 passed/);
-  expect(run.status).toBe(0);
+  const result = spawnSync(process.execPath, [BIN, "new", "plugin", "tagger", "--local", "--dir", dir], {
+    cwd: path.join(ROOT, "examples"),
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+  expect(result.status, result.stderr).toBe(0);
+  expect(result.stderr).toContain(`mailroom: next step: run its test in ${ROOT} with: npx vitest run --dir examples/zz-scaffold-local\n`);
 });
 
 test("new plugin refuses to overwrite", async () => {

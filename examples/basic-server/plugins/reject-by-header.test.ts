@@ -1,4 +1,4 @@
-import { testPlugin } from "@mailroom/testing";
+import { memoryStore, testPlugin, testPlugins } from "@mailroom/testing";
 import { describe, expect, test } from "vitest";
 import plugin from "./reject-by-header.ts";
 
@@ -10,21 +10,24 @@ const options = {
 };
 
 async function send(headers: string) {
-  const harness = await testPlugin(plugin, options);
+  // The store accepts the recipient and keeps the message once the filter let it through.
+  const store = memoryStore();
+  const harness = await testPlugins([[plugin, options], store.plugin]);
   const session = harness.session();
   await session.mail("sender@remote.example");
   await session.rcpt("alice@example.test");
   const call = await session.data(`${headers}\r\n\r\nbody\r\n`);
-  return { call, notes: session.transaction!.notes };
+  return { call, notes: session.transaction!.notes, stored: store.messages };
 }
 
 describe("reject-by-header", () => {
   test("spam flag header is rejected", async () => {
-    const { call, notes } = await send("Subject: hello\r\nX-Spam-Flag: YES");
+    const { call, notes, stored } = await send("Subject: hello\r\nX-Spam-Flag: YES");
     expect(call.verdict).toBe("DENY");
     expect(call.code).toBe(550);
     expect(call.enhanced).toBe("5.7.1");
     expect(notes.rejectedByHeader).toBe("X-Spam-Flag");
+    expect(stored).toEqual([]);
   });
 
   test("subject rule uses its own text", async () => {
@@ -44,8 +47,10 @@ describe("reject-by-header", () => {
   });
 
   test("clean message goes on to queue", async () => {
-    const { call } = await send("Subject: hello\r\nX-Spam-Flag: NO");
+    const { call, stored } = await send("Subject: hello\r\nX-Spam-Flag: NO");
     expect(call.verdict).toBe("OK");
+    expect(call.code).toBe(250);
+    expect(stored).toHaveLength(1);
   });
 
   test("invalid pattern is an option error", async () => {

@@ -1,6 +1,6 @@
 import { ConfigError, HOOK_NAMES, loadConfig, loadTlsFiles, MailroomServer } from "@mailroom/core";
 import { pino } from "pino";
-import { EXIT } from "./cli.js";
+import { EXIT, reportError } from "./report.js";
 import { findListenOverlaps } from "./listen-overlap.js";
 import { findWarnings } from "./warnings.js";
 
@@ -34,8 +34,6 @@ export async function checkCommand(options: { config: string }): Promise<number>
     process.stdout.write(`${lines.join("\n")}\n`);
     return EXIT.ok;
   } catch (error) {
-    const message = error instanceof ConfigError ? error.message : `check failed: ${(error as Error).message}`;
-    process.stderr.write(`mailroom: ${message}\n`);
-    return EXIT.failure;
+    return reportError("check", error);
   }
 }

@@ -4,17 +4,11 @@ import path from "node:path";
 import { checkCommand } from "./check.js";
 import { passwdCommand } from "./passwd.js";
 import { queueCommand } from "./queue.js";
+import { EXIT, reportError } from "./report.js";
 import { scaffoldPlugin } from "./scaffold.js";
 import { startCommand } from "./start.js";
 
-/** Exit codes of the mailroom command. */
-export const EXIT = {
-  ok: 0,
-  /** Invalid config or a failure while running. */
-  failure: 1,
-  /** Unknown command, option or argument. */
-  usage: 2,
-} as const;
+export { EXIT } from "./report.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
@@ -105,10 +99,7 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
             if (nextStep) process.stderr.write(`mailroom: next step: ${nextStep}\n`);
             return EXIT.ok;
           },
-          (error: Error) => {
-            process.stderr.write(`mailroom: ${error.message}\n`);
-            return error.message.startsWith("invalid plugin name") ? EXIT.usage : EXIT.failure;
-          },
+          (error: unknown) => reportError("new plugin", error),
         ),
       );
     });

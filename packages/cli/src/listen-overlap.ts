@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import { parseHostPort, type LoadedConfig } from "@mailroom/core";
+import { parseHostPort, repeatedListenAddresses, type LoadedConfig } from "@mailroom/core";
 
 interface Bind {
   index: number;
@@ -8,6 +8,17 @@ interface Bind {
   family: 4 | 6;
   wildcard: boolean;
   port: number;
+}
+
+/** A listen address that Linux cannot bind next to an earlier one. */
+interface Overlap {
+  bind: Bind;
+  earlier: Bind;
+  /** The addresses that the wildcard of the pair takes its port on. */
+  reach: string;
+  /** The advice on which addresses to list instead. */
+  fix: string;
+  wildcard: Bind;
 }
 
 /** True unless net.ipv6.bindv6only is 1; with 0 (the Linux default) a socket on [::] takes IPv4 too. */
@@ -29,31 +40,63 @@ function toBind(index: number, address: string): Bind | undefined {
 }
 
 /**
- * Lists `server.listen` entries that Linux cannot bind next to an earlier
- * one, so that `start` would fail with EADDRINUSE. A wildcard address
- * (0.0.0.0 or [::]) takes its port on every address of its family, and [::]
- * takes IPv4 too while net.ipv6.bindv6only is 0. Node binds with
- * SO_REUSEADDR, and Linux still rejects the second bind (seen with Node 20).
- * Other systems are not checked, and host names and port 0 are skipped.
+ * Finds the listen addresses that Linux cannot bind next to an earlier one,
+ * so that `start` would fail with EADDRINUSE. A wildcard address (0.0.0.0
+ * or [::]) takes its port on every address of its family, and [::] takes
+ * IPv4 too while net.ipv6.bindv6only is 0. Node binds with SO_REUSEADDR,
+ * and Linux still rejects the second bind (seen with Node 20). Other
+ * systems are not checked, and host names and port 0 are skipped.
  */
-export function findListenOverlaps(loaded: LoadedConfig, platform = process.platform): string[] {
+function findOverlaps(addresses: readonly string[], platform: NodeJS.Platform): Overlap[] {
   if (platform !== "linux") return [];
   const dualStack = ipv6TakesIpv4();
-  const binds = loaded.config.server.listen.flatMap((entry, index) => toBind(index, entry.address) ?? []);
+  const binds = addresses.flatMap((address, index) => toBind(index, address) ?? []);
   const takes = (wildcard: Bind, other: Bind) =>
     wildcard.wildcard && (wildcard.family === other.family || (wildcard.family === 6 && dualStack));
-  const problems: string[] = [];
+  const overlaps: Overlap[] = [];
   for (const [position, bind] of binds.entries()) {
     const earlier = binds.slice(0, position).find((other) => other.port === bind.port && (takes(other, bind) || takes(bind, other)));
     if (!earlier) continue;
     const wildcard = takes(earlier, bind) ? earlier : bind;
-    const line = loaded.lineOf(["server", "listen", bind.index]);
     const reach = wildcard.family === 6 && bind.family !== earlier.family ? "every IPv6 and IPv4 address (net.ipv6.bindv6only is 0)" : "every address";
     const fix = earlier.wildcard && bind.wildcard ? `list only ${wildcard.address}` : `list ${wildcard.address} alone, or only specific addresses`;
-    problems.push(
-      `${loaded.file}${line ? `:${line}` : ""}: server.listen[${bind.index}]: ${bind.address} overlaps listen[${earlier.index}] ${earlier.address}, ` +
-        `because on Linux ${wildcard.address} takes port ${bind.port} on ${reach}; start would fail with EADDRINUSE, so ${fix}`,
-    );
+    overlaps.push({ bind, earlier, reach, fix, wildcard });
   }
-  return problems;
+  return overlaps;
+}
+
+/** Lists the `server.listen` entries of a config that Linux cannot bind next to an earlier one, with file and line. */
+export function findListenOverlaps(loaded: LoadedConfig, platform = process.platform): string[] {
+  const addresses = loaded.config.server.listen.map((entry) => entry.address);
+  return findOverlaps(addresses, platform).map(({ bind, earlier, reach, fix, wildcard }) => {
+    const line = loaded.lineOf(["server", "listen", bind.index]);
+    return (
+      `${loaded.file}${line ? `:${line}` : ""}: server.listen[${bind.index}]: ${bind.address} overlaps listen[${earlier.index}] ${earlier.address}, ` +
+      `because on Linux ${wildcard.address} takes port ${bind.port} on ${reach}; start would fail with EADDRINUSE, so ${fix}`
+    );
+  });
+}
+
+/**
+ * Lists the `--listen` values that cannot be bound together: an address
+ * given twice, in any spelling, and on Linux the overlaps that
+ * findListenOverlaps reports for `server.listen`.
+ */
+export function findListenOptionProblems(addresses: readonly string[], platform = process.platform): string[] {
+  const repeats = repeatedListenAddresses(addresses);
+  const repeated = repeats.map(({ index, first }) => {
+    const address = addresses[index]!;
+    const twice = address === addresses[first] ? `--listen ${address} is given twice` : `--listen ${address} is the same address as --listen ${addresses[first]}`;
+    return `${twice}; the second listener would fail with EADDRINUSE, so give each address once`;
+  });
+  // Two equal wildcards overlap too, and the message above covers them.
+  const reported = new Set(repeats.map(({ index }) => index));
+  const overlaps = findOverlaps(addresses, platform)
+    .filter(({ bind }) => !reported.has(bind.index))
+    .map(
+    ({ bind, earlier, reach, fix, wildcard }) =>
+      `--listen ${bind.address} overlaps --listen ${earlier.address}, because on Linux ${wildcard.address} takes port ${bind.port} on ${reach}; ` +
+      `the second listener would fail with EADDRINUSE, so ${fix}`,
+  );
+  return [...repeated, ...overlaps];
 }

@@ -1,11 +1,13 @@
+import { stat } from "node:fs/promises";
+import path from "node:path";
 import type { ReadStream } from "node:tty";
-import { EXIT } from "./cli.js";
+import { CommandError, EXIT, reportError, UsageError } from "./report.js";
 
 /** The maximum length of piped stdin that passwd reads: a password line, not a file. */
 const MAX_PIPED_INPUT = 64 * 1024;
 
 /** Invalid password input, reported with its own message; nothing was changed. */
-class PasswordInputError extends Error {}
+class PasswordInputError extends CommandError {}
 
 /**
  * Reads one line from a terminal in raw mode, so that the password is not
@@ -72,24 +74,35 @@ async function readPassword(): Promise<string> {
   }
 }
 
+/**
+ * Checks the folder of the user file before the password is read, so that
+ * the user does not type a password for a file that cannot be written.
+ */
+async function checkFolder(file: string): Promise<void> {
+  const folder = path.dirname(path.resolve(file));
+  let isFolder: boolean;
+  try {
+    isFolder = (await stat(folder)).isDirectory();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    throw new CommandError(`folder ${folder} does not exist; create it, or give a user file in an existing folder (nothing was changed)`);
+  }
+  if (!isFolder) throw new CommandError(`${folder} is not a folder, so ${file} cannot be written (nothing was changed)`);
+}
+
 /** Adds a user to an auth-file user file or changes the user's password. */
 export async function passwdCommand(file: string, user: string): Promise<number> {
   try {
+    const { checkUserName, setPassword } = await import("@mailroom/plugin-auth-file");
+    const userError = checkUserName(user);
+    if (userError) throw new UsageError(`invalid user name ${JSON.stringify(user)}: ${userError}`);
+    await checkFolder(file);
     const password = await readPassword();
-    if (password === "") {
-      process.stderr.write("mailroom: the password is empty; nothing was changed\n");
-      return EXIT.failure;
-    }
-    const { setPassword } = await import("@mailroom/plugin-auth-file");
+    if (password === "") throw new CommandError("the password is empty; nothing was changed");
     const { created } = await setPassword(file, user, password);
     process.stdout.write(`${created ? "added" : "changed the password of"} ${user} in ${file}\n`);
     return EXIT.ok;
   } catch (error) {
-    if (error instanceof PasswordInputError) {
-      process.stderr.write(`mailroom: passwd: ${error.message}\n`);
-      return EXIT.failure;
-    }
-    process.stderr.write(`mailroom: passwd failed: ${(error as Error).message}\n`);
-    return EXIT.failure;
+    return reportError("passwd", error);
   }
 }

@@ -1,5 +1,5 @@
-import { ConfigError, loadConfig } from "@mailroom/core";
-import { EXIT } from "./cli.js";
+import { loadConfig } from "@mailroom/core";
+import { EXIT, reportError, UsageError } from "./report.js";
 
 export type QueueAction =
   | { action: "list" }
@@ -9,7 +9,11 @@ export type QueueAction =
 
 /** Runs one `mailroom queue` action against the queue of the config's plugin-mx entry. */
 export async function queueCommand(config: string, request: QueueAction): Promise<number> {
+  const command = `queue ${request.action}`;
   try {
+    if (request.action === "retry" && Boolean(request.all) === Boolean(request.id)) {
+      throw new UsageError(request.all ? "give a record ID or --all, not both" : "give a record ID or --all");
+    }
     // Loaded on demand, so that the other commands never load plugin code.
     const { queueDelete, queueList, queueRetry, queueShow } = await import("@mailroom/plugin-mx");
     const loaded = await loadConfig(config);
@@ -21,10 +25,6 @@ export async function queueCommand(config: string, request: QueueAction): Promis
         process.stdout.write(`${await queueShow(loaded, request.id)}\n`);
         break;
       case "retry": {
-        if (!request.all && !request.id) {
-          process.stderr.write("mailroom: queue retry needs a record ID or --all\n");
-          return EXIT.usage;
-        }
         const target = request.all ? { all: true as const } : { id: request.id! };
         const count = await queueRetry(loaded, target);
         process.stdout.write(`${count} record${count === 1 ? "" : "s"} due now\n`);
@@ -37,8 +37,6 @@ export async function queueCommand(config: string, request: QueueAction): Promis
     }
     return EXIT.ok;
   } catch (error) {
-    const message = error instanceof ConfigError ? error.message : `queue ${request.action} failed: ${(error as Error).message}`;
-    process.stderr.write(`mailroom: ${message}\n`);
-    return EXIT.failure;
+    return reportError(command, error);
   }
 }

@@ -1,5 +1,7 @@
 import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { UsageError } from "./report.js";
 
 /** Versions the generated package depends on: the ones this CLI was released with. */
 const CORE_VERSION = "0.1.0";
@@ -262,11 +264,57 @@ function nextStep(name: string, place: PackagePlace, built: boolean): string {
   return `run "npm install" in ${workspace.root} before the server can load ${use}: it links the new workspace package into node_modules and builds it with the other projects in ${project}`;
 }
 
+/** Quotes a path for a shell command line when it has characters that the shell would split or expand. */
+function shellWord(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, "'\\''")}'`;
+}
+
+/** Names of vitest config files, any of which marks the checkout's root. */
+const VITEST_CONFIGS = ["vitest.config.ts", "vitest.config.mts", "vitest.config.js", "vitest.config.mjs"];
+
+/**
+ * Finds the Mailroom checkout that this CLI runs from: the workspace root
+ * that lists the CLI's package folder and has a vitest config. Its config
+ * runs the test files directly in the folder given with `--dir`, with
+ * @mailroom/core and @mailroom/testing from the checkout. Returns undefined
+ * for a CLI installed outside such a checkout.
+ */
+async function findCheckout(): Promise<string | undefined> {
+  const cliFolder = fileURLToPath(new URL("..", import.meta.url));
+  const found = await findWorkspaceRoot(cliFolder);
+  if (!found) return undefined;
+  const relative = path.relative(found.root, cliFolder).split(path.sep).join("/").replace(/\/$/, "");
+  const member = found.patterns.some((pattern) => !pattern.startsWith("!") && workspacePattern(pattern).test(relative));
+  if (!member) return undefined;
+  for (const name of VITEST_CONFIGS) if (await exists(path.join(found.root, name))) return found.root;
+  return undefined;
+}
+
+/**
+ * Returns the command that runs the test of a local plugin in `dir`. The
+ * checkout's vitest config takes the test files directly in the folder of
+ * `--dir`, inside the checkout or outside it, and `npm test` in the
+ * checkout leaves that folder out unless its own patterns include it.
+ */
+async function localTestStep(dir: string, testFile: string): Promise<string> {
+  const checkout = await findCheckout();
+  if (!checkout) {
+    return `run its test with vitest in a project that has @mailroom/testing installed: npx vitest run ${shellWord(testFile)}`;
+  }
+  const relative = path.relative(checkout, dir);
+  const inside = !relative.startsWith("..") && !path.isAbsolute(relative);
+  const target = inside ? relative.split(path.sep).join("/") || "." : dir;
+  const command = `npx vitest run --dir ${shellWord(target)}`;
+  if (path.resolve(process.cwd()) === checkout) return `run its test with: ${command}`;
+  return `run its test in ${checkout} with: ${command}`;
+}
+
 /**
  * Creates a plugin: a package folder `dir/NAME` by default, or with `local`
  * a single `dir/NAME.ts` and its test. Returns the files written; refuses
- * to overwrite anything. For a package, `note` receives the step that is
- * still needed before the server can load it (printed to stderr by default).
+ * to overwrite anything. `note` receives the next step (printed to stderr
+ * by default): for a package, what is still needed before the server can
+ * load it, and for a local plugin, the command that runs its test.
  */
 export async function scaffoldPlugin(options: {
   name: string;
@@ -277,7 +325,7 @@ export async function scaffoldPlugin(options: {
   const { name, dir, local } = options;
   const note = options.note ?? ((text: string) => process.stderr.write(`mailroom: next step: ${text}\n`));
   if (!/^(?:@[a-z0-9][a-z0-9._-]*\/)?[a-z0-9][a-z0-9._-]*$/.test(name)) {
-    throw new Error(`invalid plugin name "${name}": use lower-case letters, digits, ".", "_" and "-", with an optional @scope/`);
+    throw new UsageError(`invalid plugin name "${name}": use lower-case letters, digits, ".", "_" and "-", with an optional @scope/`);
   }
   const base = name.split("/").pop()!;
 
@@ -286,6 +334,7 @@ export async function scaffoldPlugin(options: {
     for (const file of files) if (await exists(file)) throw new Error(`${file} already exists`);
     await writeNew(files[0]!, pluginSource(base));
     await writeNew(files[1]!, testSource(`./${base}.ts`));
+    note(await localTestStep(dir, files[1]!));
     return files;
   }
 

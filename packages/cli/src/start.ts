@@ -1,7 +1,8 @@
 import cluster from "node:cluster";
-import { ConfigError, loadConfig, MailroomServer, type Logger } from "@mailroom/core";
-import { EXIT } from "./cli.js";
+import { ConfigError, describeError, loadConfig, MailroomServer, type LoadedConfig, type Logger } from "@mailroom/core";
+import { findListenOptionProblems, findListenOverlaps } from "./listen-overlap.js";
 import { createLogger } from "./logger.js";
+import { EXIT, reportError, UsageError } from "./report.js";
 import { runPrimary, WORKER_SLOT_VARIABLE } from "./workers.js";
 
 /**
@@ -17,6 +18,7 @@ export async function startCommand(options: {
   let logger: Logger;
   try {
     const loaded = await loadConfig(options.config);
+    checkListenAddresses(loaded, options.listen);
     logger = createLogger(options.logLevel ?? loaded.config.server.logLevel);
     const workers = loaded.config.server.workers;
     if (workers > 1 && cluster.isPrimary) return await runPrimary(workers, logger);
@@ -34,9 +36,7 @@ export async function startCommand(options: {
       ...(options.listen ? { listen: options.listen } : {}),
     });
   } catch (error) {
-    const message = error instanceof ConfigError ? error.message : `start failed: ${(error as Error).message}`;
-    process.stderr.write(`mailroom: ${message}\n`);
-    return EXIT.failure;
+    return reportError("start", error);
   }
 
   let resolveExit: (code: number) => void = () => {};
@@ -94,7 +94,7 @@ export async function startCommand(options: {
     await server.listen();
   } catch (error) {
     logger.error({ err: error }, "listen failed");
-    process.stderr.write(`mailroom: listen failed: ${(error as Error).message}\n`);
+    process.stderr.write(`mailroom: start: listen failed: ${describeError(error)}\n`);
     await server.close().catch(() => {});
     return EXIT.failure;
   }
@@ -102,4 +102,20 @@ export async function startCommand(options: {
   // A worker's IPC channel would keep it running after the server stopped.
   if (cluster.isWorker) cluster.worker!.disconnect();
   return code;
+}
+
+/**
+ * Fails before any plugin starts on listen addresses that cannot be bound
+ * together: `--listen` values given twice or overlapping (a usage error),
+ * or on Linux `server.listen` entries that overlap (a config error). The
+ * config schema already rejects a `server.listen` entry given twice.
+ */
+function checkListenAddresses(loaded: LoadedConfig, listen: string[] | undefined): void {
+  if (listen) {
+    const problems = findListenOptionProblems(listen);
+    if (problems.length > 0) throw new UsageError(problems.join("\n"));
+    return;
+  }
+  const overlaps = findListenOverlaps(loaded);
+  if (overlaps.length > 0) throw new ConfigError(overlaps.join("\n"));
 }

@@ -1,6 +1,6 @@
 import cluster, { type Worker } from "node:cluster";
 import type { Logger } from "@mailroom/core";
-import { EXIT } from "./cli.js";
+import { EXIT } from "./report.js";
 
 /**
  * Environment variable with a worker's slot, 1 to N. A worker that is forked

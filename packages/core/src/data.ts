@@ -4,7 +4,7 @@ import type { ServerConfig } from "./config/schema.js";
 import { Message, wrapHeaders } from "./message/message.js";
 import { receivedHeader } from "./message/received.js";
 import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
-import type { HookRunner } from "./plugins/runner.js";
+import type { HookOutcome, HookRunner } from "./plugins/runner.js";
 import { replyFor, type Reply } from "./replies.js";
 import { storeRoutes } from "./store-routes.js";
 import type { Connection, Transaction } from "./session-state.js";
@@ -13,15 +13,57 @@ import type { Wire } from "./smtp/adapter.js";
 /** A message with more Received headers than this is taken to be looping. */
 export const MAX_RECEIVED_HEADERS = 100;
 
-interface ReceiveContext {
-  wire: Wire;
+/** The inputs of storeMessage: the session, the plugin set and the server settings. */
+export interface MessageContext {
   connection: Connection;
   transaction: Transaction;
   runner: HookRunner;
   config: ServerConfig;
   spoolDir: string;
   memory: MemoryBudget;
+  /** The transaction was opened with SMTPUTF8. */
   utf8: boolean;
+}
+
+interface ReceiveContext extends MessageContext {
+  wire: Wire;
+}
+
+/** The final reply to a message, and the plugin outcome that decided it. */
+export interface DataResult {
+  reply: Reply;
+  /**
+   * The hook whose outcome decided the reply: data_post when a plugin
+   * refused the message there or failed, queue otherwise. Undefined when
+   * the engine refused the message before data_post (size, line length,
+   * line endings, a mail loop, a storage or connection failure).
+   */
+  hook: "data_post" | "queue" | undefined;
+  /**
+   * The outcome of that hook: at data_post the refusal or error, at queue
+   * the answer of the route owner that did not store the message. Undefined
+   * when every route stored it, or when no plugin owns a recipient's route.
+   */
+  outcome: HookOutcome | undefined;
+  /** At queue, the route that was not stored. */
+  route?: string;
+}
+
+/**
+ * Decides whether DATA may go on to 354: 554 5.5.1 when the transaction has
+ * no accepted recipient, else the reply of the data hook's outcome. A null
+ * reply means go on.
+ */
+export async function runDataHook(
+  context: Pick<MessageContext, "connection" | "transaction" | "runner">,
+): Promise<{ reply: Reply | null; outcome: HookOutcome | undefined }> {
+  const { connection, transaction, runner } = context;
+  if (transaction.recipients.length === 0) {
+    return { reply: { code: 554, enhanced: "5.5.1", message: "No valid recipients" }, outcome: undefined };
+  }
+  const outcome = await runner.run("data", { connection, transaction }, transaction);
+  if (outcome.kind === "error") return { reply: replyFor("data", "ERROR"), outcome };
+  return { reply: replyFor("data", outcome.kind === "answer" ? outcome.answer : undefined), outcome };
 }
 
 /**
@@ -30,7 +72,23 @@ interface ReceiveContext {
  * The spool file is removed before this returns.
  */
 export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
-  const { wire, transaction, config } = context;
+  const { wire } = context;
+  wire.reply({ code: 354, message: "End data with <CR><LF>.<CR><LF>" });
+  // Throws when the client left before DATA started; storeMessage turns that into the reply.
+  const result = await storeMessage(context, () => wire.startData());
+  return result.reply;
+}
+
+/**
+ * Reads a message from the stream that `open` returns, spools and checks
+ * it against `server.limits` and `server.lineEndings`, runs data_post and
+ * the queue hook of each route's owner, logs the transaction and returns
+ * the final reply, which names the transaction id after a 250. The spool
+ * file is removed before this returns; a message kept in memory stays
+ * readable through `transaction.message`.
+ */
+export async function storeMessage(context: MessageContext, open: () => Readable): Promise<DataResult> {
+  const { transaction, config } = context;
   const limits = config.limits;
   const started = Date.now();
 
@@ -44,13 +102,9 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
     memory: context.memory,
   });
 
-  wire.reply({ code: 354, message: "End data with <CR><LF>.<CR><LF>" });
-
-  let reply: Reply;
+  let result: DataResult;
   try {
-    // Throws when the client left before DATA started; the spool file still goes.
-    const input = wire.startData();
-    reply = await receiveAndStore(context, input, spool);
+    result = await receiveAndStore(context, open(), spool);
   } catch (error) {
     const clientLeft = (error as { code?: string }).code === "ERR_STREAM_PREMATURE_CLOSE" || (error as { code?: string }).code === "ECONNECTION";
     // A client that leaves in the middle of DATA is routine, not a server error.
@@ -58,16 +112,18 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
     else transaction.logger.error({ err: error }, "message not received");
     const code = (error as { code?: string }).code;
     // A full spool file system is a storage problem the client can wait out.
-    reply =
+    const reply =
       code === "ENOSPC" || code === "EDQUOT"
         ? { code: 452, enhanced: "4.3.1", message: "Insufficient system storage" }
         : { code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" };
+    result = { reply, hook: undefined, outcome: undefined };
   } finally {
     await spool.remove().catch((error: unknown) => {
       transaction.logger.warn({ err: error, path: spool.path }, "spool file not removed");
     });
   }
 
+  const { reply } = result;
   if (transaction.logs("info")) {
     transaction.logger.info(
       {
@@ -81,8 +137,8 @@ export async function receiveMessage(context: ReceiveContext): Promise<Reply> {
       "transaction",
     );
   }
-  if (reply.code === 250) reply = { ...reply, message: `${reply.message} as ${transaction.id}` };
-  return reply;
+  if (reply.code === 250) result = { ...result, reply: { ...reply, message: `${reply.message} as ${transaction.id}` } };
+  return result;
 }
 
 /**
@@ -158,32 +214,33 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
   });
 }
 
-async function receiveAndStore(context: ReceiveContext, input: Readable, spool: SpoolWriter): Promise<Reply> {
+async function receiveAndStore(context: MessageContext, input: Readable, spool: SpoolWriter): Promise<DataResult> {
   const { connection, transaction, config } = context;
+  const refused = (reply: Reply): DataResult => ({ reply, hook: undefined, outcome: undefined });
 
   try {
     await readInto(input, spool, config.limits.dataTimeout);
   } catch (error) {
     if ((error as { code?: string }).code === "DATA_TIMEOUT") {
-      return { code: 421, enhanced: "4.4.2", message: "DATA timed out, closing connection", close: true };
+      return refused({ code: 421, enhanced: "4.4.2", message: "DATA timed out, closing connection", close: true });
     }
     throw error;
   }
 
   const result = await spool.finish();
   if (result.tooBig) {
-    return { code: 552, enhanced: "5.3.4", message: `Message size exceeds the limit of ${config.limits.maxMessageSize} octets` };
+    return refused({ code: 552, enhanced: "5.3.4", message: `Message size exceeds the limit of ${config.limits.maxMessageSize} octets` });
   }
   if (result.lineTooLong) {
-    return { code: 500, enhanced: "5.5.2", message: `Message line longer than ${config.limits.maxDataLineLength} octets` };
+    return refused({ code: 500, enhanced: "5.5.2", message: `Message line longer than ${config.limits.maxDataLineLength} octets` });
   }
   if (result.bareLineEnding && config.lineEndings === "strict") {
-    return { code: 554, enhanced: "5.6.0", message: "Message contains a bare CR or LF; lines must end with CRLF" };
+    return refused({ code: 554, enhanced: "5.6.0", message: "Message contains a bare CR or LF; lines must end with CRLF" });
   }
 
   const headers = wrapHeaders(result.headers);
   if (headers.count("received") > MAX_RECEIVED_HEADERS) {
-    return { code: 554, enhanced: "5.4.6", message: "Too many Received headers: mail loop" };
+    return refused({ code: 554, enhanced: "5.4.6", message: "Too many Received headers: mail loop" });
   }
 
   const message = new Message(
@@ -198,9 +255,9 @@ async function receiveAndStore(context: ReceiveContext, input: Readable, spool: 
   const post = await context.runner.run("data_post", { connection, transaction, message }, transaction);
   if (post.kind !== "cont") {
     const postReply = replyFor("data_post", post.kind === "error" ? "ERROR" : post.answer);
-    if (postReply) return postReply;
+    if (postReply) return { reply: postReply, hook: "data_post", outcome: post };
   }
-  return queue(context, message);
+  return queueMessage(context, message);
 }
 
 /**
@@ -209,12 +266,19 @@ async function receiveAndStore(context: ReceiveContext, input: Readable, spool: 
  * plugins means the message is fsync'd.
  */
 export async function queue(
-  context: Pick<ReceiveContext, "connection" | "transaction" | "runner">,
+  context: Pick<MessageContext, "connection" | "transaction" | "runner">,
   message: Message,
 ): Promise<Reply> {
+  return (await queueMessage(context, message)).reply;
+}
+
+async function queueMessage(
+  context: Pick<MessageContext, "connection" | "transaction" | "runner">,
+  message: Message,
+): Promise<DataResult> {
   const { connection, transaction, runner } = context;
   const result = await storeRoutes(runner, { connection, transaction, message }, transaction);
-  if (result.kind === "stored") return replyFor("queue", { verdict: "OK" })!;
+  if (result.kind === "stored") return { reply: replyFor("queue", { verdict: "OK" })!, hook: "queue", outcome: undefined };
 
   const { route, outcome } = result;
   if (!outcome) {
@@ -225,10 +289,10 @@ export async function queue(
       },
       "no plugin stores this route",
     );
-    return { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" };
+    return { reply: { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" }, hook: "queue", outcome: undefined, route };
   }
   let answer: Answer | "ERROR" | undefined;
   if (outcome.kind === "error") answer = "ERROR";
   else if (outcome.kind === "answer") answer = outcome.answer;
-  return replyFor("queue", answer)!;
+  return { reply: replyFor("queue", answer)!, hook: "queue", outcome, route };
 }

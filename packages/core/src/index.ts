@@ -11,6 +11,8 @@ export * from "./plugins/plugin.js";
 export { HookRunner, type LoadedPlugin, type HookOutcome } from "./plugins/runner.js";
 export { loadPlugins, startPlugins, closePlugins } from "./plugins/loader.js";
 export { storeRoutes, type StoreResult } from "./store-routes.js";
+export { runRcpt, type RcptContext, type RcptResult } from "./recipients.js";
+export { runDataHook, storeMessage, type DataResult, type MessageContext } from "./data.js";
 export { Connection, Transaction, type Recipient, type TlsState } from "./session-state.js";
 export { Message, wrapHeaders } from "./message/message.js";
 export { decodeEncodedWords, type HeaderField, type MessageHeaders } from "./message/headers.js";
@@ -29,4 +31,4 @@ export { loadTlsFiles, type CertificateFiles, type TlsFiles } from "./config/tls
 export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";
-export { logSerializers } from "./logging.js";
+export { describeError, errorJsonReplacer, logSerializers } from "./logging.js";

@@ -6,6 +6,7 @@ import { Message, wrapHeaders } from "./message/message.js";
 import { receivedHeader } from "./message/received.js";
 import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
 import type { HookRunner } from "./plugins/runner.js";
+import { runRcpt } from "./recipients.js";
 import { replyFor, type Reply } from "./replies.js";
 import type { InjectedMessage, InjectResult, MessageInjector } from "./services/tokens.js";
 import { Connection, Transaction } from "./session-state.js";
@@ -58,20 +59,8 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
           refused.push({ recipient, code: 501, enhanced: "5.1.3", message: address.error });
           continue;
         }
-        const outcome = await runner.run("rcpt", { connection, transaction, address, params: {} }, transaction.logger);
-        const answer = outcome.kind === "answer" ? outcome.answer : undefined;
-        if (outcome.kind === "answer" && answer?.verdict === "OK") {
-          const owner = runner.plugins.find((plugin) => plugin.name === outcome.plugin);
-          const route = answer.route ?? (owner ? [...owner.routes][0] : undefined);
-          transaction.recipients.push({ address, params: {}, route, acceptedBy: outcome.plugin });
-          continue;
-        }
-        const reply = replyFor("rcpt", outcome.kind === "error" ? "ERROR" : answer) ?? {
-          code: 550,
-          enhanced: "5.7.1",
-          message: "Recipient not accepted",
-        };
-        refused.push({ recipient, code: reply.code, enhanced: reply.enhanced, message: reply.message });
+        const { reply, accepted } = await runRcpt({ runner, connection, transaction, address, params: {} });
+        if (!accepted) refused.push({ recipient, code: reply.code, enhanced: reply.enhanced, message: reply.message });
       }
       if (transaction.recipients.length === 0) {
         const first = refused[0];

@@ -13,3 +13,31 @@ export const logSerializers = {
     return serialized;
   },
 };
+
+/** Returns the `code` property of an error (EACCES, MAILROOM_USER_FILE_INVALID), if it is a non-empty string. */
+function errorCode(error: Error): string | undefined {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && code !== "" ? code : undefined;
+}
+
+/**
+ * Returns an error's message for one line of output, followed by its code
+ * in brackets when the message does not contain it. Node's system errors
+ * start their message with the code, so it is not repeated for them.
+ */
+export function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const code = errorCode(error);
+  return code && !error.message.includes(code) ? `${error.message} (${code})` : error.message;
+}
+
+/**
+ * A JSON.stringify replacer that writes each Error as its type, message and
+ * code. Without it JSON.stringify writes an Error as {}, because those
+ * properties are not enumerable.
+ */
+export function errorJsonReplacer(_key: string, value: unknown): unknown {
+  if (!(value instanceof Error)) return value;
+  const code = errorCode(value);
+  return { type: value.name, message: value.message, ...(code ? { code } : {}) };
+}

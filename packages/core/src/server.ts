@@ -228,7 +228,13 @@ export class MailroomServer {
     else this.perIp.set(remoteAddress, fromIp);
   }
 
-  private createListener(config: ListenerConfig): SMTPServer {
+  /**
+   * Creates the SMTP listener of one `server.listen` entry. While
+   * `state.binding` is true, its errors are left to listen(), which rejects
+   * with a bind failure such as EADDRINUSE, so that it is not also logged
+   * as a connection error.
+   */
+  private createListener(config: ListenerConfig, state: { binding: boolean }): SMTPServer {
     const server = this.config.server;
     return createListener({
       hostname: server.hostname,
@@ -239,7 +245,9 @@ export class MailroomServer {
       idleTimeout: server.limits.idleTimeout,
       maxLineLength: Math.max(server.limits.maxAuthLineLength, server.limits.maxCommandLength),
       maxDiscard: 64 * 1024,
-      onError: (error) => this.logger.warn({ err: error }, "connection error"),
+      onError: (error) => {
+        if (!state.binding) this.logger.warn({ err: error }, "connection error");
+      },
       onProxyHeaderRejected: (peer, failure) => {
         // A load balancer's TCP health check connects and hangs up without
         // a header, and logged at warn it would fill the log.
@@ -321,7 +329,8 @@ export class MailroomServer {
       if (config.implicitTls && !this.tls) {
         throw new Error(`listen ${config.address} has implicitTls but server.tls is not configured`);
       }
-      const server = this.createListener(config);
+      const state = { binding: true };
+      const server = this.createListener(config, state);
       const bound = await new Promise<BoundAddress>((resolve, reject) => {
         server.server.once("error", reject);
         server.listen({ host: target.host, port: target.port }, () => {
@@ -329,6 +338,8 @@ export class MailroomServer {
           const address = server.server.address() as AddressInfo;
           resolve({ host: address.address, port: address.port, implicitTls: config.implicitTls });
         });
+      }).finally(() => {
+        state.binding = false;
       });
       this.listeners.push({ server, config, bound });
       this.logger.info({ host: bound.host, port: bound.port, implicitTls: bound.implicitTls }, "listening");

@@ -4,7 +4,8 @@ import type { ListenerConfig, ServerConfig } from "./config/schema.js";
 import type { HookArgs, SessionHookName } from "./hooks.js";
 import type { HookOutcome, HookRunner, LogTarget } from "./plugins/runner.js";
 import { formatReply, replyFor, type Reply } from "./replies.js";
-import { receiveMessage } from "./data.js";
+import { receiveMessage, runDataHook } from "./data.js";
+import { runRcpt } from "./recipients.js";
 import type { MemoryBudget } from "./message/spool.js";
 import { Connection, Transaction } from "./session-state.js";
 import type { AuthResult, CommandLine, ConnectionInfo, SessionDriver, Wire } from "./smtp/adapter.js";
@@ -379,36 +380,15 @@ export class Session implements SessionDriver {
       const reason = address ? address.error : "empty recipient";
       return this.protocolError({ code: 501, enhanced: "5.1.3", message: `Invalid recipient address: ${reason}` });
     }
-    if (transaction.recipients.length >= this.limits.maxRecipients) {
-      return this.send({ code: 452, enhanced: "4.5.3", message: "Too many recipients" });
-    }
-
-    const { reply, answer, outcome } = await this.hook(
-      "rcpt",
-      { connection: this.connection, transaction, address, params: parsed.params },
+    const { reply } = await runRcpt({
+      runner: this.env.runner,
+      connection: this.connection,
       transaction,
-    );
-    const final = reply ?? { code: 550, enhanced: "5.7.1", message: "Recipient not accepted" };
-    if (answer?.verdict === "OK" && outcome.kind === "answer") {
-      const route = answer.route ?? this.defaultRoute(outcome.plugin);
-      // Accepting a recipient that no plugin stores would fail every retry at queue.
-      if (!route || !this.env.runner.routeOwner(route)) {
-        transaction.logger.error(
-          { plugin: outcome.plugin, route: route ?? null, recipient: address.address },
-          "recipient accepted on a route that no plugin registered; answer ok({ route }) with a registered route",
-        );
-        return this.send({ code: 451, enhanced: "4.3.0", message: "Temporary local problem, try again later" });
-      }
-      transaction.recipients.push({ address, params: parsed.params, route, acceptedBy: outcome.plugin });
-    } else if (final.enhanced === "5.1.1") {
-      this.connection.failedLookups += 1;
-    }
-    this.send(final);
-  }
-
-  private defaultRoute(pluginName: string): string | undefined {
-    const plugin = this.env.runner.plugins.find((candidate) => candidate.name === pluginName);
-    return plugin ? [...plugin.routes][0] : undefined;
+      address,
+      params: parsed.params,
+      maxRecipients: this.limits.maxRecipients,
+    });
+    this.send(reply);
   }
 
   private async data(argument: string): Promise<void> {
@@ -419,10 +399,7 @@ export class Session implements SessionDriver {
     if (!transaction) {
       return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Send MAIL first" });
     }
-    if (transaction.recipients.length === 0) {
-      return this.send({ code: 554, enhanced: "5.5.1", message: "No valid recipients" });
-    }
-    const { reply } = await this.hook("data", { connection: this.connection, transaction }, transaction);
+    const { reply } = await runDataHook({ connection: this.connection, transaction, runner: this.env.runner });
     if (reply) return this.send(reply);
 
     this.inData = true;

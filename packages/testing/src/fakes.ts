@@ -80,6 +80,37 @@ export class StaticDnsResolver implements DnsResolver {
   }
 }
 
+/**
+ * The test kit's DnsResolver when a test gives none. It sends no query and
+ * rejects every lookup with an error that tells how to give the test its
+ * DNS data, so a unit test never depends on the system's resolver.
+ */
+export class NoDnsResolver implements DnsResolver {
+  private fail(type: string, name: string): Promise<never> {
+    const error = new Error(
+      `DNS ${type} lookup of ${name} failed: the test has no DNS resolver. Pass { dns: new StaticDnsResolver({ ... }) } ` +
+        "to testPlugin() or testPlugins(), or set config.server.dns.nameservers to a DNS server that the test runs",
+    );
+    return Promise.reject(Object.assign(error, { code: "MAILROOM_TEST_NO_DNS" }));
+  }
+
+  resolveMx(domain: string): Promise<DnsLookup<MxRecord>> {
+    return this.fail("MX", domain);
+  }
+
+  resolve4(name: string): Promise<DnsLookup<string>> {
+    return this.fail("A", name);
+  }
+
+  resolve6(name: string): Promise<DnsLookup<string>> {
+    return this.fail("AAAA", name);
+  }
+
+  resolvePtr(address: string): Promise<DnsLookup<string>> {
+    return this.fail("PTR", address);
+  }
+}
+
 /** A pino logger that keeps every line in memory (in `lines`, when given), for tests that read the logs. */
 export function captureLogs(level = "trace", lines: string[] = []): {
   logger: import("pino").Logger;

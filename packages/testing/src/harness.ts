@@ -1,40 +1,54 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { Readable } from "node:stream";
 import {
   closePlugins,
   configSchema,
   Connection,
   container as rootContainer,
+  createInjector,
+  Dns2Resolver,
   HookRunner,
-  Message,
-  parsePath,
-  receivedHeader,
-  replyFor,
   MemoryBudget,
-  SpoolWriter,
+  parseNameServer,
+  parsePath,
+  replyFor,
+  runDataHook,
+  runRcpt,
   startPlugins,
-  storeRoutes,
+  storeMessage,
+  systemClock,
   TOKENS,
   Transaction,
-  wrapHeaders,
   type Address,
   type Answer,
   type Clock,
+  type DataResult,
   type DependencyContainer,
   type DnsResolver,
   type HookArgs,
+  type HookOutcome,
+  type HookService,
   type LoadedPlugin,
   type MailroomConfig,
   type PluginDefinition,
   type Reply,
   type SessionHookName,
 } from "@mailroom/core";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
+import { NoDnsResolver } from "./fakes.js";
 
 /** The outcome of a hook call, in the terms a test asserts on. */
 export interface HookCall {
-  /** CONT, OK, DENY, DENYSOFT, DENYDISCONNECT, DENYSOFTDISCONNECT, or ERROR for a throw or timeout. */
+  /**
+   * What the plugins answered: CONT (no plugin answered), OK, DENY,
+   * DENYSOFT, DENYDISCONNECT, DENYSOFTDISCONNECT, or ERROR for a throw or
+   * timeout. The reply follows the engine's rules, so it can differ: an OK
+   * at rcpt on a route that no plugin registered gets 451, and a reply that
+   * the engine sends on its own (too many recipients, no recipient at DATA,
+   * a bare line ending in strict mode) comes with CONT.
+   */
   verdict: Answer["verdict"] | "CONT" | "ERROR";
   /** The plugin's answer, when it gave one. */
   answer: Answer | undefined;
@@ -53,9 +67,15 @@ export interface HarnessOptions {
   configDir?: string;
   /** Extra config, in the config file's shape (for plugins that read `ctx.config`). */
   config?: Record<string, unknown>;
-  /** A Clock, for example a TestClock. */
+  /** A Clock, for example a TestClock; the system clock by default. */
   clock?: Clock;
-  /** A DnsResolver, for example a StaticDnsResolver. */
+  /**
+   * A DnsResolver, for example a StaticDnsResolver. Without one, the kit
+   * queries the name servers of `config.server.dns.nameservers` when the
+   * test sets them. Otherwise every lookup fails with an error that tells
+   * the author what to pass, so a unit test never queries the system's
+   * resolver.
+   */
   dns?: DnsResolver;
   /** Runs before the plugins' setup, to register services such as a UserDirectory. */
   register?: (container: DependencyContainer) => void;
@@ -82,8 +102,9 @@ export function address(text: string, sender = false): Address | null {
 
 /**
  * One simulated SMTP session. Each method fires the hook the command would
- * fire and records what the engine would do with the answer: an accepted
- * sender opens the transaction, an accepted recipient joins it.
+ * fire and applies the engine's own rules to the answer: an accepted sender
+ * opens the transaction, an accepted recipient joins it on its route, and
+ * data() stores the message through the engine's DATA code.
  */
 export class TestSession {
   readonly connection: Connection;
@@ -116,52 +137,80 @@ export class TestSession {
     return this.harness.call("vrfy", { connection: this.connection, argument });
   }
 
-  /** Fires mail; `sender` is an address or "" for `<>`. */
+  /** Fires mail; `sender` is an address or "" for `<>`. An accepted sender opens a new transaction. */
   async mail(sender: string, params: Record<string, string | true> = {}): Promise<HookCall> {
     const parsed = address(sender, true);
     const transaction = new Transaction(this.connection, parsed, params);
     const call = await this.harness.call("mail", { connection: this.connection, transaction, address: parsed, params });
-    if (call.reply === null || call.reply.code < 400) this.transaction = transaction;
-    return call;
-  }
-
-  /** Fires rcpt in the open transaction (opening one from `<>` when none is open). */
-  async rcpt(recipient: string): Promise<HookCall> {
-    this.transaction ??= new Transaction(this.connection, null, {});
-    const parsed = address(recipient)!;
-    const call = await this.harness.call("rcpt", {
-      connection: this.connection,
-      transaction: this.transaction,
-      address: parsed,
-      params: {},
-    });
-    if (call.verdict === "OK") {
-      this.transaction.recipients.push({ address: parsed, params: {}, route: call.answer?.route });
+    if (call.reply === null || call.reply.code < 400) {
+      this.transaction = transaction;
+      this.connection.transaction = transaction;
     }
     return call;
   }
 
   /**
-   * Fires data, data_post and the queue hook of each route's owner, as the
-   * engine does after the final dot. Stops at the first refusal.
+   * Fires rcpt in the open transaction (opening one from `<>` when none is
+   * open). As in the engine, a recipient accepted with OK joins the
+   * transaction on the route the answer names, or on the first route the
+   * accepting plugin registered. A route that no plugin registered gets
+   * 451 4.3.0, and `server.limits.maxRecipients` applies.
+   */
+  async rcpt(recipient: string, params: Record<string, string | true> = {}): Promise<HookCall> {
+    if (!this.transaction) {
+      this.transaction = new Transaction(this.connection, null, {});
+      this.connection.transaction = this.transaction;
+    }
+    const parsed = address(recipient);
+    if (!parsed) throw new Error("rcpt() needs a recipient address; <> is only a sender");
+    const result = await runRcpt({
+      runner: this.harness.runner,
+      connection: this.connection,
+      transaction: this.transaction,
+      address: parsed,
+      params,
+      maxRecipients: this.harness.config.server.limits.maxRecipients,
+    });
+    return callFor(result.outcome, result.reply);
+  }
+
+  /**
+   * Fires data, then stores `message` as the engine stores the bytes after
+   * DATA: the checks of `server.limits` and `server.lineEndings`, data_post,
+   * and the queue hook of each route's owner. Without an accepted
+   * recipient the reply is 554 5.5.1 and no hook fires. The message is the
+   * DATA content without dot-stuffing or the final dot.
+   *
+   * NOTE: the engine ends the transaction after the reply and fires reset.
+   * Here it stays in `transaction` for the test to read until reset() or
+   * the next mail().
    */
   async data(message: string | Buffer): Promise<HookCall> {
     const transaction = this.transaction;
     if (!transaction) throw new Error("data() needs a transaction: call mail() and rcpt() first");
-    const start = await this.harness.call("data", { connection: this.connection, transaction });
-    if (start.reply) return start;
+    const context = { connection: this.connection, transaction, runner: this.harness.runner };
+    const start = await runDataHook(context);
+    if (start.reply) return callFor(start.outcome, start.reply);
 
-    const spooled = await this.harness.spool(this.connection, transaction, message);
-    transaction.message = spooled;
-    const post = await this.harness.call("data_post", { connection: this.connection, transaction, message: spooled });
-    if (post.reply) return post;
-    return this.harness.queue(this.connection, transaction, spooled);
+    const result = await storeMessage(
+      {
+        ...context,
+        config: this.harness.config.server,
+        spoolDir: this.harness.spoolDir,
+        memory: this.harness.memory,
+        utf8: transaction.senderParams.SMTPUTF8 === true,
+      },
+      () => Readable.from([Buffer.from(message)], { objectMode: false }),
+    );
+    this.connection.transactionCount += 1;
+    return callForData(result);
   }
 
   /** Fires reset and drops the transaction. */
   async reset(): Promise<void> {
     const transaction = this.transaction;
     this.transaction = undefined;
+    this.connection.transaction = undefined;
     await this.harness.runner.runAll("reset", { connection: this.connection, transaction }, this.harness.logger);
   }
 
@@ -172,15 +221,20 @@ export class TestSession {
 
 /** Plugins started in-process, with no sockets, ready to have their hooks called. */
 export class PluginHarness {
-  readonly logger = pino({ level: process.env.MAILROOM_TEST_LOG ?? "silent" });
-  private spoolDir: string | undefined;
-  private count = 0;
+  readonly logger: Logger;
 
   constructor(
     readonly runner: HookRunner,
     readonly container: DependencyContainer,
-    private readonly config: MailroomConfig,
-  ) {}
+    readonly config: MailroomConfig,
+    /** The folder where messages too large for `memory` are spooled; removed by close(). */
+    readonly spoolDir: string,
+    /** The memory budget of messages in transit, from `server.memorySpool`. */
+    readonly memory: MemoryBudget,
+    logger: Logger,
+  ) {
+    this.logger = logger;
+  }
 
   /** Opens a simulated connection. */
   session(init: ConnectionInit = {}): TestSession {
@@ -190,51 +244,30 @@ export class PluginHarness {
   /** Fires one hook through every plugin, as the engine does. */
   async call<H extends SessionHookName>(hook: H, args: HookArgs[H]): Promise<HookCall> {
     const outcome = await this.runner.run(hook, args, this.logger);
-    if (outcome.kind === "error") {
-      return toCall("ERROR", undefined, replyFor(hook, "ERROR"), outcome.error);
-    }
-    const answer = outcome.kind === "answer" ? outcome.answer : undefined;
-    return toCall(answer?.verdict ?? "CONT", answer, replyFor(hook, answer));
-  }
-
-  /** Writes a message to a spool file and returns it as plugins see it. */
-  async spool(connection: Connection, transaction: Transaction, message: string | Buffer): Promise<Message> {
-    this.spoolDir ??= await mkdtemp(path.join(os.tmpdir(), "mailroom-harness-"));
-    const writer = new SpoolWriter({
-      dir: this.spoolDir,
-      name: `${++this.count}.eml`,
-      maxSize: Number.MAX_SAFE_INTEGER,
-      maxLineLength: Number.MAX_SAFE_INTEGER,
-      lineEndings: "normalize",
-      // The server's default: messages up to 128 KiB stay in memory.
-      memory: new MemoryBudget(64 * 1024 * 1024, 128 * 1024),
-    });
-    await writer.write(Buffer.from(message));
-    const result = await writer.finish();
-    const received = receivedHeader({ connection, transaction, hostname: this.config.server.hostname, utf8: false });
-    return new Message(result.body, result.size, wrapHeaders(result.headers), received, transaction.sender);
-  }
-
-  /**
-   * Calls each route owner's queue hook with its recipients, as the server
-   * does: the first refusal wins, and the owners called before it get
-   * `accepted` resolved false.
-   */
-  async queue(connection: Connection, transaction: Transaction, message: Message): Promise<HookCall> {
-    const result = await storeRoutes(this.runner, { connection, transaction, message }, this.logger);
-    if (result.kind === "stored") return toCall("OK", undefined, replyFor("queue", { verdict: "OK" }));
-    const { outcome, route } = result;
-    if (!outcome) throw new Error(`no plugin registered route "${route}"`);
-    if (outcome.kind === "error") return toCall("ERROR", undefined, replyFor("queue", "ERROR"), outcome.error);
-    const answer = outcome.kind === "answer" ? outcome.answer : undefined;
-    return toCall(answer?.verdict ?? "CONT", answer, replyFor("queue", answer));
+    if (outcome.kind === "error") return callFor(outcome, replyFor(hook, "ERROR"));
+    return callFor(outcome, replyFor(hook, outcome.kind === "answer" ? outcome.answer : undefined));
   }
 
   /** Runs every plugin's close() and removes the spool folder. */
   async close(): Promise<void> {
     for (const plugin of [...this.runner.plugins].reverse()) await plugin.hooks.close?.();
-    if (this.spoolDir) await rm(this.spoolDir, { recursive: true, force: true });
+    await rm(this.spoolDir, { recursive: true, force: true });
   }
+}
+
+/** Describes a hook's outcome and the reply the engine sends for it. */
+function callFor(outcome: HookOutcome | undefined, reply: Reply | null): HookCall {
+  if (!outcome || outcome.kind === "cont") return toCall("CONT", undefined, reply);
+  if (outcome.kind === "error") return toCall("ERROR", undefined, reply, outcome.error);
+  return toCall(outcome.answer.verdict, outcome.answer, reply);
+}
+
+/** Describes the end of DATA: the refusing hook's outcome, or OK when every route stored the message. */
+function callForData(result: DataResult): HookCall {
+  if (result.hook !== "queue" || result.outcome) return callFor(result.outcome, result.reply);
+  if (result.reply.code < 300) return toCall("OK", undefined, result.reply);
+  // A recipient whose route no plugin owns; rcpt() never adds one, so the test put it there.
+  return toCall("ERROR", undefined, result.reply, new Error(`no plugin registered route "${result.route ?? ""}"`));
 }
 
 function toCall(verdict: HookCall["verdict"], answer: Answer | undefined, reply: Reply | null, error?: unknown): HookCall {
@@ -252,20 +285,58 @@ function toCall(verdict: HookCall["verdict"], answer: Answer | undefined, reply:
 type PluginWithOptions = PluginDefinition | [PluginDefinition, Record<string, unknown>?];
 
 /**
+ * Registers the services that the server registers for every plugin set:
+ * Logger, Config, Clock, DnsResolver, Hooks and Injector. `runner` returns
+ * the plugins' HookRunner once their setup has finished.
+ */
+function registerServices(
+  container: DependencyContainer,
+  config: MailroomConfig,
+  logger: Logger,
+  options: HarnessOptions,
+  spool: { dir: string; memory: MemoryBudget },
+  runner: () => HookRunner,
+): void {
+  container.register(TOKENS.Logger, { useValue: logger });
+  container.register(TOKENS.Config, { useValue: config });
+  container.register(TOKENS.Clock, { useValue: options.clock ?? systemClock });
+  container.register(TOKENS.DnsResolver, { useValue: options.dns ?? defaultResolver(config) });
+  const hooks: HookService = {
+    run: (hook, args, hookLogger) => runner().run(hook, args, hookLogger),
+    runAll: (hook, args, hookLogger) => runner().runAll(hook, args, hookLogger),
+  };
+  container.register(TOKENS.Hooks, { useValue: hooks });
+  container.register(TOKENS.Injector, {
+    useValue: createInjector({ runner, config: () => config.server, spoolDir: spool.dir, memory: spool.memory, logger }),
+  });
+}
+
+/** Returns a resolver on the name servers of `server.dns` when the test set them, or else a NoDnsResolver. */
+function defaultResolver(config: MailroomConfig): DnsResolver {
+  const { nameservers, timeout } = config.server.dns;
+  if (nameservers.length === 0) return new NoDnsResolver();
+  return new Dns2Resolver({ nameservers: nameservers.map(parseNameServer), timeout });
+}
+
+/**
  * Starts plugins in-process for a unit test: options are validated by each
- * plugin's schema, setup runs with a silent logger and a fresh container,
- * then every plugin's start(), and hooks are called through the engine's
- * own HookRunner and reply table. When a plugin fails, those already set up
- * are closed before the error is thrown.
+ * plugin's schema, setup runs with a silent logger and a fresh container
+ * holding the server's services, then every plugin's start(), and hooks are
+ * called through the engine's own HookRunner, rcpt and DATA code. When a
+ * plugin fails, those already set up are closed before the error is thrown.
  */
 export async function testPlugins(plugins: PluginWithOptions[], options: HarnessOptions = {}): Promise<PluginHarness> {
   const config = configSchema.parse(options.config ?? {});
   const container = rootContainer.createChildContainer();
   const logger = pino({ level: process.env.MAILROOM_TEST_LOG ?? "silent" });
-  container.register(TOKENS.Logger, { useValue: logger });
-  container.register(TOKENS.Config, { useValue: config });
-  if (options.clock) container.register(TOKENS.Clock, { useValue: options.clock });
-  if (options.dns) container.register(TOKENS.DnsResolver, { useValue: options.dns });
+  const spoolDir = await mkdtemp(path.join(os.tmpdir(), "mailroom-harness-"));
+  const memory = new MemoryBudget(config.server.memorySpool.total, config.server.memorySpool.perMessage);
+  let runner: HookRunner | undefined;
+  const currentRunner = () => {
+    if (!runner) throw new Error("plugin hooks cannot run before every plugin's setup has finished");
+    return runner;
+  };
+  registerServices(container, config, logger, options, { dir: spoolDir, memory }, currentRunner);
   options.register?.(container);
 
   const loaded: LoadedPlugin[] = [];
@@ -288,14 +359,16 @@ export async function testPlugins(plugins: PluginWithOptions[], options: Harness
       });
       loaded.push({ name: definition.name, hooks: hooks ?? {}, routes, logger });
     }
+    runner = new HookRunner(loaded, options.hookTimeout ?? 5000);
     // As the server does once the set is in service.
     await startPlugins(loaded);
   } catch (error) {
     // As the server does with a config it rejects: nothing set up keeps running.
     await closePlugins(loaded, logger);
+    await rm(spoolDir, { recursive: true, force: true });
     throw error;
   }
-  return new PluginHarness(new HookRunner(loaded, options.hookTimeout ?? 5000), container, config);
+  return new PluginHarness(runner, container, config, spoolDir, memory, logger);
 }
 
 /** Starts one plugin in-process; shorthand for `testPlugins([[plugin, options]])`. */

@@ -10,4 +10,5 @@ export {
   type HarnessOptions,
   type HookCall,
 } from "./harness.js";
-export { captureLogs, StaticDnsResolver, TestClock, type StaticZone } from "./fakes.js";
+export { captureLogs, NoDnsResolver, StaticDnsResolver, TestClock, type StaticZone } from "./fakes.js";
+export { memoryStore, type MemoryStore, type MemoryStoreOptions, type StoredMessage } from "./memory-store.js";

@@ -106,6 +106,13 @@ describe("setPassword", () => {
     await expect(setPassword(file, user, "secret", { cost: CHEAP })).rejects.toThrow(message);
   });
 
+  test("missing folder is named", async () => {
+    const missing = path.join(dir, "nosuch", "users");
+    await expect(setPassword(missing, "alice", "secret", { cost: CHEAP })).rejects.toThrow(
+      `cannot write user file ${missing}: folder ${path.join(dir, "nosuch")} does not exist`,
+    );
+  });
+
   test("rejects an empty password", async () => {
     await expect(setPassword(file, "alice", "", { cost: CHEAP })).rejects.toThrow(/password is empty/);
   });

@@ -172,6 +172,9 @@ async function lock(file: string, timeout: number): Promise<() => Promise<void>>
       await handle.close();
       return () => rm(lockFile, { force: true });
     } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+        throw new Error(`cannot write user file ${file}: folder ${path.dirname(file)} does not exist`, { cause: error });
+      }
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       if (Date.now() >= deadline) {
         throw new Error(

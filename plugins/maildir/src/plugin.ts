@@ -145,7 +145,7 @@ export default definePlugin({
           }
           targets.set(maildirPath(root, entry), entry);
         }
-        const outcome = await deliverAll(targets, message, deliverOptions, transaction.logger);
+        const outcome = await deliverAll(targets, message, deliverOptions, transaction);
         if (outcome.stored.length > 0) {
           void accepted.then((yes) => (yes ? undefined : removeCopies(outcome.stored, transaction.logger, "message rejected after it was stored")));
         }
@@ -154,6 +154,15 @@ export default definePlugin({
     };
   },
 });
+
+/**
+ * The transaction as a log destination: its child logger is made only when
+ * something is logged, which saves a pino child() per message.
+ */
+interface LogSource {
+  readonly logger: Logger;
+  logs(level: "debug"): boolean;
+}
 
 /**
  * Delivers one copy to each maildir. When any delivery fails, the copies
@@ -167,7 +176,7 @@ async function deliverAll(
     storedCopyBytes?(options: { deliveredTo?: string }): Uint8Array[] | undefined;
   },
   options: DeliverOptions,
-  logger: Logger,
+  log: LogSource,
 ): Promise<{ answer: HookResult; stored: string[] }> {
   const results = await Promise.allSettled(
     [...targets].map(async ([maildir, entry]) => {
@@ -175,7 +184,7 @@ async function deliverAll(
       // A message kept in memory is written with one call.
       const source = message.storedCopyBytes?.({ deliveredTo }) ?? message.storedCopy({ deliveredTo });
       const delivery = await deliverToMaildir(maildir, source, options);
-      logger.debug({ path: delivery.path, size: delivery.size }, "delivered to maildir");
+      if (log.logs("debug")) log.logger.debug({ path: delivery.path, size: delivery.size }, "delivered to maildir");
       return delivery;
     }),
   );
@@ -183,6 +192,7 @@ async function deliverAll(
   const failures = results.flatMap((result) => (result.status === "rejected" ? [result.reason as unknown] : []));
   if (failures.length === 0) return { answer: ok(), stored: delivered };
 
+  const logger = log.logger;
   for (const error of failures) {
     const details = error instanceof MaildirError ? { path: error.path, step: error.step, code: error.code } : {};
     logger.error({ err: error, ...details }, "maildir delivery failed");

@@ -193,7 +193,7 @@ test("warning about an unreadable record gives the reason", async () => {
   const warning = written.find((line) => line.includes("unreadable queue record left in place"));
   expect(warning).toBeDefined();
   expect(warning).toContain('"id":"broken-0"');
-  expect(warning).toContain('"err":{"message":');
+  expect(warning).toContain('"err":{"type":"SyntaxError","message":');
   expect(warning).toContain("is not valid JSON");
 });
 

@@ -1,22 +1,15 @@
 import { readFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
+import { errorJsonReplacer, systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
 import { optionsSchema } from "./options.js";
 import { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 import { QueueStore } from "./store.js";
 
-/** Returns an Error's message and code for JSON, which would otherwise write it as {}. */
-function errorFields(_key: string, value: unknown): unknown {
-  if (!(value instanceof Error)) return value;
-  const code = (value as { code?: unknown }).code;
-  return { message: value.message, ...(code === undefined ? {} : { code }) };
-}
-
 /** Writes warnings and errors to stderr as one line each, for the CLI. */
 function stderrLogger(): Logger {
   const write = (level: string) => (object: unknown, message?: string) => {
-    const text = typeof object === "string" ? object : `${message ?? ""} ${JSON.stringify(object, errorFields)}`;
+    const text = typeof object === "string" ? object : `${message ?? ""} ${JSON.stringify(object, errorJsonReplacer)}`;
     process.stderr.write(`${level}: ${text}\n`);
   };
   const noop = () => undefined;

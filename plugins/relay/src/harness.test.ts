@@ -1,8 +1,12 @@
-import { testPlugin } from "@mailroom/testing";
+import { memoryStore, testPlugin, testPlugins } from "@mailroom/testing";
 import { describe, expect, test } from "vitest";
 import plugin from "./index.js";
 
 const options = { localDomains: ["local.example"], trustedNetworks: ["192.0.2.0/24"] };
+
+// The engine accepts a relayed recipient only when some plugin stores the
+// route "outbound", as plugin-mx does on a server.
+const outbound = () => memoryStore({ route: "outbound", acceptRecipients: false }).plugin;
 
 describe("relay plugin through the test kit", () => {
   test.each([
@@ -13,7 +17,7 @@ describe("relay plugin through the test kit", () => {
     ["198.51.100.7", "alice", "friend@remote.example", "OK", 250],
     ["::ffff:192.0.2.9", undefined, "friend@remote.example", "OK", 250],
   ])("client %s user %s to %s", async (remoteAddress, user, recipient, verdict, code) => {
-    const harness = await testPlugin(plugin, options);
+    const harness = await testPlugins([[plugin, options], outbound()]);
     const session = harness.session({ remoteAddress, ...(user ? { user } : {}) });
     await session.connect();
     await session.mail("sender@remote.example");

@@ -69,24 +69,34 @@ function bindKey(address: string): string | undefined {
   return `${host}:${target.port}`;
 }
 
+/**
+ * Finds listen addresses that repeat an earlier one, in any spelling of the
+ * same address, and returns each with the index of the first. A second
+ * listener on an address fails to bind with EADDRINUSE. Port 0 never repeats.
+ */
+export function repeatedListenAddresses(addresses: readonly string[]): { index: number; first: number }[] {
+  const seen = new Map<string, number>();
+  const repeated: { index: number; first: number }[] = [];
+  for (const [index, address] of addresses.entries()) {
+    const key = bindKey(address);
+    if (key === undefined) continue;
+    const first = seen.get(key);
+    if (first === undefined) seen.set(key, index);
+    else repeated.push({ index, first });
+  }
+  return repeated;
+}
+
 /** Listen entries: the same address twice would fail the second bind with EADDRINUSE. */
 const listenList = z
   .array(listener)
   .min(1)
   .superRefine((entries, context) => {
-    const seen = new Map<string, number>();
-    for (const [index, entry] of entries.entries()) {
-      const key = bindKey(entry.address);
-      if (key === undefined) continue;
-      const first = seen.get(key);
-      if (first === undefined) {
-        seen.set(key, index);
-        continue;
-      }
+    for (const { index, first } of repeatedListenAddresses(entries.map((entry) => entry.address))) {
       context.addIssue({
         code: "custom",
         path: [index, "address"],
-        message: `${entry.address} is already listed as listen[${first}]; the second listener would fail with EADDRINUSE`,
+        message: `${entries[index]!.address} is already listed as listen[${first}]; the second listener would fail with EADDRINUSE`,
       });
     }
   });

@@ -1,0 +1,286 @@
+// The plugin test kit (@mailroom/testing) against the engine's own rules:
+// routes at rcpt, DATA checks and storage, and the services the server
+// registers for every plugin set.
+import {
+  definePlugin,
+  denySoft,
+  ok,
+  systemClock,
+  TOKENS,
+  type Clock,
+  type DnsResolver,
+  type MessageInjector,
+} from "@mailroom/core";
+import { memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
+import { afterEach, describe, expect, test } from "vitest";
+import { startDns, type DnsFixture } from "./mx-kit.js";
+
+/** Registers the routes "box" and "spare", accepts every recipient with ok() and no route, and answers OK at queue. */
+const boxStore = definePlugin({
+  name: "box-store",
+  setup({ registerRoute }) {
+    registerRoute("box");
+    registerRoute("spare");
+    return { rcpt: () => ok(), queue: () => ok() };
+  },
+});
+
+/** Accepts every recipient on a route that no plugin registered. */
+const unrouted = definePlugin({
+  name: "unrouted",
+  setup: () => ({ rcpt: () => ok({ route: "nowhere" }) }),
+});
+
+/** Accepts every recipient with ok() but registers no route of its own. */
+const routeless = definePlugin({
+  name: "routeless",
+  setup: () => ({ rcpt: () => ok() }),
+});
+
+describe("test kit rcpt", () => {
+  test("ok without route uses the first registered route", async () => {
+    const harness = await testPlugin(boxStore);
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    const call = await session.rcpt("x@dest.example");
+    expect(call.verdict).toBe("OK");
+    expect(call.code).toBe(250);
+    expect(session.transaction!.recipients.map((recipient) => recipient.route)).toEqual(["box"]);
+    expect(session.transaction!.recipients[0]!.acceptedBy).toBe("box-store");
+    expect((await session.data("Subject: x\r\n\r\nx\r\n")).code).toBe(250);
+    await harness.close();
+  });
+
+  test("unregistered route gets 451 at rcpt", async () => {
+    const harness = await testPlugin(unrouted);
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    const call = await session.rcpt("x@dest.example");
+    expect(call.verdict).toBe("OK");
+    expect(call.code).toBe(451);
+    expect(call.enhanced).toBe("4.3.0");
+    expect(session.transaction!.recipients).toEqual([]);
+    await harness.close();
+  });
+
+  test("ok from a plugin without routes gets 451", async () => {
+    const harness = await testPlugin(routeless);
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    expect((await session.rcpt("x@dest.example")).code).toBe(451);
+    expect(session.transaction!.recipients).toEqual([]);
+    await harness.close();
+  });
+
+  test("maxRecipients gets 452 without calling the hook", async () => {
+    let calls = 0;
+    const counting = definePlugin({
+      name: "counting",
+      setup({ registerRoute }) {
+        registerRoute("box");
+        return {
+          rcpt: () => {
+            calls += 1;
+            return ok();
+          },
+        };
+      },
+    });
+    const harness = await testPlugin(counting, {}, { config: { server: { limits: { maxRecipients: 2 } } } });
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    expect((await session.rcpt("one@dest.example")).code).toBe(250);
+    expect((await session.rcpt("two@dest.example")).code).toBe(250);
+    const third = await session.rcpt("three@dest.example");
+    expect(third.code).toBe(452);
+    expect(third.enhanced).toBe("4.5.3");
+    expect(third.verdict).toBe("CONT");
+    expect(calls).toBe(2);
+    await harness.close();
+  });
+});
+
+describe("test kit data", () => {
+  test("data without recipients gets 554 and fires no hook", async () => {
+    let dataCalls = 0;
+    const watcher = definePlugin({
+      name: "watcher",
+      setup: () => ({
+        data: () => {
+          dataCalls += 1;
+          return undefined;
+        },
+      }),
+    });
+    const harness = await testPlugin(watcher);
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    const call = await session.data("Subject: x\r\n\r\nx\r\n");
+    expect(call.code).toBe(554);
+    expect(call.enhanced).toBe("5.5.1");
+    expect(dataCalls).toBe(0);
+    await harness.close();
+  });
+
+  test("bare LF is rejected as in strict mode", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    const call = await session.data("Subject: x\n\nbare\n");
+    expect(call.code).toBe(554);
+    expect(call.enhanced).toBe("5.6.0");
+    expect(call.verdict).toBe("CONT");
+    expect(store.messages).toEqual([]);
+    await harness.close();
+  });
+
+  test("normalize mode stores CRLF line ends", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin, {}, { config: { server: { lineEndings: "normalize" } } });
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    const call = await session.data("Subject: x\n\nbare\n");
+    expect(call.code).toBe(250);
+    expect(call.message).toBe(`Message accepted as ${session.transaction!.id}`);
+    expect(store.messages).toHaveLength(1);
+    expect(store.messages[0]!.content.toString("latin1").endsWith("Subject: x\r\n\r\nbare\r\n")).toBe(true);
+    await harness.close();
+  });
+
+  test("message over maxMessageSize gets 552", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin, {}, { config: { server: { limits: { maxMessageSize: 64 } } } });
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    const call = await session.data(`Subject: x\r\n\r\n${"y".repeat(100)}\r\n`);
+    expect(call.code).toBe(552);
+    expect(store.messages).toEqual([]);
+    await harness.close();
+  });
+
+  test("stored copy carries the trace headers", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin, {}, { config: { server: { hostname: "mx.kit.test" } } });
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    expect((await session.data("Subject: x\r\n\r\nhello\r\n")).verdict).toBe("OK");
+    const [stored] = store.messages;
+    expect(stored!.sender).toBe("a@sender.example");
+    expect(stored!.recipients).toEqual(["x@dest.example"]);
+    expect(stored!.route).toBe("memory");
+    const text = stored!.content.toString("utf8");
+    expect(text.startsWith("Return-Path: <a@sender.example>\r\nReceived: from client.example")).toBe(true);
+    expect(text).toContain("by mx.kit.test");
+    expect(text.endsWith("Subject: x\r\n\r\nhello\r\n")).toBe(true);
+    await harness.close();
+  });
+
+  test("failed later route removes the earlier copy", async () => {
+    const first = memoryStore({ route: "first", name: "first-store" });
+    const failing = definePlugin({
+      name: "failing-store",
+      setup({ registerRoute }) {
+        registerRoute("second");
+        return {
+          rcpt: ({ address }) => (address.local === "later" ? ok({ route: "second" }) : undefined),
+          queue: () => denySoft({ code: 452, enhanced: "4.3.1", message: "Disk full" }),
+        };
+      },
+    });
+    const harness = await testPlugins([failing, first.plugin]);
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    await session.rcpt("early@dest.example");
+    await session.rcpt("later@dest.example");
+    const call = await session.data("Subject: x\r\n\r\nx\r\n");
+    expect(call.verdict).toBe("DENYSOFT");
+    expect(call.code).toBe(452);
+    // The accepted promise settles after the queue calls return.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(first.messages).toEqual([]);
+    await harness.close();
+  });
+});
+
+describe("test kit services", () => {
+  let dns: DnsFixture | undefined;
+  afterEach(async () => {
+    await dns?.close();
+    dns = undefined;
+  });
+
+  /** Creates a plugin that resolves the Clock and the DnsResolver in setup, as plugin-mx does. */
+  function servicesPlugin(found: { clock?: Clock; dns?: DnsResolver }) {
+    return definePlugin({
+      name: "services",
+      setup({ container }) {
+        found.clock = container.resolve<Clock>(TOKENS.Clock);
+        found.dns = container.resolve<DnsResolver>(TOKENS.DnsResolver);
+        return {};
+      },
+    });
+  }
+
+  test("clock defaults to the system clock", async () => {
+    const found: { clock?: Clock } = {};
+    const harness = await testPlugin(servicesPlugin(found));
+    expect(found.clock).toBe(systemClock);
+    await harness.close();
+  });
+
+  test("given clock and resolver are used", async () => {
+    const found: { clock?: Clock; dns?: DnsResolver } = {};
+    const clock = new TestClock();
+    const resolver = new StaticDnsResolver({ mx: { "dest.example": [{ exchange: "mx.dest.example", priority: 10 }] } });
+    const harness = await testPlugin(servicesPlugin(found), {}, { clock, dns: resolver });
+    expect(found.clock).toBe(clock);
+    expect(await found.dns!.resolveMx("dest.example")).toEqual({
+      status: "found",
+      records: [{ exchange: "mx.dest.example", priority: 10 }],
+    });
+    await harness.close();
+  });
+
+  test("default resolver fails every lookup with advice", async () => {
+    const found: { dns?: DnsResolver } = {};
+    const harness = await testPlugin(servicesPlugin(found));
+    const lookups = [
+      found.dns!.resolveMx("dest.example"),
+      found.dns!.resolve4("mx.dest.example"),
+      found.dns!.resolve6("mx.dest.example"),
+      found.dns!.resolvePtr("192.0.2.1"),
+    ];
+    for (const lookup of lookups) {
+      await expect(lookup).rejects.toThrow(/the test has no DNS resolver\. Pass \{ dns: new StaticDnsResolver/);
+    }
+    await expect(found.dns!.resolveMx("dest.example")).rejects.toMatchObject({ code: "MAILROOM_TEST_NO_DNS" });
+    await harness.close();
+  });
+
+  test("configured nameservers are queried", async () => {
+    dns = await startDns({ "dest.example": { MX: [[10, "mx.dest.example"]] } });
+    const found: { dns?: DnsResolver } = {};
+    const harness = await testPlugin(servicesPlugin(found), {}, { config: { server: { dns: { nameservers: [dns.nameserver] } } } });
+    expect(await found.dns!.resolveMx("dest.example")).toEqual({
+      status: "found",
+      records: [{ exchange: "mx.dest.example", priority: 10 }],
+    });
+    expect(dns.queries).toEqual([{ name: "dest.example", type: "MX" }]);
+    await harness.close();
+  });
+
+  test("injector runs the kit's plugins", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const injector = harness.container.resolve<MessageInjector>(TOKENS.Injector);
+    const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content: "Subject: bounce\r\n\r\nx\r\n" });
+    expect(result.stored).toBe(true);
+    expect(store.messages.map((message) => message.sender)).toEqual([""]);
+    await harness.close();
+  });
+});
