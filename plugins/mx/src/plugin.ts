@@ -99,8 +99,9 @@ export default definePlugin({
           // A message that the engine keeps in memory is written with one call.
           const copy = message.storedCopyBytes({ returnPath: false }) ?? message.storedCopy({ returnPath: false });
           // NOTE: plugins see the first 1 MiB of the header block, so UTF-8 only past that is not noticed.
-          const headerLines = [message.received, ...message.headers.list().map((field) => field.line)];
-          const utf8Headers = transaction.senderParams.SMTPUTF8 === true && hasEightBitHeader(headerLines);
+          const utf8Headers =
+            transaction.senderParams.SMTPUTF8 === true &&
+            hasEightBitHeader([message.received, ...message.headers.list().map((field) => field.line)]);
           const body = transaction.senderParams.BODY;
           const body8BitMime = typeof body === "string" && body.toUpperCase() === "8BITMIME";
           added = await store.add(
@@ -118,7 +119,8 @@ export default definePlugin({
         const ids = added.records.map((record) => record.id);
         void accepted.then(async (yes) => {
           if (yes) {
-            transaction.logger.info({ queued: ids }, "queued for outbound delivery");
+            // Checked first, because the transaction's logger is made on first use.
+            if (transaction.logs("info")) transaction.logger.info({ queued: ids }, "queued for outbound delivery");
             if (deliverHere) scheduler.accept(added);
             return;
           }
