@@ -85,9 +85,15 @@ async function measure(server, workload, repeat, port) {
   } finally {
     await stopServer(running);
   }
-  if (!record.error) rmSync(workDir, { recursive: true, force: true });
+  if (!record.error) finishedWorkDirs.push(workDir);
   return record;
 }
+
+// The work folders of successful runs are removed after the last run, not
+// between runs: on a file system mounted with `discard` (as this VM's ext4
+// is), deleting a maildir run's thousands of files made the next runs that
+// sync files about 40% slower, with three times the system CPU time.
+const finishedWorkDirs = [];
 
 const records = [];
 const basePort = Number(opts["base-port"]);
@@ -132,6 +138,6 @@ const header = [
 ];
 writeFileSync(path.join(runDir, "records.json"), JSON.stringify({ info, records, rows }, null, 2));
 writeFileSync(path.join(runDir, "summary.md"), header.join("\n") + "\n" + table);
-if (!records.some((r) => r.error)) rmSync(path.join(runDir, "work"), { recursive: true, force: true });
+for (const dir of finishedWorkDirs) rmSync(dir, { recursive: true, force: true });
 console.log("\n" + header.join("\n") + "\n" + table);
 if (records.some((r) => r.error)) process.exitCode = 1;
