@@ -341,9 +341,11 @@ function aliasEnvelope(
   to: string[],
 ): { from: string | false; to: string[]; real: Map<string, string>; wireOf: Map<string, string> } {
   const real = new Map<string, string>();
-  const token = randomBytes(6).toString("hex");
+  // Drawn only when an address needs an alias, which few messages do.
+  let token: string | undefined;
   const alias = (address: string) => {
     if (!REJECTED_BY_CLIENT.test(address)) return address;
+    token ??= randomBytes(6).toString("hex");
     const name = `mailroom-alias-${token}-${real.size}@alias.invalid`;
     real.set(name, address);
     return name;

@@ -159,9 +159,11 @@ export function isMissing(error: unknown): boolean {
 export const RECORD_SUFFIX = ".msg";
 /** Names in claimed/: record id, process id, a token of that process's run, and the suffix. */
 const CLAIMED = /^(.+)\.(\d+)\.([0-9a-f]+)\.(msg|json)$/;
-/** Names in tmp/: record id, process id, run token, a random part, and the suffix. */
+/** Names in tmp/: record id, process id, run token, a counter or random part (hex), and the suffix. */
 const TEMPORARY = /^[A-Za-z0-9_-]+\.(\d+)\.([0-9a-f]+)\.[0-9a-f]+\.msg$/;
 const RUN_TOKEN = randomBytes(6).toString("hex");
+/** Numbers the temporary files of this run; with the pid and run token it makes their names unique. */
+let temporaryCount = 0;
 /** Messages up to this size are written with one call and can be kept in memory for delivery. */
 const IN_MEMORY_LIMIT = 1024 * 1024;
 /** Age after which a file in tmp/ whose name carries no owner is removed at start. */
@@ -343,7 +345,8 @@ export class QueueStore {
 
   /** Returns a new path in tmp/ for a queue file of the record, named after this process. */
   temporaryPath(id: string): string {
-    return path.join(this.tmp, `${id}.${process.pid}.${RUN_TOKEN}.${randomBytes(4).toString("hex")}${RECORD_SUFFIX}`);
+    temporaryCount += 1;
+    return path.join(this.tmp, `${id}.${process.pid}.${RUN_TOKEN}.${temporaryCount.toString(16)}${RECORD_SUFFIX}`);
   }
 
   /**
