@@ -90,8 +90,8 @@ async function measure(server, workload, repeat, port) {
 }
 
 // The work folders of successful runs are removed after the last run, not
-// between runs: on a file system mounted with `discard` (as this VM's ext4
-// is), deleting a maildir run's thousands of files made the next runs that
+// between runs. On a file system mounted with `discard`, as this VM's ext4
+// is, deleting a maildir run's thousands of files made the next runs that
 // sync files about 40% slower, with three times the system CPU time.
 const finishedWorkDirs = [];
 
