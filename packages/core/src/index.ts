@@ -13,7 +13,7 @@ export { loadPlugins, startPlugins, closePlugins } from "./plugins/loader.js";
 export { storeRoutes, type StoreResult } from "./store-routes.js";
 export { runRcpt, type RcptContext, type RcptResult } from "./recipients.js";
 export { runDataHook, storeMessage, type DataResult, type MessageContext } from "./data.js";
-export { Connection, Transaction, type Recipient, type TlsState } from "./session-state.js";
+export { Connection, pooledRandom, Transaction, type Recipient, type TlsState } from "./session-state.js";
 export { Message, wrapHeaders } from "./message/message.js";
 export { decodeEncodedWords, type HeaderField, type MessageHeaders } from "./message/headers.js";
 export { rfc5322Date, receivedHeader } from "./message/received.js";

@@ -3,24 +3,28 @@ import type { LevelWithSilent, Logger } from "pino";
 import type { Address, Parameters } from "./smtp/address.js";
 import type { Message } from "./message/message.js";
 
-const ID_BYTES = 9;
-const IDS_PER_BATCH = 512;
-let idPool = Buffer.alloc(0);
-let idOffset = 0;
+const RANDOM_POOL_BYTES = 4608;
+let randomPool = Buffer.alloc(0);
+let randomOffset = 0;
 
 /**
- * Creates a short random id (12 base64url characters) for connections and
- * transactions. The random bytes come in batches, because a randomBytes
- * call for each id cost about 15 µs of CPU in profiles under load.
+ * Returns `bytes` random bytes as text. The bytes come from a pool refilled
+ * in batches, because a randomBytes call for each id cost about 15 µs of
+ * CPU in profiles under load.
  */
-export function newId(): string {
-  if (idOffset + ID_BYTES > idPool.length) {
-    idPool = randomBytes(ID_BYTES * IDS_PER_BATCH);
-    idOffset = 0;
+export function pooledRandom(bytes: number, encoding: "hex" | "base64url"): string {
+  if (randomOffset + bytes > randomPool.length) {
+    randomPool = randomBytes(Math.max(RANDOM_POOL_BYTES, bytes));
+    randomOffset = 0;
   }
-  const id = idPool.toString("base64url", idOffset, idOffset + ID_BYTES);
-  idOffset += ID_BYTES;
-  return id;
+  const text = randomPool.toString(encoding, randomOffset, randomOffset + bytes);
+  randomOffset += bytes;
+  return text;
+}
+
+/** Creates a short random id (12 base64url characters) for connections and transactions. */
+export function newId(): string {
+  return pooledRandom(9, "base64url");
 }
 
 /** TLS facts of a connection. */
