@@ -156,3 +156,25 @@ describe("example server", () => {
     expect(subjects).toContain("for info");
   });
 });
+
+test("npm start passes SIGTERM on to the server", { timeout: 60_000 }, async () => {
+  const npm = spawn("npm", ["start", "--", "--listen", "127.0.0.1:0"], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  npm.stderr!.on("data", (chunk) => (log += chunk));
+  const serverPid = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`npm start did not start the server:\n${log}`)), 45_000);
+    npm.stdout!.on("data", (chunk: Buffer) => {
+      log += chunk;
+      const line = log.split("\n").find((text) => text.includes('"msg":"listening"'));
+      if (!line) return;
+      clearTimeout(timer);
+      resolve(JSON.parse(line).pid);
+    });
+  });
+  const exited = new Promise<number | null>((resolve) => npm.once("exit", resolve));
+  npm.kill("SIGTERM");
+  expect(await exited, log).toBe(0);
+  expect(log).toContain('"msg":"server stopped"');
+  // The server process itself is gone, not left running without npm.
+  expect(() => process.kill(serverPid, 0)).toThrow();
+});
