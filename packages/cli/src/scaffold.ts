@@ -372,8 +372,9 @@ export async function scaffoldPlugin(options: {
       rootDir: "src",
       outDir: "dist",
       skipLibCheck: true,
-      // A project that another project references must be composite.
-      ...(buildSettings ? { composite: true } : {}),
+      // A project that another project references must be composite. Its
+      // build record goes inside dist/, so deleting dist/ makes tsc -b build again.
+      ...(buildSettings ? { composite: true, tsBuildInfoFile: "dist/tsconfig.tsbuildinfo" } : {}),
     },
     include: ["src"],
     exclude: ["src/**/*.test.ts"],

@@ -59,6 +59,21 @@ function missingEntryFile(error: unknown, link: string, folder: string): string 
   return typeof main === "string" && main !== "" ? path.resolve(folder, main) : path.join(folder, "index.js");
 }
 
+/**
+ * Returns how to make a package's missing entry file: build the workspace
+ * root that contains the package, build the package itself, or reinstall it.
+ */
+function buildAdvice(folder: string, name: string): string {
+  for (let dir = path.dirname(folder); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const manifest = readManifest(dir) as { workspaces?: unknown; scripts?: Record<string, unknown> } | undefined;
+    if (manifest?.workspaces !== undefined && typeof manifest.scripts?.build === "string") {
+      return `build it (npm run build in ${dir})`;
+    }
+  }
+  if (typeof readManifest(folder)?.scripts?.build === "string") return `build it (npm run build in ${folder})`;
+  return `reinstall it (npm install ${name})`;
+}
+
 /** Explains why package `name`, installed in `link`, failed to import from `from`. */
 function installedPackageError(specifier: string, name: string, link: string, from: URL, cause: unknown): Error {
   const folder = realpathSync(link);
@@ -67,8 +82,7 @@ function installedPackageError(specifier: string, name: string, link: string, fr
   } catch (error) {
     if (!isModuleNotFound(error)) return error instanceof Error ? error : new Error(String(error));
     const entry = missingEntryFile(error, link, folder);
-    const next =
-      typeof readManifest(folder)?.scripts?.build === "string" ? `build it (npm run build in ${folder})` : `reinstall it (npm install ${name})`;
+    const next = buildAdvice(folder, name);
     return new Error(`package ${name} is installed in ${folder} but its entry file ${entry} does not exist; ${next}`, { cause });
   }
 
