@@ -138,3 +138,34 @@ test("directory block provides the UserDirectory service", async () => {
   expect(await directory.lookup("carol", "example.test")).toBeNull();
   expect(await directory.findLocalPart("bob")).toHaveLength(1);
 });
+
+test("README config example passes check", async () => {
+  const readme = await readFile(path.join(ROOT, "README.md"), "utf8");
+  const example = /## Configuration[\s\S]*?^```yaml\n([\s\S]*?)^```$/m.exec(readme)?.[1];
+  expect(example).toBeDefined();
+
+  // The files the example names, beside it as its relative paths expect.
+  const dir = path.join(WORK, "readme-config");
+  await mkdir(path.join(dir, "plugins"), { recursive: true });
+  await mkdir(path.join(dir, "tls"), { recursive: true });
+  const basic = path.join(ROOT, "examples/basic-server");
+  await writeFile(path.join(dir, "plugins/reject-listed-senders.ts"), await readFile(path.join(basic, "plugins/reject-listed-senders.ts")));
+  await writeFile(path.join(dir, "blocked-senders.txt"), await readFile(path.join(basic, "blocked-senders.txt")));
+  await writeFile(path.join(dir, "users"), "");
+  const openssl = spawnSync(
+    "openssl",
+    ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls/key.pem", "-out", "tls/cert.pem", "-days", "2", "-subj", "/CN=mx.example.test"],
+    { cwd: dir, encoding: "utf8" },
+  );
+  expect(openssl.status, openssl.stderr).toBe(0);
+  await writeFile(path.join(dir, "mailroom.yaml"), example!);
+
+  const check = spawnSync(process.execPath, [path.join(ROOT, "packages/cli/bin/mailroom.js"), "check", "--config", "mailroom.yaml"], {
+    cwd: dir,
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  expect(check.stderr).toBe("");
+  expect(check.status).toBe(0);
+  expect(check.stdout).not.toContain("warning");
+});
