@@ -203,6 +203,16 @@ describe("mailroom check", () => {
     }
   });
 
+  test("maildir root under a file prints a warning", async () => {
+    await writeFile(path.join(dir, "afile"), "not a folder\n");
+    const file = path.join(dir, "mailroom.yaml");
+    const maildir = `  - use: "@mailroom/plugin-maildir"\n    with: { root: ./afile/mail, domains: { "a.test": { mailboxes: [bob] } } }\n`;
+    await writeFile(file, config("x@y.test") + maildir);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(`maildir root ${path.join(dir, "afile/mail")} cannot be created: ${path.join(dir, "afile")} is not a folder`);
+  });
+
   test("read-only spool folder prints a warning", async () => {
     const readOnly = path.join(dir, "spool");
     await mkdir(readOnly);

@@ -1,4 +1,4 @@
-import { access, constants } from "node:fs/promises";
+import { access, constants, stat } from "node:fs/promises";
 import path from "node:path";
 import { listenerWarnings, type LoadedConfig, type LoadedPlugin } from "@mailroom/core";
 
@@ -12,7 +12,7 @@ function isBroad(network: string): boolean {
   return address.includes(":") ? bits < 16 : bits < 8;
 }
 
-/** Finds the nearest folder that exists, so a root created on demand is checked where it will be made. */
+/** Finds the nearest path that exists, so a root created on demand is checked where it will be made. */
 async function nearestExisting(folder: string): Promise<string> {
   let current = folder;
   while (true) {
@@ -24,6 +24,23 @@ async function nearestExisting(folder: string): Promise<string> {
       if (parent === current) return current;
       current = parent;
     }
+  }
+}
+
+/**
+ * Returns why the server could not write files in `folder`, creating it
+ * first if needed, or undefined when it can: the nearest existing path is
+ * not a folder (a file where a folder belongs), or it is not writable.
+ */
+async function folderProblem(folder: string): Promise<string | undefined> {
+  const existing = await nearestExisting(folder);
+  const isFolder = await stat(existing).then((info) => info.isDirectory(), () => false);
+  if (!isFolder) return `cannot be created: ${existing} is not a folder`;
+  try {
+    await access(existing, constants.W_OK);
+    return undefined;
+  } catch {
+    return `is not writable (checked ${existing})`;
   }
 }
 
@@ -75,12 +92,8 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
   const server = loaded.config.server;
   if (server.spoolDir !== undefined) {
     const spoolDir = path.resolve(loaded.dir, server.spoolDir);
-    const existing = await nearestExisting(spoolDir);
-    try {
-      await access(existing, constants.W_OK);
-    } catch {
-      warnings.push(`server.spoolDir ${spoolDir} is not writable (checked ${existing}): messages that do not fit server.memorySpool get 451`);
-    }
+    const problem = await folderProblem(spoolDir);
+    if (problem) warnings.push(`server.spoolDir ${spoolDir} ${problem}: messages that do not fit server.memorySpool get 451`);
   }
   const { perMessage, total } = server.memorySpool;
   if (perMessage > total) {
@@ -120,12 +133,8 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
     }
     if (entry.use.endsWith("plugin-maildir") && typeof entry.with.root === "string") {
       const root = path.resolve(loaded.dir, entry.with.root);
-      const existing = await nearestExisting(root);
-      try {
-        await access(existing, constants.W_OK);
-      } catch {
-        warnings.push(`${where}: maildir root ${root} is not writable (checked ${existing})`);
-      }
+      const problem = await folderProblem(root);
+      if (problem) warnings.push(`${where}: maildir root ${root} ${problem}`);
     }
   }
   return warnings;
