@@ -4,8 +4,9 @@ const rule = z.object({
   /** Header name, case-insensitive, for example "X-Spam-Flag". */
   header: z.string().min(1),
   /**
-   * Regular expression tested against each value of that header, decoded:
-   * unfolded, with RFC 2047 encoded-words such as `=?UTF-8?B?...?=` decoded.
+   * Regular expression tested, ignoring case, against each value of that
+   * header, decoded: unfolded, with RFC 2047 encoded-words such as
+   * `=?UTF-8?B?...?=` decoded.
    */
   matches: z.string().refine(
     (pattern) => {
