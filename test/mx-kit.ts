@@ -221,7 +221,7 @@ export default definePlugin({
 });
 `;
 
-const MX_PLUGIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../plugins/mx/src/index.ts");
+export const MX_PLUGIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../plugins/mx/src/index.ts");
 
 /** A log line as pino wrote it. */
 export type LogLine = Record<string, unknown> & { msg?: string };

@@ -158,6 +158,7 @@ export async function queueRetry(loaded: LoadedConfig, target: { id: string } | 
   const queue = await openExistingQueue(loaded);
   if ("id" in target) {
     if (!(await queue?.retry(target.id))) throw new Error(`no queued message ${target.id} (or it is being delivered)`);
+    await queue!.requestScan();
     return 1;
   }
   if (!queue) return 0;
@@ -165,6 +166,7 @@ export async function queueRetry(loaded: LoadedConfig, target: { id: string } | 
   for (const entry of await queue.list()) {
     if (!entry.delivering && (await queue.retry(entry.id))) count += 1;
   }
+  if (count > 0) await queue.requestScan();
   return count;
 }
 

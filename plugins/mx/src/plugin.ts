@@ -72,6 +72,7 @@ export default definePlugin({
       log.info({ removed: ids }, "message rejected after it was queued, records removed");
     };
     const queue = new DiskOutboundQueue(store, clock, () => scheduler.kick());
+    let stopWatching: () => void = () => undefined;
     container.register(TOKENS.OutboundQueue, { useValue: queue });
     context.registerRoute(OUTBOUND_ROUTE);
 
@@ -79,7 +80,9 @@ export default definePlugin({
       // Deliveries begin only once this config is in service, so a reload
       // that is rejected never sends with its options.
       start() {
-        if (options.deliver) scheduler.start();
+        if (!options.deliver) return;
+        scheduler.start();
+        stopWatching = store.watchScanRequests(() => scheduler.kick());
       },
       async queue({ message, recipients, transaction, accepted }) {
         // One record per destination domain, so both spellings of an international domain share one.
@@ -129,6 +132,7 @@ export default definePlugin({
         return ok();
       },
       async close() {
+        stopWatching();
         await scheduler.stop();
       },
     };

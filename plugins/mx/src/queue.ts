@@ -66,6 +66,11 @@ export class DiskOutboundQueue implements OutboundQueue {
     return true;
   }
 
+  /** Asks the servers that deliver from this queue to scan it now. */
+  requestScan(): Promise<void> {
+    return this.store.requestScan();
+  }
+
   async remove(id: string): Promise<boolean> {
     const record = await this.store.claim(id);
     if (!record) return false;

@@ -1,6 +1,7 @@
 import { isAscii } from "node:buffer";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdir, open, readdir, rename, stat, unlink } from "node:fs/promises";
+import { watch } from "node:fs";
+import { mkdir, open, readdir, rename, stat, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { OwnerCheck, removeLeftovers, type Logger, type OutboundContext } from "@mailroom/core";
@@ -217,6 +218,13 @@ export interface ClaimedEntry {
  * The previous format kept the state in `active/ID.json` and the message in
  * `active/ID.eml`; `init` converts such records (see legacy.ts).
  */
+/**
+ * A file in the queue folder that `mailroom queue retry` writes. Servers
+ * that deliver from the folder watch for it and scan the queue at once,
+ * instead of at their next pollInterval.
+ */
+export const SCAN_REQUEST_FILE = "scan-request";
+
 export class QueueStore {
   readonly tmp: string;
   readonly active: string;
@@ -237,6 +245,29 @@ export class QueueStore {
     this.active = path.join(dir, "active");
     this.claimed = path.join(dir, "claimed");
     this.corrupt = path.join(dir, "corrupt");
+  }
+
+  /** Asks the servers that deliver from this folder to scan it now; see SCAN_REQUEST_FILE. */
+  async requestScan(): Promise<void> {
+    await writeFile(path.join(this.dir, SCAN_REQUEST_FILE), `${new Date().toISOString()}\n`);
+  }
+
+  /**
+   * Calls `onRequest` whenever another process asks for a scan. Returns a
+   * function that stops watching. Where the file system cannot be watched,
+   * it logs a warning and the server scans at each pollInterval only.
+   */
+  watchScanRequests(onRequest: () => void): () => void {
+    try {
+      const watcher = watch(this.dir, (_event, name) => {
+        if (name === SCAN_REQUEST_FILE) onRequest();
+      });
+      watcher.on("error", (error) => this.logger.warn({ err: error, dir: this.dir }, "watching the queue folder for scan requests failed"));
+      return () => watcher.close();
+    } catch (error) {
+      this.logger.warn({ err: error, dir: this.dir }, "cannot watch the queue folder; queue retry takes effect at the next pollInterval");
+      return () => undefined;
+    }
   }
 
   /**
