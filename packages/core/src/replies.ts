@@ -212,7 +212,7 @@ export function asciiReplyText(text: string): string {
 const PLAIN_LINE = /^[\x20-\x7e]*[\x21-\x7e]$/;
 
 /** RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. */
-const MAX_REPLY_LINE = 510;
+export const MAX_REPLY_LINE = 510;
 
 function truncate(line: string): string {
   if (Buffer.byteLength(line) <= MAX_REPLY_LINE) return line;
