@@ -1,6 +1,7 @@
 import type { Readable } from "node:stream";
 import type { Answer } from "./answers.js";
 import type { ServerConfig } from "./config/schema.js";
+import { errorCode } from "./logging.js";
 import { Message, wrapHeaders } from "./message/message.js";
 import { receivedHeader } from "./message/received.js";
 import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
@@ -106,11 +107,13 @@ export async function storeMessage(context: MessageContext, open: () => Readable
   try {
     result = await receiveAndStore(context, open(), spool);
   } catch (error) {
-    const clientLeft = (error as { code?: string }).code === "ERR_STREAM_PREMATURE_CLOSE" || (error as { code?: string }).code === "ECONNECTION";
+    const code = errorCode(error);
     // A client that leaves in the middle of DATA is routine, not a server error.
-    if (clientLeft) transaction.logger.info({ reason: (error as Error).message }, "client left during DATA");
-    else transaction.logger.error({ err: error }, "message not received");
-    const code = (error as { code?: string }).code;
+    if (code === "ERR_STREAM_PREMATURE_CLOSE" || code === "ECONNECTION") {
+      transaction.logger.info({ reason: (error as Error).message }, "client left during DATA");
+    } else {
+      transaction.logger.error({ err: error }, "message not received");
+    }
     // A full spool file system is a storage problem the client can wait out.
     const reply =
       code === "ENOSPC" || code === "EDQUOT"
@@ -221,7 +224,7 @@ async function receiveAndStore(context: MessageContext, input: Readable, spool: 
   try {
     await readInto(input, spool, config.limits.dataTimeout);
   } catch (error) {
-    if ((error as { code?: string }).code === "DATA_TIMEOUT") {
+    if (errorCode(error) === "DATA_TIMEOUT") {
       return refused({ code: 421, enhanced: "4.4.2", message: "DATA timed out, closing connection", close: true });
     }
     throw error;

@@ -31,4 +31,4 @@ export { loadTlsFiles, type CertificateFiles, type TlsFiles } from "./config/tls
 export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";
-export { describeError, errorJsonReplacer, logSerializers } from "./logging.js";
+export { describeError, errorCode, errorJsonReplacer, logSerializers } from "./logging.js";
