@@ -1,12 +1,11 @@
 import type { Readable } from "node:stream";
-import type { Answer } from "./answers.js";
 import type { ServerConfig } from "./config/schema.js";
 import { errorCode } from "./logging.js";
 import { Message, wrapHeaders } from "./message/message.js";
 import { receivedHeader } from "./message/received.js";
 import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
 import type { HookOutcome, HookRunner } from "./plugins/runner.js";
-import { replyFor, type Reply } from "./replies.js";
+import { replyFor, replyForOutcome, type Reply } from "./replies.js";
 import { storeRoutes } from "./store-routes.js";
 import type { Connection, Transaction } from "./session-state.js";
 import type { Wire } from "./smtp/adapter.js";
@@ -63,8 +62,7 @@ export async function runDataHook(
     return { reply: { code: 554, enhanced: "5.5.1", message: "No valid recipients" }, outcome: undefined };
   }
   const outcome = await runner.run("data", { connection, transaction }, transaction);
-  if (outcome.kind === "error") return { reply: replyFor("data", "ERROR"), outcome };
-  return { reply: replyFor("data", outcome.kind === "answer" ? outcome.answer : undefined), outcome };
+  return { reply: replyForOutcome("data", outcome), outcome };
 }
 
 /**
@@ -256,10 +254,8 @@ async function receiveAndStore(context: MessageContext, input: Readable, spool: 
   transaction.message = message;
 
   const post = await context.runner.run("data_post", { connection, transaction, message }, transaction);
-  if (post.kind !== "cont") {
-    const postReply = replyFor("data_post", post.kind === "error" ? "ERROR" : post.answer);
-    if (postReply) return { reply: postReply, hook: "data_post", outcome: post };
-  }
+  const postReply = replyForOutcome("data_post", post);
+  if (postReply) return { reply: postReply, hook: "data_post", outcome: post };
   return queueMessage(context, message);
 }
 
@@ -294,8 +290,5 @@ async function queueMessage(
     );
     return { reply: { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" }, hook: "queue", outcome: undefined, route };
   }
-  let answer: Answer | "ERROR" | undefined;
-  if (outcome.kind === "error") answer = "ERROR";
-  else if (outcome.kind === "answer") answer = outcome.answer;
-  return { reply: replyFor("queue", answer)!, hook: "queue", outcome, route };
+  return { reply: replyForOutcome("queue", outcome)!, hook: "queue", outcome, route };
 }

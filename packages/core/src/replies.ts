@@ -1,5 +1,6 @@
 import type { Answer, Verdict } from "./answers.js";
 import type { SessionHookName } from "./hooks.js";
+import type { HookOutcome } from "./plugins/runner.js";
 
 /** An SMTP reply to send. `enhanced` is omitted only where RFC 2034 says so. */
 export interface Reply {
@@ -142,6 +143,16 @@ export function replyFor(
   if (enhanced) reply.enhanced = enhanced;
   if (base.close || isDisconnect(outcome) || code === 421) reply.close = true;
   return reply;
+}
+
+/**
+ * Returns the reply for the outcome of running a hook: the hook's ERROR
+ * reply for a handler that failed, else replyFor with the plugin's answer,
+ * or with none for CONT. Returns null where the engine goes on.
+ */
+export function replyForOutcome(hook: SessionHookName, outcome: HookOutcome): Reply | null {
+  if (outcome.kind === "error") return replyFor(hook, "ERROR");
+  return replyFor(hook, outcome.kind === "answer" ? outcome.answer : undefined);
 }
 
 /** The reply code classes each outcome may use. */

@@ -13,7 +13,7 @@ import {
   MemoryBudget,
   parseNameServer,
   parsePath,
-  replyFor,
+  replyForOutcome,
   runDataHook,
   runRcpt,
   startPlugins,
@@ -244,8 +244,7 @@ export class PluginHarness {
   /** Fires one hook through every plugin, as the engine does. */
   async call<H extends SessionHookName>(hook: H, args: HookArgs[H]): Promise<HookCall> {
     const outcome = await this.runner.run(hook, args, this.logger);
-    if (outcome.kind === "error") return callFor(outcome, replyFor(hook, "ERROR"));
-    return callFor(outcome, replyFor(hook, outcome.kind === "answer" ? outcome.answer : undefined));
+    return callFor(outcome, replyForOutcome(hook, outcome));
   }
 
   /** Runs every plugin's close() and removes the spool folder. */
