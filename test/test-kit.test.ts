@@ -180,6 +180,27 @@ describe("test kit data", () => {
     await harness.close();
   });
 
+  test("more than 100 Received headers is a loop", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    const hops = (count: number) => "Received: from hop.example\r\n".repeat(count);
+    const looping = await session.data(`${hops(101)}Subject: x\r\n\r\nx\r\n`);
+    expect(looping.code).toBe(554);
+    expect(looping.enhanced).toBe("5.4.6");
+    expect(store.messages).toEqual([]);
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    expect((await session.data(`${hops(100)}RECEIVED: from hop.example\r\n\r\nx\r\n`)).code).toBe(554);
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    expect((await session.data(`${hops(100)}Subject: x\r\n\r\nx\r\n`)).code).toBe(250);
+    expect(store.messages).toHaveLength(1);
+    await harness.close();
+  });
+
   test("failed later route removes the earlier copy", async () => {
     const first = memoryStore({ route: "first", name: "first-store" });
     const failing = definePlugin({
@@ -281,6 +302,44 @@ describe("test kit services", () => {
     const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content: "Subject: bounce\r\n\r\nx\r\n" });
     expect(result.stored).toBe(true);
     expect(store.messages.map((message) => message.sender)).toEqual([""]);
+    expect(result.message).toBe(`Message accepted as ${store.messages[0]!.id}`);
+    await harness.close();
+  });
+
+  test("injected mail loop gets 554", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const injector = harness.container.resolve<MessageInjector>(TOKENS.Injector);
+    const content = `${"Received: from hop.example\r\n".repeat(101)}Subject: bounce\r\n\r\nx\r\n`;
+    const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content });
+    expect(result.stored).toBe(false);
+    expect(result.code).toBe(554);
+    expect(result.enhanced).toBe("5.4.6");
+    expect(result.accepted).toEqual(["x@dest.example"]);
+    expect(store.messages).toEqual([]);
+    await harness.close();
+  });
+
+  test("injected bare LF message is stored with CRLF", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const injector = harness.container.resolve<MessageInjector>(TOKENS.Injector);
+    const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content: "Subject: bounce\n\nnon-ASCII body: é\n" });
+    expect(result.stored).toBe(true);
+    const text = store.messages[0]!.content.toString("utf8");
+    expect(text.endsWith("Subject: bounce\r\n\r\nnon-ASCII body: é\r\n")).toBe(true);
+    // Only the header block decides SMTPUTF8, and it ends at the first empty line whatever its line ends.
+    expect(text).toContain(" with ESMTP id ");
+    await harness.close();
+  });
+
+  test("injected non-ASCII header block is SMTPUTF8", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const injector = harness.container.resolve<MessageInjector>(TOKENS.Injector);
+    const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content: "Subject: é\n\nbody\n" });
+    expect(result.stored).toBe(true);
+    expect(store.messages[0]!.content.toString("utf8")).toContain(" with UTF8SMTP id ");
     await harness.close();
   });
 });

@@ -264,13 +264,6 @@ async function receiveAndStore(context: MessageContext, input: Readable, spool: 
  * reply is 250 only when every owner answered OK, which for the stock
  * plugins means the message is fsync'd.
  */
-export async function queue(
-  context: Pick<MessageContext, "connection" | "transaction" | "runner">,
-  message: Message,
-): Promise<Reply> {
-  return (await queueMessage(context, message)).reply;
-}
-
 async function queueMessage(
   context: Pick<MessageContext, "connection" | "transaction" | "runner">,
   message: Message,
