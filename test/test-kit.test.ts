@@ -1,6 +1,7 @@
 // The plugin test kit (@mailroom/testing) against the engine's own rules:
 // routes at rcpt, DATA checks and storage, and the services the server
 // registers for every plugin set.
+import { existsSync } from "node:fs";
 import {
   definePlugin,
   denySoft,
@@ -10,6 +11,7 @@ import {
   type Clock,
   type DnsResolver,
   type MessageInjector,
+  type PluginHooks,
 } from "@mailroom/core";
 import { memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
 import { afterEach, describe, expect, test } from "vitest";
@@ -35,6 +37,50 @@ const unrouted = definePlugin({
 const routeless = definePlugin({
   name: "routeless",
   setup: () => ({ rcpt: () => ok() }),
+});
+
+describe("test kit setup", () => {
+  test("unknown hook name is rejected", async () => {
+    let closed = 0;
+    const misspelled = definePlugin({
+      name: "misspelled",
+      setup: () => ({ rcp: () => ok(), close: () => void (closed += 1) }) as PluginHooks,
+    });
+    await expect(testPlugin(misspelled)).rejects.toThrow(/^plugin misspelled returned a handler for unknown hook "rcp"; hooks are connect, /);
+    expect(closed).toBe(1);
+  });
+
+  test("setup past setupTimeout is rejected", async () => {
+    const stuck = definePlugin({ name: "stuck", setup: () => new Promise<PluginHooks>(() => undefined) });
+    const started = Date.now();
+    await expect(testPlugin(stuck, {}, { config: { server: { setupTimeout: 50 } } })).rejects.toThrow(
+      "plugin stuck failed to start: setup did not finish within 50 ms (server.setupTimeout)",
+    );
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  test("options without a schema are rejected", async () => {
+    const plain = definePlugin({ name: "plain", setup: () => ({}) });
+    await expect(testPlugin(plain, { extra: true })).rejects.toThrow("plugin plain takes no options");
+  });
+
+  test("failing close still closes the others", async () => {
+    const closed: string[] = [];
+    const closing = (name: string, fail: boolean) =>
+      definePlugin({
+        name,
+        setup: () => ({
+          close() {
+            closed.push(name);
+            if (fail) throw new Error(`${name} close failed`);
+          },
+        }),
+      });
+    const harness = await testPlugins([closing("first", false), closing("second", false), closing("last", true)]);
+    await harness.close();
+    expect(closed).toEqual(["last", "second", "first"]);
+    expect(existsSync(harness.spoolDir)).toBe(false);
+  });
 });
 
 describe("test kit rcpt", () => {
