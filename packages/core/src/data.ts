@@ -155,7 +155,7 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
   return new Promise<void>((resolve, reject) => {
     let settled = false;
     let failure: Error | undefined;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: NodeJS.Timeout;
     const settle = (error?: Error) => {
       if (settled) return;
       settled = true;
@@ -169,17 +169,21 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
       settle(error);
       input.destroy(error);
     };
-    const armTimer = () => {
-      clearTimeout(timer);
-      if (settled) return;
+    const startTimer = () => {
       timer = setTimeout(onTimeout, timeout);
       timer.unref();
+    };
+    // Runs once the spool has drained: the timer was cleared for the wait, so it starts anew.
+    const continueReading = () => {
+      if (!settled) startTimer();
+      input.resume();
     };
     const fail = (error: Error) => {
       failure ??= error;
     };
     const onData = (chunk: Buffer) => {
-      armTimer();
+      // Restarting the running timer spares a new Timeout object per chunk.
+      timer.refresh();
       // After a storage error the rest of the message is read and dropped.
       if (failure) return;
       let wait: Promise<void> | undefined;
@@ -191,19 +195,12 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
       if (!wait) return;
       input.pause();
       clearTimeout(timer);
-      wait.then(
-        () => {
-          armTimer();
-          input.resume();
-        },
-        (error: Error) => {
-          fail(error);
-          armTimer();
-          input.resume();
-        },
-      );
+      wait.then(continueReading, (error: Error) => {
+        fail(error);
+        continueReading();
+      });
     };
-    armTimer();
+    startTimer();
     input.on("data", onData);
     input.once("end", () => settle(failure));
     input.once("error", (error) => settle(error));
