@@ -50,7 +50,7 @@ export async function runRcpt(context: RcptContext): Promise<RcptResult> {
   const answer = outcome.kind === "answer" ? outcome.answer : undefined;
 
   if (outcome.kind === "answer" && outcome.answer.verdict === "OK") {
-    const route = outcome.answer.route ?? firstRoute(runner, outcome.plugin);
+    const route = outcome.answer.route ?? runner.firstRoute(outcome.plugin);
     if (!route || !runner.routeOwner(route)) {
       transaction.logger.error(
         { plugin: outcome.plugin, route: route ?? null, recipient: address.address },
@@ -65,10 +65,4 @@ export async function runRcpt(context: RcptContext): Promise<RcptResult> {
     connection.failedLookups += 1;
   }
   return { reply, accepted: false, outcome, answer };
-}
-
-/** Returns the first route that the named plugin registered, if any. */
-function firstRoute(runner: HookRunner, pluginName: string): string | undefined {
-  const plugin = runner.plugins.find((candidate) => candidate.name === pluginName);
-  return plugin ? [...plugin.routes][0] : undefined;
 }
