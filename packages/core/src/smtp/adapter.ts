@@ -1,9 +1,9 @@
 /**
  * The only module that touches smtp-server's internals. smtp-server keeps the
- * socket, TLS (implicit and STARTTLS), the PROXY header, the SASL exchanges
- * and dot-unstuffing of DATA. This module replaces its command reader and
- * dispatcher: lines end only at CRLF, over-long lines get a reply instead of
- * a dropped connection, and every command goes to a SessionDriver.
+ * socket, TLS (implicit and STARTTLS), the SASL exchanges and dot-unstuffing
+ * of DATA. This module replaces its command reader and dispatcher: lines end
+ * only at CRLF, over-long lines get a reply instead of a dropped connection,
+ * and every command goes to a SessionDriver.
  *
  * It relies on these smtp-server 3.21 members, all checked by adapter.test.ts:
  * SMTPConnection#_setListeners, #_createParser, #_onCommand, #_onClose,
