@@ -632,7 +632,7 @@ function replaceProxyHandling(server: SMTPServer, options: ListenerOptions): voi
       socket.on("error", () => {});
       if (!result.peerLeft && socket.writable) {
         const reply = result.timedOut
-          ? { code: 421, enhanced: "4.4.2", message: "No PROXY header received, closing connection" }
+          ? { code: 421, enhanced: "4.4.2", message: "PROXY header timed out, closing connection" }
           : { code: 421, enhanced: "4.7.0", message: "Invalid PROXY header, closing connection" };
         socket.end(`${formatReply(reply)}\r\n`);
         setTimeout(() => socket.destroy(), PROXY_REJECT_LINGER_MS).unref();
