@@ -92,6 +92,22 @@ test("a peer that sends no header gets 421 4.4.2", async () => {
   expect(logs.find((line) => line.msg === REJECTED)?.reason).toBe("no PROXY header within 400 ms");
 });
 
+test("an incomplete header at the timeout gets 421 4.4.2", async () => {
+  const target = await start({ limits: { idleTimeout: 400 } });
+  const started = Date.now();
+  const client = await connect(target, "PROXY TCP4 198.51.100.7");
+  expect(client.greeting.code).toBe(421);
+  expect(client.greeting.enhanced).toBe("4.4.2");
+  expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+  await client.closed();
+  expect(opened()).toEqual([]);
+  const rejected = logs.filter((line) => line.msg === REJECTED);
+  expect(rejected).toHaveLength(1);
+  expect(rejected[0]!.level).toBe(40);
+  expect(rejected[0]!.reason).toBe("the header was incomplete after 400 ms");
+  expect(rejected[0]!.received).toBe("PROXY TCP4 198.51.100.7");
+});
+
 test("a peer that hangs up before a header is logged at debug only", async () => {
   const target = await start();
   const socket = net.connect(target.port, target.host);

@@ -1,6 +1,7 @@
 // The plugin test kit (@mailroom/testing) against the engine's own rules:
 // routes at rcpt, DATA checks and storage, and the services the server
 // registers for every plugin set.
+import { existsSync } from "node:fs";
 import {
   definePlugin,
   denySoft,
@@ -10,6 +11,7 @@ import {
   type Clock,
   type DnsResolver,
   type MessageInjector,
+  type PluginHooks,
 } from "@mailroom/core";
 import { memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
 import { afterEach, describe, expect, test } from "vitest";
@@ -35,6 +37,50 @@ const unrouted = definePlugin({
 const routeless = definePlugin({
   name: "routeless",
   setup: () => ({ rcpt: () => ok() }),
+});
+
+describe("test kit setup", () => {
+  test("unknown hook name is rejected", async () => {
+    let closed = 0;
+    const misspelled = definePlugin({
+      name: "misspelled",
+      setup: () => ({ rcp: () => ok(), close: () => void (closed += 1) }) as PluginHooks,
+    });
+    await expect(testPlugin(misspelled)).rejects.toThrow(/^plugin misspelled returned a handler for unknown hook "rcp"; hooks are connect, /);
+    expect(closed).toBe(1);
+  });
+
+  test("setup past setupTimeout is rejected", async () => {
+    const stuck = definePlugin({ name: "stuck", setup: () => new Promise<PluginHooks>(() => undefined) });
+    const started = Date.now();
+    await expect(testPlugin(stuck, {}, { config: { server: { setupTimeout: 50 } } })).rejects.toThrow(
+      "plugin stuck failed to start: setup did not finish within 50 ms (server.setupTimeout)",
+    );
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  test("options without a schema are rejected", async () => {
+    const plain = definePlugin({ name: "plain", setup: () => ({}) });
+    await expect(testPlugin(plain, { extra: true })).rejects.toThrow("plugin plain takes no options");
+  });
+
+  test("failing close still closes the others", async () => {
+    const closed: string[] = [];
+    const closing = (name: string, fail: boolean) =>
+      definePlugin({
+        name,
+        setup: () => ({
+          close() {
+            closed.push(name);
+            if (fail) throw new Error(`${name} close failed`);
+          },
+        }),
+      });
+    const harness = await testPlugins([closing("first", false), closing("second", false), closing("last", true)]);
+    await harness.close();
+    expect(closed).toEqual(["last", "second", "first"]);
+    expect(existsSync(harness.spoolDir)).toBe(false);
+  });
 });
 
 describe("test kit rcpt", () => {
@@ -180,6 +226,27 @@ describe("test kit data", () => {
     await harness.close();
   });
 
+  test("more than 100 Received headers is a loop", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const session = harness.session();
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    const hops = (count: number) => "Received: from hop.example\r\n".repeat(count);
+    const looping = await session.data(`${hops(101)}Subject: x\r\n\r\nx\r\n`);
+    expect(looping.code).toBe(554);
+    expect(looping.enhanced).toBe("5.4.6");
+    expect(store.messages).toEqual([]);
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    expect((await session.data(`${hops(100)}RECEIVED: from hop.example\r\n\r\nx\r\n`)).code).toBe(554);
+    await session.mail("a@sender.example");
+    await session.rcpt("x@dest.example");
+    expect((await session.data(`${hops(100)}Subject: x\r\n\r\nx\r\n`)).code).toBe(250);
+    expect(store.messages).toHaveLength(1);
+    await harness.close();
+  });
+
   test("failed later route removes the earlier copy", async () => {
     const first = memoryStore({ route: "first", name: "first-store" });
     const failing = definePlugin({
@@ -281,6 +348,44 @@ describe("test kit services", () => {
     const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content: "Subject: bounce\r\n\r\nx\r\n" });
     expect(result.stored).toBe(true);
     expect(store.messages.map((message) => message.sender)).toEqual([""]);
+    expect(result.message).toBe(`Message accepted as ${store.messages[0]!.id}`);
+    await harness.close();
+  });
+
+  test("injected mail loop gets 554", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const injector = harness.container.resolve<MessageInjector>(TOKENS.Injector);
+    const content = `${"Received: from hop.example\r\n".repeat(101)}Subject: bounce\r\n\r\nx\r\n`;
+    const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content });
+    expect(result.stored).toBe(false);
+    expect(result.code).toBe(554);
+    expect(result.enhanced).toBe("5.4.6");
+    expect(result.accepted).toEqual(["x@dest.example"]);
+    expect(store.messages).toEqual([]);
+    await harness.close();
+  });
+
+  test("injected bare LF message is stored with CRLF", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const injector = harness.container.resolve<MessageInjector>(TOKENS.Injector);
+    const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content: "Subject: bounce\n\nnon-ASCII body: é\n" });
+    expect(result.stored).toBe(true);
+    const text = store.messages[0]!.content.toString("utf8");
+    expect(text.endsWith("Subject: bounce\r\n\r\nnon-ASCII body: é\r\n")).toBe(true);
+    // Only the header block decides SMTPUTF8, and it ends at the first empty line whatever its line ends.
+    expect(text).toContain(" with ESMTP id ");
+    await harness.close();
+  });
+
+  test("injected non-ASCII header block is SMTPUTF8", async () => {
+    const store = memoryStore();
+    const harness = await testPlugin(store.plugin);
+    const injector = harness.container.resolve<MessageInjector>(TOKENS.Injector);
+    const result = await injector.inject({ sender: "", recipients: ["x@dest.example"], content: "Subject: é\n\nbody\n" });
+    expect(result.stored).toBe(true);
+    expect(store.messages[0]!.content.toString("utf8")).toContain(" with UTF8SMTP id ");
     await harness.close();
   });
 });

@@ -1,11 +1,11 @@
 import type { Readable } from "node:stream";
-import type { Answer } from "./answers.js";
 import type { ServerConfig } from "./config/schema.js";
+import { errorCode } from "./logging.js";
 import { Message, wrapHeaders } from "./message/message.js";
 import { receivedHeader } from "./message/received.js";
 import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
 import type { HookOutcome, HookRunner } from "./plugins/runner.js";
-import { replyFor, type Reply } from "./replies.js";
+import { replyFor, replyForOutcome, type Reply } from "./replies.js";
 import { storeRoutes } from "./store-routes.js";
 import type { Connection, Transaction } from "./session-state.js";
 import type { Wire } from "./smtp/adapter.js";
@@ -62,8 +62,7 @@ export async function runDataHook(
     return { reply: { code: 554, enhanced: "5.5.1", message: "No valid recipients" }, outcome: undefined };
   }
   const outcome = await runner.run("data", { connection, transaction }, transaction);
-  if (outcome.kind === "error") return { reply: replyFor("data", "ERROR"), outcome };
-  return { reply: replyFor("data", outcome.kind === "answer" ? outcome.answer : undefined), outcome };
+  return { reply: replyForOutcome("data", outcome), outcome };
 }
 
 /**
@@ -106,11 +105,13 @@ export async function storeMessage(context: MessageContext, open: () => Readable
   try {
     result = await receiveAndStore(context, open(), spool);
   } catch (error) {
-    const clientLeft = (error as { code?: string }).code === "ERR_STREAM_PREMATURE_CLOSE" || (error as { code?: string }).code === "ECONNECTION";
+    const code = errorCode(error);
     // A client that leaves in the middle of DATA is routine, not a server error.
-    if (clientLeft) transaction.logger.info({ reason: (error as Error).message }, "client left during DATA");
-    else transaction.logger.error({ err: error }, "message not received");
-    const code = (error as { code?: string }).code;
+    if (code === "ERR_STREAM_PREMATURE_CLOSE" || code === "ECONNECTION") {
+      transaction.logger.info({ reason: (error as Error).message }, "client left during DATA");
+    } else {
+      transaction.logger.error({ err: error }, "message not received");
+    }
     // A full spool file system is a storage problem the client can wait out.
     const reply =
       code === "ENOSPC" || code === "EDQUOT"
@@ -154,7 +155,7 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
   return new Promise<void>((resolve, reject) => {
     let settled = false;
     let failure: Error | undefined;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: NodeJS.Timeout;
     const settle = (error?: Error) => {
       if (settled) return;
       settled = true;
@@ -168,17 +169,21 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
       settle(error);
       input.destroy(error);
     };
-    const armTimer = () => {
-      clearTimeout(timer);
-      if (settled) return;
+    const startTimer = () => {
       timer = setTimeout(onTimeout, timeout);
       timer.unref();
+    };
+    // Runs once the spool has drained: the timer was cleared for the wait, so it starts anew.
+    const continueReading = () => {
+      if (!settled) startTimer();
+      input.resume();
     };
     const fail = (error: Error) => {
       failure ??= error;
     };
     const onData = (chunk: Buffer) => {
-      armTimer();
+      // Restarting the running timer spares a new Timeout object per chunk.
+      timer.refresh();
       // After a storage error the rest of the message is read and dropped.
       if (failure) return;
       let wait: Promise<void> | undefined;
@@ -190,19 +195,12 @@ function readInto(input: Readable, spool: SpoolWriter, timeout: number): Promise
       if (!wait) return;
       input.pause();
       clearTimeout(timer);
-      wait.then(
-        () => {
-          armTimer();
-          input.resume();
-        },
-        (error: Error) => {
-          fail(error);
-          armTimer();
-          input.resume();
-        },
-      );
+      wait.then(continueReading, (error: Error) => {
+        fail(error);
+        continueReading();
+      });
     };
-    armTimer();
+    startTimer();
     input.on("data", onData);
     input.once("end", () => settle(failure));
     input.once("error", (error) => settle(error));
@@ -221,7 +219,7 @@ async function receiveAndStore(context: MessageContext, input: Readable, spool: 
   try {
     await readInto(input, spool, config.limits.dataTimeout);
   } catch (error) {
-    if ((error as { code?: string }).code === "DATA_TIMEOUT") {
+    if (errorCode(error) === "DATA_TIMEOUT") {
       return refused({ code: 421, enhanced: "4.4.2", message: "DATA timed out, closing connection", close: true });
     }
     throw error;
@@ -253,10 +251,8 @@ async function receiveAndStore(context: MessageContext, input: Readable, spool: 
   transaction.message = message;
 
   const post = await context.runner.run("data_post", { connection, transaction, message }, transaction);
-  if (post.kind !== "cont") {
-    const postReply = replyFor("data_post", post.kind === "error" ? "ERROR" : post.answer);
-    if (postReply) return { reply: postReply, hook: "data_post", outcome: post };
-  }
+  const postReply = replyForOutcome("data_post", post);
+  if (postReply) return { reply: postReply, hook: "data_post", outcome: post };
   return queueMessage(context, message);
 }
 
@@ -265,13 +261,6 @@ async function receiveAndStore(context: MessageContext, input: Readable, spool: 
  * reply is 250 only when every owner answered OK, which for the stock
  * plugins means the message is fsync'd.
  */
-export async function queue(
-  context: Pick<MessageContext, "connection" | "transaction" | "runner">,
-  message: Message,
-): Promise<Reply> {
-  return (await queueMessage(context, message)).reply;
-}
-
 async function queueMessage(
   context: Pick<MessageContext, "connection" | "transaction" | "runner">,
   message: Message,
@@ -291,8 +280,5 @@ async function queueMessage(
     );
     return { reply: { code: 451, enhanced: "4.3.0", message: "Message not stored, try again later" }, hook: "queue", outcome: undefined, route };
   }
-  let answer: Answer | "ERROR" | undefined;
-  if (outcome.kind === "error") answer = "ERROR";
-  else if (outcome.kind === "answer") answer = outcome.answer;
-  return { reply: replyFor("queue", answer)!, hook: "queue", outcome, route };
+  return { reply: replyForOutcome("queue", outcome)!, hook: "queue", outcome, route };
 }

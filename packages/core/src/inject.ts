@@ -1,13 +1,10 @@
-import { isAscii } from "node:buffer";
+import { Readable } from "node:stream";
 import type { Logger } from "pino";
 import type { ServerConfig } from "./config/schema.js";
-import { queue } from "./data.js";
-import { Message, wrapHeaders } from "./message/message.js";
-import { receivedHeader } from "./message/received.js";
-import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
+import { storeMessage } from "./data.js";
+import type { MemoryBudget } from "./message/spool.js";
 import type { HookRunner } from "./plugins/runner.js";
 import { runRcpt } from "./recipients.js";
-import { replyFor, type Reply } from "./replies.js";
 import type { InjectedMessage, InjectResult, MessageInjector } from "./services/tokens.js";
 import { Connection, Transaction } from "./session-state.js";
 import { parseMailbox } from "./smtp/address.js";
@@ -19,6 +16,26 @@ export interface InjectorEnvironment {
   spoolDir: string;
   memory: MemoryBudget;
   logger: Logger;
+}
+
+/**
+ * Settings for storing injected messages, cached per server config. They
+ * are the server's, without the size and line length limits, because the
+ * server wrote the message itself. Bare line ends are rewritten to CRLF.
+ */
+const injectorConfigs = new WeakMap<ServerConfig, ServerConfig>();
+
+function injectorConfig(config: ServerConfig): ServerConfig {
+  let derived = injectorConfigs.get(config);
+  if (!derived) {
+    derived = {
+      ...config,
+      lineEndings: "normalize",
+      limits: { ...config.limits, maxMessageSize: Number.MAX_SAFE_INTEGER, maxDataLineLength: Number.MAX_SAFE_INTEGER },
+    };
+    injectorConfigs.set(config, derived);
+  }
+  return derived;
 }
 
 /**
@@ -48,7 +65,8 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
       if (sender && "error" in sender) {
         return refusedAll(input, 501, "5.1.7", `Invalid sender address: ${sender.error}`);
       }
-      const utf8 = needsSmtpUtf8(input);
+      const content = typeof input.content === "string" ? Buffer.from(input.content, "utf8") : input.content;
+      const utf8 = needsSmtpUtf8(input, content);
       const transaction = new Transaction(connection, sender, utf8 ? { SMTPUTF8: true } : {});
       connection.transaction = transaction;
 
@@ -67,41 +85,27 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
         return { stored: false, code: first?.code ?? 554, enhanced: first?.enhanced ?? "5.5.1", message: first?.message ?? "No recipients", accepted: [], refused };
       }
 
-      const spool = new SpoolWriter({
-        dir: env.spoolDir,
-        // The pid lets a starting server remove the files of a killed one.
-        name: `${process.pid}-${transaction.id}.eml`,
-        maxSize: Number.MAX_SAFE_INTEGER,
-        maxLineLength: Number.MAX_SAFE_INTEGER,
-        lineEndings: "normalize",
-        memory: env.memory,
-      });
-      try {
-        await spool.write(Buffer.from(input.content));
-        const result = await spool.finish();
-        const message = new Message(
-          result.body,
-          result.size,
-          wrapHeaders(result.headers),
-          receivedHeader({ connection, transaction, hostname: config.hostname, utf8 }),
-          transaction.sender,
-        );
-        transaction.message = message;
-        let reply: Reply | null = null;
-        const post = await runner.run("data_post", { connection, transaction, message }, transaction.logger);
-        if (post.kind !== "cont") reply = replyFor("data_post", post.kind === "error" ? "ERROR" : post.answer);
-        reply ??= await queue({ connection, transaction, runner }, message);
-        return {
-          stored: reply.code >= 200 && reply.code < 300,
-          code: reply.code,
-          enhanced: reply.enhanced,
-          message: reply.message,
-          accepted: transaction.recipients.map((recipient) => recipient.address.address),
-          refused,
-        };
-      } finally {
-        await spool.remove().catch(() => undefined);
-      }
+      const result = await storeMessage(
+        {
+          connection,
+          transaction,
+          runner,
+          config: injectorConfig(config),
+          spoolDir: env.spoolDir,
+          memory: env.memory,
+          utf8,
+        },
+        () => Readable.from([content], { objectMode: false }),
+      );
+      const { reply } = result;
+      return {
+        stored: reply.code >= 200 && reply.code < 300,
+        code: reply.code,
+        enhanced: reply.enhanced,
+        message: reply.message,
+        accepted: transaction.recipients.map((recipient) => recipient.address.address),
+        refused,
+      };
     },
   };
 }
@@ -111,12 +115,28 @@ export function createInjector(env: InjectorEnvironment): MessageInjector {
  * would declare it on MAIL FROM: an envelope address or the header block
  * has non-ASCII characters.
  */
-function needsSmtpUtf8(input: InjectedMessage): boolean {
+function needsSmtpUtf8(input: InjectedMessage, content: Buffer): boolean {
   const nonAscii = /[^\x00-\x7f]/;
   if (nonAscii.test(input.sender) || input.recipients.some((recipient) => nonAscii.test(recipient))) return true;
-  const content = typeof input.content === "string" ? Buffer.from(input.content, "utf8") : input.content;
-  const end = content.indexOf("\r\n\r\n");
-  return !isAscii(end === -1 ? content : content.subarray(0, end));
+  return headerBlockHasNonAscii(content);
+}
+
+/**
+ * Checks the header block of a message for octets outside US-ASCII. The
+ * block ends at the first empty line, and CRLF, a bare LF and a bare CR
+ * each end a line, as in the "normalize" mode that the injector stores with.
+ */
+function headerBlockHasNonAscii(content: Buffer): boolean {
+  let lineStart = 0;
+  for (let index = 0; index < content.length; index++) {
+    const octet = content[index]!;
+    if (octet >= 0x80) return true;
+    if (octet !== 0x0a && octet !== 0x0d) continue;
+    if (index === lineStart) return false;
+    if (octet === 0x0d && content[index + 1] === 0x0a) index += 1;
+    lineStart = index + 1;
+  }
+  return false;
 }
 
 function refusedAll(input: InjectedMessage, code: number, enhanced: string, message: string): InjectResult {

@@ -14,9 +14,13 @@ export const logSerializers = {
   },
 };
 
-/** Returns the `code` property of an error (EACCES, MAILROOM_USER_FILE_INVALID), if it is a non-empty string. */
-function errorCode(error: Error): string | undefined {
-  const code = (error as { code?: unknown }).code;
+/**
+ * Returns the `code` property of an error (EACCES, ERR_MODULE_NOT_FOUND,
+ * MAILROOM_USER_FILE_INVALID) if it is a non-empty string, else undefined.
+ * Takes any thrown value, since JavaScript can throw anything.
+ */
+export function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null | undefined)?.code;
   return typeof code === "string" && code !== "" ? code : undefined;
 }
 

@@ -1,6 +1,6 @@
 import type { Answer } from "./answers.js";
 import type { HookOutcome, HookRunner } from "./plugins/runner.js";
-import { replyFor, type Reply } from "./replies.js";
+import { replyForOutcome, type Reply } from "./replies.js";
 import type { Connection, Transaction } from "./session-state.js";
 import type { Address, Parameters } from "./smtp/address.js";
 
@@ -45,12 +45,12 @@ export async function runRcpt(context: RcptContext): Promise<RcptResult> {
   }
 
   const outcome = await runner.run("rcpt", { connection, transaction, address, params }, transaction);
-  if (outcome.kind === "error") return { reply: replyFor("rcpt", "ERROR")!, accepted: false, outcome, answer: undefined };
+  const reply = replyForOutcome("rcpt", outcome) ?? NOT_ACCEPTED;
+  if (outcome.kind === "error") return { reply, accepted: false, outcome, answer: undefined };
   const answer = outcome.kind === "answer" ? outcome.answer : undefined;
-  const reply = replyFor("rcpt", answer) ?? NOT_ACCEPTED;
 
   if (outcome.kind === "answer" && outcome.answer.verdict === "OK") {
-    const route = outcome.answer.route ?? firstRoute(runner, outcome.plugin);
+    const route = outcome.answer.route ?? runner.firstRoute(outcome.plugin);
     if (!route || !runner.routeOwner(route)) {
       transaction.logger.error(
         { plugin: outcome.plugin, route: route ?? null, recipient: address.address },
@@ -65,10 +65,4 @@ export async function runRcpt(context: RcptContext): Promise<RcptResult> {
     connection.failedLookups += 1;
   }
   return { reply, accepted: false, outcome, answer };
-}
-
-/** Returns the first route that the named plugin registered, if any. */
-function firstRoute(runner: HookRunner, pluginName: string): string | undefined {
-  const plugin = runner.plugins.find((candidate) => candidate.name === pluginName);
-  return plugin ? [...plugin.routes][0] : undefined;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { deny, denyDisconnect, denySoft, denySoftDisconnect, ok } from "./answers.js";
 import type { SessionHookName } from "./hooks.js";
-import { asciiReplyText, formatReply, replyFor } from "./replies.js";
+import { asciiReplyText, formatReply, replyFor, replyForOutcome } from "./replies.js";
 
 type Row = [SessionHookName, ReturnType<typeof ok> | undefined | "ERROR", string | null, boolean?];
 
@@ -89,6 +89,24 @@ describe("replyFor", () => {
 
   test("helo replies carry no enhanced code", () => {
     expect(replyFor("ehlo", deny({ enhanced: "5.7.1" }))?.enhanced).toBeUndefined();
+  });
+});
+
+describe("replyForOutcome", () => {
+  test("error gets the hook's ERROR reply", () => {
+    expect(replyForOutcome("rcpt", { kind: "error", plugin: "p", error: new Error("x") })).toEqual(replyFor("rcpt", "ERROR"));
+    expect(replyForOutcome("connect", { kind: "error", plugin: "p", error: new Error("x") })).toMatchObject({ code: 421, close: true });
+  });
+
+  test("answer gets the reply for that answer", () => {
+    const answer = deny({ code: 553, message: "No" });
+    expect(replyForOutcome("mail", { kind: "answer", answer, plugin: "p" })).toEqual(replyFor("mail", answer));
+    expect(replyForOutcome("mail", { kind: "answer", answer, plugin: "p" })).toMatchObject({ code: 553, message: "No" });
+  });
+
+  test("cont gets the hook's default", () => {
+    expect(replyForOutcome("rcpt", { kind: "cont" })).toMatchObject({ code: 550, enhanced: "5.7.1" });
+    expect(replyForOutcome("data_post", { kind: "cont" })).toBeNull();
   });
 });
 

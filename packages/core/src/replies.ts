@@ -1,5 +1,6 @@
 import type { Answer, Verdict } from "./answers.js";
 import type { SessionHookName } from "./hooks.js";
+import type { HookOutcome } from "./plugins/runner.js";
 
 /** An SMTP reply to send. `enhanced` is omitted only where RFC 2034 says so. */
 export interface Reply {
@@ -144,6 +145,16 @@ export function replyFor(
   return reply;
 }
 
+/**
+ * Returns the reply for the outcome of running a hook: the hook's ERROR
+ * reply for a handler that failed, else replyFor with the plugin's answer,
+ * or with none for CONT. Returns null where the engine goes on.
+ */
+export function replyForOutcome(hook: SessionHookName, outcome: HookOutcome): Reply | null {
+  if (outcome.kind === "error") return replyFor(hook, "ERROR");
+  return replyFor(hook, outcome.kind === "answer" ? outcome.answer : undefined);
+}
+
 /** The reply code classes each outcome may use. */
 const CODE_CLASSES: Record<Outcome, number[]> = {
   CONT: [2, 3, 4, 5],
@@ -212,7 +223,7 @@ export function asciiReplyText(text: string): string {
 const PLAIN_LINE = /^[\x20-\x7e]*[\x21-\x7e]$/;
 
 /** RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. */
-const MAX_REPLY_LINE = 510;
+export const MAX_REPLY_LINE = 510;
 
 function truncate(line: string): string {
   if (Buffer.byteLength(line) <= MAX_REPLY_LINE) return line;

@@ -3,7 +3,7 @@ import type { Answer } from "./answers.js";
 import type { ListenerConfig, ServerConfig } from "./config/schema.js";
 import type { HookArgs, SessionHookName } from "./hooks.js";
 import type { HookOutcome, HookRunner, LogTarget } from "./plugins/runner.js";
-import { formatReply, replyFor, type Reply } from "./replies.js";
+import { formatReply, replyFor, replyForOutcome, type Reply } from "./replies.js";
 import { receiveMessage, runDataHook } from "./data.js";
 import { runRcpt } from "./recipients.js";
 import type { MemoryBudget } from "./message/spool.js";
@@ -94,11 +94,11 @@ export class Session implements SessionDriver {
     args: HookArgs[H],
     logger: LogTarget = this.connection,
   ): Promise<{ reply: Reply | null; answer: Answer | undefined; outcome: HookOutcome }> {
-    return this.env.runner.run(hook, args, logger).then((outcome) => {
-      if (outcome.kind === "error") return { reply: replyFor(hook, "ERROR"), answer: undefined, outcome };
-      const answer = outcome.kind === "answer" ? outcome.answer : undefined;
-      return { reply: replyFor(hook, answer), answer, outcome };
-    });
+    return this.env.runner.run(hook, args, logger).then((outcome) => ({
+      reply: replyForOutcome(hook, outcome),
+      answer: outcome.kind === "answer" ? outcome.answer : undefined,
+      outcome,
+    }));
   }
 
   async ready(): Promise<Reply | null> {

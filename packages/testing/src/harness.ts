@@ -13,9 +13,10 @@ import {
   MemoryBudget,
   parseNameServer,
   parsePath,
-  replyFor,
+  replyForOutcome,
   runDataHook,
   runRcpt,
+  setupPlugin,
   startPlugins,
   storeMessage,
   systemClock,
@@ -244,13 +245,16 @@ export class PluginHarness {
   /** Fires one hook through every plugin, as the engine does. */
   async call<H extends SessionHookName>(hook: H, args: HookArgs[H]): Promise<HookCall> {
     const outcome = await this.runner.run(hook, args, this.logger);
-    if (outcome.kind === "error") return callFor(outcome, replyFor(hook, "ERROR"));
-    return callFor(outcome, replyFor(hook, outcome.kind === "answer" ? outcome.answer : undefined));
+    return callFor(outcome, replyForOutcome(hook, outcome));
   }
 
-  /** Runs every plugin's close() and removes the spool folder. */
+  /**
+   * Runs every plugin's close() in reverse order, as the server does, and
+   * removes the spool folder. A close() that throws is logged and the
+   * others still run.
+   */
   async close(): Promise<void> {
-    for (const plugin of [...this.runner.plugins].reverse()) await plugin.hooks.close?.();
+    await closePlugins(this.runner.plugins, this.logger);
     await rm(this.spoolDir, { recursive: true, force: true });
   }
 }
@@ -319,11 +323,11 @@ function defaultResolver(config: MailroomConfig): DnsResolver {
 }
 
 /**
- * Starts plugins in-process for a unit test: options are validated by each
- * plugin's schema, setup runs with a silent logger and a fresh container
- * holding the server's services, then every plugin's start(), and hooks are
- * called through the engine's own HookRunner, rcpt and DATA code. When a
- * plugin fails, those already set up are closed before the error is thrown.
+ * Starts plugins in-process for a unit test. Each plugin is set up by the
+ * server's setupPlugin, with a silent logger and a fresh container holding
+ * the server's services, then every plugin's start() runs. Hooks are called
+ * through the engine's own HookRunner, rcpt and DATA code. When a plugin
+ * fails, those already set up are closed before the error is thrown.
  */
 export async function testPlugins(plugins: PluginWithOptions[], options: HarnessOptions = {}): Promise<PluginHarness> {
   const config = configSchema.parse(options.config ?? {});
@@ -340,24 +344,11 @@ export async function testPlugins(plugins: PluginWithOptions[], options: Harness
   options.register?.(container);
 
   const loaded: LoadedPlugin[] = [];
+  const environment = { container, logger, config, configDir: options.configDir ?? process.cwd() };
   try {
     for (const entry of plugins) {
-      const [definition, raw = {}] = Array.isArray(entry) ? entry : [entry];
-      const parsed = definition.options ? definition.options.safeParse(raw) : { success: true as const, data: {} };
-      if (!parsed.success) {
-        const details = parsed.error.issues.map((issue) => `${issue.path.join(".") || "(options)"}: ${issue.message}`);
-        throw new Error(`invalid options for plugin ${definition.name}: ${details.join("; ")}`);
-      }
-      const routes = new Set<string>();
-      const hooks = await definition.setup({
-        options: parsed.data,
-        logger: logger.child({ plugin: definition.name }),
-        container,
-        config,
-        configDir: options.configDir ?? process.cwd(),
-        registerRoute: (route) => routes.add(route),
-      });
-      loaded.push({ name: definition.name, hooks: hooks ?? {}, routes, logger });
+      const [definition, rawOptions = {}] = Array.isArray(entry) ? entry : [entry];
+      loaded.push(await setupPlugin(definition, rawOptions, environment));
     }
     runner = new HookRunner(loaded, options.hookTimeout ?? 5000);
     // As the server does once the set is in service.

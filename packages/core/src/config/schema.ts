@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { z } from "zod";
+import { MAX_REPLY_LINE } from "../replies.js";
 import { duration, size } from "./units.js";
 
 /** The port a name server listens on when its entry names none. */
@@ -119,9 +120,6 @@ export const limitsSchema = z
     maxErrors: z.number().int().min(1).default(10),
   })
   .prefault({});
-
-/** RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. */
-const MAX_REPLY_LINE = 510;
 
 export const serverSchema = z
   .strictObject({

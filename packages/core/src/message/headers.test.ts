@@ -106,6 +106,13 @@ describe("repeated fields", () => {
     expect(repeated.count("subject")).toBe(1);
   });
 
+  test.each(["received", "Received", " received\t", "RECEIVED "])("name %j matches every case", (name) => {
+    expect(repeated.count(name)).toBe(3);
+    expect(repeated.getAll(name)).toEqual(["from a", "from b", "from c"]);
+    expect(repeated.getFirst(name)).toBe("from a");
+    expect(repeated.raw(name)).toHaveLength(3);
+  });
+
   test("a missing name gives empty results", () => {
     expect(repeated.get("x-missing")).toEqual([]);
     expect(repeated.getAll("x-missing")).toEqual([]);

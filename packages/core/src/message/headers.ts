@@ -130,23 +130,28 @@ export class ParsedHeaders implements MessageHeaders {
     this.fields = Object.freeze(fields);
   }
 
-  private named(name: string): HeaderField[] {
-    const key = name.toLowerCase().trim();
-    return this.fields.filter((field) => field.key === key);
+  /** Reads each field with that name through `read`, in order, with no intermediate array. */
+  private collect<T>(name: string, read: (line: string) => T): T[] {
+    const key = fieldKey(name);
+    const values: T[] = [];
+    for (const field of this.fields) {
+      if (field.key === key) values.push(read(field.line));
+    }
+    return values;
   }
 
   get(name: string): string[] {
-    return this.named(name).map((field) => readText(unfold(field.line)));
+    return this.collect(name, (line) => readText(unfold(line)));
   }
 
   getFirst(name: string): string {
-    const key = name.toLowerCase().trim();
+    const key = fieldKey(name);
     const field = this.fields.find((entry) => entry.key === key);
     return field ? decodeValue(field.line) : "";
   }
 
   getAll(name: string): string[] {
-    return this.named(name).map((field) => decodeValue(field.line));
+    return this.collect(name, decodeValue);
   }
 
   list(): readonly HeaderField[] {
@@ -154,12 +159,32 @@ export class ParsedHeaders implements MessageHeaders {
   }
 
   raw(name: string): Buffer[] {
-    return this.named(name).map((field) => Buffer.from(field.line, "latin1"));
+    return this.collect(name, (line) => Buffer.from(line, "latin1"));
   }
 
   count(name: string): number {
-    return this.named(name).length;
+    const key = fieldKey(name);
+    let count = 0;
+    for (const field of this.fields) {
+      if (field.key === key) count += 1;
+    }
+    return count;
   }
+}
+
+/**
+ * Returns the key that a field name matches: lower case, without the
+ * surrounding whitespace. A name that is already a key, such as
+ * "received", is returned as it is, because V8's toLowerCase() (Node.js 20)
+ * allocates a new string even when nothing changes.
+ */
+function fieldKey(name: string): string {
+  for (let index = 0; index < name.length; index++) {
+    const code = name.charCodeAt(index);
+    // An upper-case letter, whitespace, a control character or non-ASCII.
+    if ((code >= 0x41 && code <= 0x5a) || code <= 0x20 || code >= 0x7f) return name.toLowerCase().trim();
+  }
+  return name;
 }
 
 /** The headers of a message that has none, or whose header block was not parsed. */

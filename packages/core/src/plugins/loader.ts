@@ -5,9 +5,11 @@ import { pathToFileURL } from "node:url";
 import type { Logger } from "pino";
 import type { DependencyContainer } from "tsyringe";
 import { ConfigError, formatIssues, type LoadedConfig } from "../config/load.js";
+import type { MailroomConfig } from "../config/schema.js";
 import { HOOK_NAMES } from "../hooks.js";
+import { errorCode } from "../logging.js";
 import { missingPackageError } from "./missing-package.js";
-import { errorCode, isModuleNotFound, resolveImport } from "./package-import.js";
+import { isModuleNotFound, resolveImport } from "./package-import.js";
 import { importCompiled } from "./typescript.js";
 import { isPluginDefinition, type PluginDefinition, type PluginHooks } from "./plugin.js";
 import type { LoadedPlugin } from "./runner.js";
@@ -165,7 +167,44 @@ async function loadPlugin(
     );
   }
 
-  const options = parseOptions(definition, entry.with, loaded, index);
+  return setupPlugin(definition, entry.with, {
+    container,
+    logger,
+    config: loaded.config,
+    configDir: loaded.dir,
+    entry: { file: loaded.file, lineOf: loaded.lineOf, index },
+  });
+}
+
+/** The plugin set that setupPlugin sets a plugin up for: its container, logger and config. */
+export interface PluginSetupEnvironment {
+  /** The container of the plugin set, where the plugin finds and registers services. */
+  container: DependencyContainer;
+  /** The logger of the plugin set. The plugin gets a child of it with its name. */
+  logger: Logger;
+  config: MailroomConfig;
+  /** The folder that relative option paths resolve against. */
+  configDir: string;
+  /** The config file and the index of the plugin's entry in `plugins`, named in error messages. */
+  entry?: { file: string; lineOf: LoadedConfig["lineOf"]; index: number };
+}
+
+/**
+ * Sets up one plugin as the server does: validates `rawOptions` with the
+ * plugin's schema, runs its setup within `server.setupTimeout` and collects
+ * the routes it registers. A plugin whose setup returns a handler for a hook
+ * that does not exist is closed, and the call throws. Errors are
+ * ConfigErrors naming the plugin, and its config entry when `env.entry` is
+ * set.
+ */
+export async function setupPlugin(
+  definition: PluginDefinition,
+  rawOptions: Record<string, unknown>,
+  env: PluginSetupEnvironment,
+): Promise<LoadedPlugin> {
+  const { entry, logger } = env;
+  const where = entry ? `${entry.file}:${entry.lineOf(["plugins", entry.index, "use"]) ?? "?"}: ` : "";
+  const options = parseOptions(definition, rawOptions, entry);
   const routes = new Set<string>();
   const pluginLogger = logger.child({ plugin: definition.name });
   const loadedPlugin = (hooks: PluginHooks | undefined): LoadedPlugin => ({
@@ -179,22 +218,21 @@ async function loadPlugin(
     definition.setup({
       options,
       logger: pluginLogger,
-      container,
-      config: loaded.config,
-      configDir: loaded.dir,
+      container: env.container,
+      config: env.config,
+      configDir: env.configDir,
       registerRoute: (route) => routes.add(route),
     }))();
   let hooks: PluginHooks;
   try {
-    hooks = await withDeadline(setup, loaded.config.server.setupTimeout);
+    hooks = await withDeadline(setup, env.config.server.setupTimeout);
   } catch (error) {
     // A setup that finishes after its deadline is closed then, so that
     // nothing it started outlives the failed load.
     setup.then((late) => closePlugins([loadedPlugin(late)], logger)).catch(() => undefined);
-    throw new ConfigError(
-      `${where}: plugin ${definition.name} failed to start: ${(error as Error).message}`,
-      { cause: error },
-    );
+    throw new ConfigError(`${where}plugin ${definition.name} failed to start: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 
   const plugin = loadedPlugin(hooks);
@@ -202,34 +240,35 @@ async function loadPlugin(
   if (unknown !== undefined) {
     await closePlugins([plugin], logger);
     throw new ConfigError(
-      `${where}: plugin ${definition.name} returned a handler for unknown hook "${unknown}"; hooks are ${HOOK_NAMES.join(", ")}`,
+      `${where}plugin ${definition.name} returned a handler for unknown hook "${unknown}"; hooks are ${HOOK_NAMES.join(", ")}`,
     );
   }
   return plugin;
 }
 
+/**
+ * Validates a plugin's options. With a config entry, each issue names the
+ * file, line and option path, and without one (the test kit) the option
+ * path alone.
+ */
 function parseOptions(
   definition: PluginDefinition,
   options: Record<string, unknown>,
-  loaded: LoadedConfig,
-  index: number,
+  entry: PluginSetupEnvironment["entry"],
 ): unknown {
   if (!definition.options) {
-    if (Object.keys(options).length > 0) {
-      throw new ConfigError(
-        `${loaded.file}:${loaded.lineOf(["plugins", index, "with"]) ?? "?"}: plugins[${index}].with: plugin ${definition.name} takes no options`,
-      );
-    }
-    return {};
+    if (Object.keys(options).length === 0) return {};
+    const message = `plugin ${definition.name} takes no options`;
+    if (!entry) throw new ConfigError(message);
+    const line = entry.lineOf(["plugins", entry.index, "with"]) ?? "?";
+    throw new ConfigError(`${entry.file}:${line}: plugins[${entry.index}].with: ${message}`);
   }
   const result = definition.options.safeParse(options);
   if (result.success) return result.data;
-  const details = formatIssues(result.error, {
-    file: loaded.file,
-    lineOf: loaded.lineOf,
-    prefix: ["plugins", index, "with"],
-  });
-  throw new ConfigError(`invalid options for plugin ${definition.name}:\n${details}`, { cause: result.error });
+  const details = entry
+    ? `\n${formatIssues(result.error, { file: entry.file, lineOf: entry.lineOf, prefix: ["plugins", entry.index, "with"] })}`
+    : ` ${result.error.issues.map((issue) => `${issue.path.map(String).join(".") || "(options)"}: ${issue.message}`).join("; ")}`;
+  throw new ConfigError(`invalid options for plugin ${definition.name}:${details}`, { cause: result.error });
 }
 
 /**

@@ -1,4 +1,5 @@
 import { moduleResolve } from "import-meta-resolve";
+import { errorCode } from "../logging.js";
 
 /**
  * The `exports` conditions that Node.js 20 matches when it imports a
@@ -21,11 +22,6 @@ const IMPORT_CONDITIONS = new Set(["node", "import"]);
  */
 export function resolveImport(specifier: string, parent: URL): URL {
   return moduleResolve(specifier, parent, IMPORT_CONDITIONS, false);
-}
-
-export function errorCode(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" ? code : undefined;
 }
 
 /** True for the error of an import or resolution that found no module. */

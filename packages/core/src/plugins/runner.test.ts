@@ -84,4 +84,24 @@ describe("HookRunner", () => {
     expect(outcome).toMatchObject({ kind: "answer" });
     expect((outcome as { answer: unknown }).answer).toBe(answer);
   });
+
+  test("firstRoute returns each plugin's first route", () => {
+    const routes = new Set(["box", "spare"]);
+    const runner = new HookRunner(
+      [{ name: "store", hooks: {}, routes, logger }, plugin("plain", {}), { name: "store", hooks: {}, routes: new Set(["other"]), logger }],
+      1000,
+    );
+    expect(runner.firstRoute("store")).toBe("box");
+    expect(runner.firstRoute("store")).toBe("box");
+    expect(runner.firstRoute("plain")).toBeUndefined();
+    expect(runner.firstRoute("missing")).toBeUndefined();
+  });
+
+  test("firstRoute sees a route registered after setup", () => {
+    const routes = new Set<string>();
+    const runner = new HookRunner([{ name: "late", hooks: {}, routes, logger }], 1000);
+    expect(runner.firstRoute("late")).toBeUndefined();
+    routes.add("late-route");
+    expect(runner.firstRoute("late")).toBe("late-route");
+  });
 });

@@ -50,6 +50,8 @@ export class HookRunner {
   private readonly handlers = new Map<HookName, LoadedPlugin[]>();
   /** Plugin and hook pairs whose non-ASCII reply text was already logged at warn. */
   private readonly warnedNonAscii = new Set<string>();
+  /** The first route of each plugin that registered one, by plugin name, filled on first use. */
+  private readonly firstRoutes = new Map<string, string>();
 
   constructor(
     readonly plugins: readonly LoadedPlugin[],
@@ -66,6 +68,19 @@ export class HookRunner {
   /** Returns the plugin that registered `route`, if any. */
   routeOwner(route: string): LoadedPlugin | undefined {
     return this.plugins.find((plugin) => plugin.routes.has(route));
+  }
+
+  /**
+   * Returns the first route that the named plugin registered, if any: the
+   * route of a recipient that the plugin accepted without naming one.
+   */
+  firstRoute(pluginName: string): string | undefined {
+    const cached = this.firstRoutes.get(pluginName);
+    if (cached !== undefined) return cached;
+    const plugin = this.plugins.find((candidate) => candidate.name === pluginName);
+    const route: string | undefined = plugin?.routes.values().next().value;
+    if (route !== undefined) this.firstRoutes.set(pluginName, route);
+    return route;
   }
 
   // Plugins return their handlers from setup, so the lists never change afterwards.

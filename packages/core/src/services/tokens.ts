@@ -35,7 +35,7 @@ export interface InjectedMessage {
   /** Envelope sender; "" for the null reverse-path. */
   sender: string;
   recipients: string[];
-  /** The whole message, headers and body, with CRLF line ends. */
+  /** The whole message, headers and body, with CRLF line ends; a bare CR or LF is stored as CRLF. */
   content: Buffer | string;
 }
 
@@ -54,7 +54,9 @@ export interface InjectResult {
 /**
  * Hands a message to the engine as if a trusted local client had sent it
  * (TOKENS.Injector): rcpt picks each recipient's route, then data_post and
- * queue run as for SMTP. Bounces reach local and remote senders this way.
+ * queue run as for SMTP. The message has no size or line length limit, but
+ * one with more than 100 Received headers is refused as a mail loop
+ * (554 5.4.6). Bounces reach local and remote senders this way.
  */
 export interface MessageInjector {
   inject(message: InjectedMessage, logger?: Logger): Promise<InjectResult>;

@@ -1,9 +1,9 @@
 /**
  * The only module that touches smtp-server's internals. smtp-server keeps the
- * socket, TLS (implicit and STARTTLS), the PROXY header, the SASL exchanges
- * and dot-unstuffing of DATA. This module replaces its command reader and
- * dispatcher: lines end only at CRLF, over-long lines get a reply instead of
- * a dropped connection, and every command goes to a SessionDriver.
+ * socket, TLS (implicit and STARTTLS), the SASL exchanges and dot-unstuffing
+ * of DATA. This module replaces its command reader and dispatcher: lines end
+ * only at CRLF, over-long lines get a reply instead of a dropped connection,
+ * and every command goes to a SessionDriver.
  *
  * It relies on these smtp-server 3.21 members, all checked by adapter.test.ts:
  * SMTPConnection#_setListeners, #_createParser, #_onCommand, #_onClose,
@@ -632,7 +632,7 @@ function replaceProxyHandling(server: SMTPServer, options: ListenerOptions): voi
       socket.on("error", () => {});
       if (!result.peerLeft && socket.writable) {
         const reply = result.timedOut
-          ? { code: 421, enhanced: "4.4.2", message: "No PROXY header received, closing connection" }
+          ? { code: 421, enhanced: "4.4.2", message: "PROXY header timed out, closing connection" }
           : { code: 421, enhanced: "4.7.0", message: "Invalid PROXY header, closing connection" };
         socket.end(`${formatReply(reply)}\r\n`);
         setTimeout(() => socket.destroy(), PROXY_REJECT_LINGER_MS).unref();

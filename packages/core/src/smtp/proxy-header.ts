@@ -18,7 +18,7 @@ export interface ProxiedAddress {
 /** A PROXY header that was missing, invalid or could not be used, and why. */
 export interface ProxyHeaderFailure {
   reason: string;
-  /** True when the peer sent nothing in time, as opposed to sending something invalid. */
+  /** True when no complete header arrived in time (nothing, or part of one), as opposed to an invalid one. */
   timedOut?: boolean;
   /** The peer closed or reset the connection before the header was complete. */
   peerLeft?: boolean;
@@ -64,8 +64,8 @@ function printable(bytes: Buffer): string {
  * Reads a PROXY protocol version 1 header from the start of `socket` and
  * calls `done` once: with the client's address, or with the reason the
  * header was missing or invalid. Bytes after the header are put back, so
- * that the SMTP session reads them. The header must arrive within `timeout`
- * ms and end in CRLF within MAX_PROXY_HEADER_LENGTH octets.
+ * that the SMTP session reads them. The whole header must arrive within
+ * `timeout` ms and end in CRLF within MAX_PROXY_HEADER_LENGTH octets.
  */
 export function readProxyHeader(
   socket: Socket,
@@ -85,9 +85,9 @@ export function readProxyHeader(
     socket.off("error", onError);
     done(result);
   };
-  const fail = (reason: string) => {
+  const fail = (reason: string, timedOut = false) => {
     const received = buffered.length > 0 ? printable(buffered.subarray(0, MAX_PROXY_HEADER_LENGTH)) : undefined;
-    finish({ reason, ...(received === undefined ? {} : { received }) });
+    finish({ reason, ...(timedOut ? { timedOut } : {}), ...(received === undefined ? {} : { received }) });
   };
 
   const onReadable = () => {
@@ -115,8 +115,8 @@ export function readProxyHeader(
   const onEnd = () => finish({ reason: "the peer closed the connection before a complete PROXY header", peerLeft: true });
   const onError = (error: Error) => finish({ reason: `socket error before a complete PROXY header: ${error.message}`, peerLeft: true });
   const timer = setTimeout(() => {
-    if (buffered.length > 0) fail(`the header was incomplete after ${timeout} ms`);
-    else finish({ reason: `no PROXY header within ${timeout} ms`, timedOut: true });
+    const reason = buffered.length > 0 ? `the header was incomplete after ${timeout} ms` : `no PROXY header within ${timeout} ms`;
+    fail(reason, true);
   }, timeout);
 
   socket.on("readable", onReadable);
