@@ -19,7 +19,7 @@ export { decodeEncodedWords, type HeaderField, type MessageHeaders } from "./mes
 export { rfc5322Date, receivedHeader } from "./message/received.js";
 export { MemoryBudget, SpoolWriter, type SpoolResult } from "./message/spool.js";
 export * from "./smtp/address.js";
-export { checkDomainName, domainName, normalizeDomain } from "./smtp/domain.js";
+export { asciiDomainAddress, checkDomainName, domainName, isAsciiText, normalizeDomain } from "./smtp/domain.js";
 export { replyFor, formatReply, type Reply } from "./replies.js";
 export * from "./services/tokens.js";
 export * from "./services/dns.js";

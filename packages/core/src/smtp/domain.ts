@@ -3,6 +3,30 @@ import { z } from "zod";
 import { MAX_DOMAIN, parseDomain } from "./address.js";
 
 const LDH_LABEL = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** Checks whether every character of `text` is US-ASCII (U+0000 to U+007F). */
+export function isAsciiText(text: string): boolean {
+  return !NON_ASCII.test(text);
+}
+
+/**
+ * Returns an address with its domain as A-labels when its local part is
+ * ASCII (`bob@bücher.example` becomes `bob@xn--bcher-kva.example`), so that
+ * a server or header without SMTPUTF8 can carry it. An address with a
+ * non-ASCII local part, which only SMTPUTF8 (RFC 6531) can carry, is
+ * returned unchanged, as is one without an `@` or whose domain fails IDNA.
+ */
+export function asciiDomainAddress(address: string): string {
+  if (isAsciiText(address)) return address;
+  const at = address.lastIndexOf("@");
+  if (at === -1) return address;
+  const local = address.slice(0, at);
+  if (!isAsciiText(local)) return address;
+  const domain = normalizeDomain(address.slice(at + 1));
+  return domain === null ? address : `${local}@${domain}`;
+}
+
 
 /**
  * Brings a domain or address literal into the one form that every domain
@@ -54,7 +78,7 @@ function normalizeUncached(text: string): string | null {
  * number as an IPv4 address (`0x7f.1` would become `127.0.0.1`).
  */
 function toALabel(label: string): string | null {
-  const international = /[^\x00-\x7f]/.test(label) || label.startsWith("xn--");
+  const international = !isAsciiText(label) || label.startsWith("xn--");
   if (!international) return label;
   // "" means the label fails IDNA: bad Punycode, a disallowed code point, or a bidi rule.
   const ascii = domainToASCII(label).toLowerCase();
