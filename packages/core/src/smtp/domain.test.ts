@@ -73,6 +73,13 @@ describe("checkDomainName", () => {
     expect(checkDomainName("[192.0.2.1]", { literals: true })).toEqual({ domain: "[192.0.2.1]" });
   });
 
+  test("literal with trailing dot is a syntax error", () => {
+    expect(checkDomainName("[192.0.2.1].", { literals: true })).toEqual({
+      error:
+        'invalid domain "[192.0.2.1].": expected a domain name such as example.com or an address literal such as [192.0.2.1]',
+    });
+  });
+
   test("rejects the empty name", () => {
     expect(checkDomainName("")).toHaveProperty("error");
   });
