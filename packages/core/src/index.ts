@@ -32,3 +32,4 @@ export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";
 export { describeError, errorJsonReplacer, logSerializers } from "./logging.js";
+export { readNearestPackageJson, type NearestPackageJson } from "./package-json.js";
