@@ -11,7 +11,7 @@ import {
   type DnsResolver,
   type MessageInjector,
 } from "@mailroom/core";
-import { memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
+import { captureLogs, memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
 import { afterEach, describe, expect, test } from "vitest";
 import { startDns, type DnsFixture } from "./mx-kit.js";
 
@@ -316,5 +316,20 @@ describe("test kit services", () => {
     expect(result.stored).toBe(true);
     expect(store.messages.map((message) => message.sender)).toEqual([""]);
     await harness.close();
+  });
+});
+
+describe("test kit logs", () => {
+  test("captureLogs keeps text and records", () => {
+    const capture = captureLogs("info");
+    const { records } = capture;
+    capture.logger.debug("below the level");
+    capture.logger.info({ id: "c1" }, "first");
+    capture.logger.child({ conn: "c2" }).warn("second");
+    expect(capture.lines).toHaveLength(2);
+    expect(JSON.parse(capture.lines[0]!)).toMatchObject({ level: 30, id: "c1", msg: "first" });
+    expect(records).toHaveLength(2);
+    expect(records[1]).toMatchObject({ level: 40, conn: "c2", msg: "second" });
+    expect(capture.entries()).toEqual(records);
   });
 });
