@@ -3,7 +3,7 @@
 // interleaved and each run gets a fresh server process.
 //
 //   node bench/run.mjs [--repeats 5] [--scale 1] [--servers a,b] [--workloads a,b]
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { BENCH_DIR, MAILROOM_BIN } from "./lib/peers.mjs";
@@ -139,5 +139,8 @@ const header = [
 writeFileSync(path.join(runDir, "records.json"), JSON.stringify({ info, records, rows }, null, 2));
 writeFileSync(path.join(runDir, "summary.md"), header.join("\n") + "\n" + table);
 for (const dir of finishedWorkDirs) rmSync(dir, { recursive: true, force: true });
+// The folders of failed runs stay for inspection, so the parent goes only when none is left.
+const workRoot = path.join(runDir, "work");
+if (existsSync(workRoot) && readdirSync(workRoot).length === 0) rmdirSync(workRoot);
 console.log("\n" + header.join("\n") + "\n" + table);
 if (records.some((r) => r.error)) process.exitCode = 1;

@@ -3,11 +3,10 @@
 // DNS server that sends truncated or mismatched answers. Each message is
 // deferred, never lost, and delivered exactly once when the fault is gone.
 import { rm } from "node:fs/promises";
-import net from "node:net";
 import DNS from "dns2";
 import { afterEach, describe, expect, test } from "vitest";
 import { TOKENS, type OutboundQueue } from "@mailroom/core";
-import { makeServerDir, startMailroom, submit, TestClock, waitFor, type DnsFixture } from "./mx-kit.js";
+import { listenRaw, makeServerDir, startMailroom, submit, TestClock, waitFor, type DnsFixture } from "./mx-kit.js";
 import { report } from "./fault-kit.js";
 
 const cleanup: (() => Promise<unknown>)[] = [];
@@ -27,13 +26,9 @@ interface ScriptedMx {
 }
 
 async function startScriptedMx(mode: MxMode): Promise<ScriptedMx> {
-  const sockets = new Set<net.Socket>();
   const state: ScriptedMx = { port: 0, mode, connections: 0, received: [], close: async () => undefined };
-  const server = net.createServer((socket) => {
+  const listener = await listenRaw((socket) => {
     state.connections += 1;
-    sockets.add(socket);
-    socket.on("error", () => undefined);
-    socket.on("close", () => sockets.delete(socket));
     let buffer = "";
     let inData = false;
     let to: string[] = [];
@@ -82,13 +77,8 @@ async function startScriptedMx(mode: MxMode): Promise<ScriptedMx> {
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  state.port = (server.address() as net.AddressInfo).port;
-  state.close = () =>
-    new Promise((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      server.close(() => resolve());
-    });
+  state.port = listener.port;
+  state.close = listener.close;
   return state;
 }
 

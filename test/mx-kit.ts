@@ -174,22 +174,44 @@ export async function startRemoteMx(
   return remote;
 }
 
-/** A TCP server that accepts connections and never sends a byte. */
-export async function startSilentServer(): Promise<{ port: number; connections: number; close(): Promise<void> }> {
+/** A TCP server on 127.0.0.1 whose connections a test handles byte by byte. */
+export interface RawListener {
+  port: number;
+  /** Destroys the open connections and stops the server. */
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on 127.0.0.1 port 0 and passes each connection to `handler`.
+ * Socket errors are ignored, because the tests reset and stall connections
+ * on purpose.
+ */
+export async function listenRaw(handler: (socket: net.Socket) => void): Promise<RawListener> {
   const sockets = new Set<net.Socket>();
-  const state = { port: 0, connections: 0, close: async () => undefined as void };
   const server = net.createServer((socket) => {
-    state.connections += 1;
     sockets.add(socket);
     socket.on("error", () => undefined);
+    socket.on("close", () => sockets.delete(socket));
+    handler(socket);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  state.port = (server.address() as net.AddressInfo).port;
-  state.close = () =>
-    new Promise((resolve) => {
+  const port = (server.address() as net.AddressInfo).port;
+  const close = () =>
+    new Promise<void>((resolve) => {
       for (const socket of sockets) socket.destroy();
       server.close(() => resolve());
     });
+  return { port, close };
+}
+
+/** A TCP server that accepts connections and never sends a byte. */
+export async function startSilentServer(): Promise<{ port: number; connections: number; close(): Promise<void> }> {
+  const state = { port: 0, connections: 0, close: async () => undefined as void };
+  const listener = await listenRaw(() => {
+    state.connections += 1;
+  });
+  state.port = listener.port;
+  state.close = listener.close;
   return state;
 }
 
@@ -383,12 +405,8 @@ export interface RawMx {
  */
 export async function startRawMx(options: { smtpUtf8: boolean; eightBitMime?: boolean }): Promise<RawMx> {
   const eightBitMime = options.eightBitMime ?? true;
-  const sockets = new Set<net.Socket>();
   const state: RawMx = { port: 0, commands: [], eightBitCommands: [], transactions: [], close: async () => undefined };
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on("error", () => undefined);
-    socket.on("close", () => sockets.delete(socket));
+  const listener = await listenRaw((socket) => {
     let buffer = Buffer.alloc(0);
     let inData = false;
     let current: RawTransaction | undefined;
@@ -454,12 +472,7 @@ export async function startRawMx(options: { smtpUtf8: boolean; eightBitMime?: bo
     });
     socket.write("220 raw.test ESMTP\r\n");
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  state.port = (server.address() as net.AddressInfo).port;
-  state.close = () =>
-    new Promise((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      server.close(() => resolve());
-    });
+  state.port = listener.port;
+  state.close = listener.close;
   return state;
 }

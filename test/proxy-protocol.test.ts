@@ -1,7 +1,5 @@
 import net from "node:net";
-import { Writable } from "node:stream";
-import { SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
-import { pino } from "pino";
+import { captureLogs, SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
 import { afterEach, expect, test } from "vitest";
 import { SINK_PLUGIN } from "./fixtures/paths.js";
 
@@ -19,16 +17,11 @@ afterEach(async () => {
 
 /** Starts a server that expects a PROXY header from 127.0.0.1 and records its log lines. */
 async function start(serverOptions: Record<string, unknown> = {}): Promise<TestServer> {
-  logs = [];
-  const sink = new Writable({
-    write(chunk, _encoding, callback) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) logs.push(JSON.parse(line));
-      callback();
-    },
-  });
+  const capture = captureLogs("info");
+  logs = capture.records;
   server = await startTestServer(
     { server: { hostname: "mx.test", proxyProtocol: ["127.0.0.1"], ...serverOptions }, plugins: [{ use: SINK_PLUGIN }] },
-    { logger: pino({ level: "info" }, sink) },
+    { logger: capture.logger },
   );
   return server;
 }

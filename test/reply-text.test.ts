@@ -1,9 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
-import { startTestServer, type TestServer } from "@mailroom/testing";
-import { pino } from "pino";
+import { captureLogs, startTestServer, type TestServer } from "@mailroom/testing";
 import { afterEach, beforeEach, expect, test } from "vitest";
 
 // A plugin whose replies carry text outside US-ASCII.
@@ -30,16 +28,11 @@ let logs: Record<string, unknown>[];
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-reply-text-"));
   await writeFile(path.join(dir, "unicode-replies.ts"), PLUGIN);
-  logs = [];
-  const sink = new Writable({
-    write(chunk, _encoding, callback) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) logs.push(JSON.parse(line));
-      callback();
-    },
-  });
+  const capture = captureLogs("info");
+  logs = capture.records;
   server = await startTestServer(
     { server: { hostname: "mx.test" }, plugins: [{ use: "./unicode-replies.ts" }] },
-    { dir, logger: pino({ level: "info" }, sink) },
+    { dir, logger: capture.logger },
   );
 });
 

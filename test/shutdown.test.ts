@@ -1,9 +1,7 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
-import { SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
-import { pino } from "pino";
+import { captureLogs, SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
 import { afterEach, beforeEach, expect, test } from "vitest";
 import { SINK_PLUGIN } from "./fixtures/paths.js";
 
@@ -46,15 +44,9 @@ test("shutdown lets a transaction in flight finish", async () => {
 
 /** Starts a server on the sink plugin whose JSON log lines land in the returned list. */
 async function startLogged(server: Record<string, unknown>, plugins: unknown[] = [{ use: SINK_PLUGIN }]) {
-  const logs: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk, _encoding, callback) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) logs.push(JSON.parse(line));
-      callback();
-    },
-  });
-  const started = await startTestServer({ server, plugins }, { dir, logger: pino({ level: "info" }, sink) });
-  return { server: started, logs };
+  const capture = captureLogs("info");
+  const started = await startTestServer({ server, plugins }, { dir, logger: capture.logger });
+  return { server: started, logs: capture.records };
 }
 
 /** Opens a session and runs EHLO, MAIL and one RCPT. */

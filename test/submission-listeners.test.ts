@@ -2,11 +2,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import net from "node:net";
 import path from "node:path";
-import { Writable } from "node:stream";
 import tls from "node:tls";
 import type { BoundAddress } from "@mailroom/core";
-import { SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
-import { pino } from "pino";
+import { captureLogs, SmtpTestClient, startTestServer, type TestServer } from "@mailroom/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { plainToken, readEnvelopes, writeFixedAuthPlugin, writeSinkPlugin } from "./auth-helpers.js";
 import { makeCertificate, startTls, type TestCertificate } from "./tls-helpers.js";
@@ -217,16 +215,7 @@ describe("relay listener beside them", () => {
 
 test("requireAuth without an auth plugin logs a warning", async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-submission-"));
-  const lines: string[] = [];
-  const logger = pino(
-    { level: "warn" },
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        lines.push(chunk.toString("utf8"));
-        done();
-      },
-    }),
-  );
+  const { logger, lines } = captureLogs("warn");
   server = await startTestServer({ server: { listen: [{ address: "127.0.0.1:0", requireAuth: true }] } }, { dir, logger });
   expect(lines.join("")).toContain("listener requires AUTH but no plugin handles the auth hook");
 });
@@ -237,16 +226,7 @@ describe("requireAuth listener without TLS", () => {
   /** Starts one requireAuth listener with an auth plugin and no certificate; returns the log lines. */
   async function startWithoutTls(serverOptions: Record<string, unknown> = {}): Promise<Record<string, unknown>[]> {
     dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-submission-"));
-    const logs: Record<string, unknown>[] = [];
-    const logger = pino(
-      { level: "warn" },
-      new Writable({
-        write(chunk: Buffer, _encoding, done) {
-          for (const line of chunk.toString("utf8").split("\n").filter(Boolean)) logs.push(JSON.parse(line));
-          done();
-        },
-      }),
-    );
+    const { logger, records } = captureLogs("warn");
     server = await startTestServer(
       {
         server: { listen: [{ address: "127.0.0.1:0", requireAuth: true }], ...serverOptions },
@@ -254,7 +234,7 @@ describe("requireAuth listener without TLS", () => {
       },
       { dir, logger },
     );
-    return logs;
+    return records;
   }
 
   test("logs a warning at startup", async () => {

@@ -13,7 +13,7 @@ import {
   type MessageInjector,
   type PluginHooks,
 } from "@mailroom/core";
-import { memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
+import { captureLogs, memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
 import { afterEach, describe, expect, test } from "vitest";
 import { startDns, type DnsFixture } from "./mx-kit.js";
 
@@ -272,6 +272,40 @@ describe("test kit data", () => {
     expect(first.messages).toEqual([]);
     await harness.close();
   });
+
+  test("rejected copy already taken out keeps the others", async () => {
+    const first = memoryStore({ route: "first", name: "first-store" });
+    const failing = definePlugin({
+      name: "failing-store",
+      setup({ registerRoute }) {
+        registerRoute("second");
+        return {
+          rcpt: ({ address }) => (address.local === "later" ? ok({ route: "second" }) : undefined),
+          queue: () => {
+            // A test that takes the new copy out of messages before the engine rejects it.
+            first.messages.pop();
+            return denySoft({ code: 452, enhanced: "4.3.1", message: "Disk full" });
+          },
+        };
+      },
+    });
+    const harness = await testPlugins([failing, first.plugin]);
+    const accepted = harness.session();
+    await accepted.mail("a@sender.example");
+    await accepted.rcpt("early@dest.example");
+    expect((await accepted.data("Subject: kept\r\n\r\nx\r\n")).code).toBe(250);
+    const acceptedId = accepted.transaction!.id;
+
+    const rejected = harness.session();
+    await rejected.mail("a@sender.example");
+    await rejected.rcpt("early@dest.example");
+    await rejected.rcpt("later@dest.example");
+    expect((await rejected.data("Subject: rejected\r\n\r\nx\r\n")).code).toBe(452);
+    // The accepted promise settles after the queue calls return.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(first.messages.map((message) => message.id)).toEqual([acceptedId]);
+    await harness.close();
+  });
 });
 
 describe("test kit services", () => {
@@ -387,5 +421,20 @@ describe("test kit services", () => {
     expect(result.stored).toBe(true);
     expect(store.messages[0]!.content.toString("utf8")).toContain(" with UTF8SMTP id ");
     await harness.close();
+  });
+});
+
+describe("test kit logs", () => {
+  test("captureLogs keeps text and records", () => {
+    const capture = captureLogs("info");
+    const { records } = capture;
+    capture.logger.debug("below the level");
+    capture.logger.info({ id: "c1" }, "first");
+    capture.logger.child({ conn: "c2" }).warn("second");
+    expect(capture.lines).toHaveLength(2);
+    expect(JSON.parse(capture.lines[0]!)).toMatchObject({ level: 30, id: "c1", msg: "first" });
+    expect(records).toHaveLength(2);
+    expect(records[1]).toMatchObject({ level: 40, conn: "c2", msg: "second" });
+    expect(capture.entries()).toEqual(records);
   });
 });

@@ -1,7 +1,7 @@
-import { ConfigError, HOOK_NAMES, loadConfig, loadTlsFiles, MailroomServer } from "@mailroom/core";
+import { HOOK_NAMES, loadConfig, loadTlsFiles, MailroomServer } from "@mailroom/core";
 import { pino } from "pino";
 import { EXIT, reportError } from "./report.js";
-import { findListenOverlaps } from "./listen-overlap.js";
+import { checkListenAddresses } from "./listen-overlap.js";
 import { findWarnings } from "./warnings.js";
 
 /**
@@ -14,8 +14,7 @@ export async function checkCommand(options: { config: string }): Promise<number>
   try {
     const loaded = await loadConfig(options.config);
     loadTlsFiles(loaded);
-    const overlaps = findListenOverlaps(loaded);
-    if (overlaps.length > 0) throw new ConfigError(overlaps.join("\n"));
+    checkListenAddresses(loaded);
     const server = await MailroomServer.create(loaded, { logger: pino({ level: "silent" }) });
     const lines = [
       `${loaded.file}: valid`,

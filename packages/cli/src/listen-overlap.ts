@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import { parseHostPort, repeatedListenAddresses, type LoadedConfig } from "@mailroom/core";
+import { ConfigError, parseHostPort, repeatedListenAddresses, type LoadedConfig } from "@mailroom/core";
+import { UsageError } from "./report.js";
 
 interface Bind {
   index: number;
@@ -99,4 +100,21 @@ export function findListenOptionProblems(addresses: readonly string[], platform 
       `the second listener would fail with EADDRINUSE, so ${fix}`,
   );
   return [...repeated, ...overlaps];
+}
+
+/**
+ * Fails before any plugin starts on listen addresses that cannot be bound
+ * together: `--listen` values given twice or overlapping (a usage error),
+ * or without `--listen`, on Linux, `server.listen` entries that overlap (a
+ * config error). The config schema already rejects a `server.listen` entry
+ * given twice.
+ */
+export function checkListenAddresses(loaded: LoadedConfig, listen?: readonly string[]): void {
+  if (listen) {
+    const problems = findListenOptionProblems(listen);
+    if (problems.length > 0) throw new UsageError(problems.join("\n"));
+    return;
+  }
+  const overlaps = findListenOverlaps(loaded);
+  if (overlaps.length > 0) throw new ConfigError(overlaps.join("\n"));
 }

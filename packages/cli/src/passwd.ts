@@ -6,9 +6,6 @@ import { CommandError, EXIT, reportError, UsageError } from "./report.js";
 /** The maximum length of piped stdin that passwd reads: a password line, not a file. */
 const MAX_PIPED_INPUT = 64 * 1024;
 
-/** Invalid password input, reported with its own message; nothing was changed. */
-class PasswordInputError extends CommandError {}
-
 /**
  * Reads one line from a terminal in raw mode, so that the password is not
  * echoed. Raw mode turns off the terminal's own line editing, so Backspace
@@ -23,7 +20,7 @@ async function readTerminal(input: ReadStream): Promise<string> {
     for await (const chunk of input) {
       for (const character of String(chunk)) {
         if (character === "\r" || character === "\n" || character === "\u0004") return password;
-        if (character === "\u0003") throw new PasswordInputError("cancelled; nothing was changed");
+        if (character === "\u0003") throw new CommandError("cancelled; nothing was changed");
         if (character === "\u007f" || character === "\b") password = [...password].slice(0, -1).join("");
         else if (character === "\u0015") password = "";
         else password += character;
@@ -46,16 +43,16 @@ async function readPiped(input: NodeJS.ReadableStream): Promise<string> {
   for await (const chunk of input) {
     text += String(chunk);
     if (text.length > MAX_PIPED_INPUT) {
-      throw new PasswordInputError(`stdin is longer than ${MAX_PIPED_INPUT} characters; give only the password, on one line (nothing was changed)`);
+      throw new CommandError(`stdin is longer than ${MAX_PIPED_INPUT} characters; give only the password, on one line (nothing was changed)`);
     }
   }
   const [password = "", ...rest] = text.split(/\r\n|\r|\n/);
   const extra = rest.filter((line) => line !== "").length;
   if (password === "" && extra > 0) {
-    throw new PasswordInputError("the first line of stdin is empty; give only the password, on one line (nothing was changed)");
+    throw new CommandError("the first line of stdin is empty; give only the password, on one line (nothing was changed)");
   }
   if (extra > 0) {
-    throw new PasswordInputError(
+    throw new CommandError(
       `stdin has ${extra} more non-empty line${extra === 1 ? "" : "s"} after the password; give only the password, on one line (nothing was changed)`,
     );
   }

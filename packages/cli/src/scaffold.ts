@@ -150,6 +150,17 @@ async function findWorkspaceRoot(folder: string): Promise<WorkspaceRoot | undefi
   }
 }
 
+/** Returns the path of `folder` relative to the workspace root, with "/" separators. */
+function workspaceRelative(workspace: WorkspaceRoot, folder: string): string {
+  return path.relative(workspace.root, folder).split(path.sep).join("/");
+}
+
+/** Checks whether the workspace patterns of the root include `folder`. Negated patterns are skipped. */
+function isWorkspaceMember(workspace: WorkspaceRoot, folder: string): boolean {
+  const relative = workspaceRelative(workspace, folder);
+  return workspace.patterns.some((pattern) => !pattern.startsWith("!") && workspacePattern(pattern).test(relative));
+}
+
 /**
  * Returns the TypeScript project that `npm install` in the workspace root
  * builds: the project given to `tsc -b` (or `tsc --build`) in the root's
@@ -190,8 +201,8 @@ interface PackagePlace {
 async function placePackage(folder: string): Promise<PackagePlace> {
   const found = await findWorkspaceRoot(path.dirname(folder));
   if (!found) return { folder };
-  const relative = path.relative(found.root, folder).split(path.sep).join("/");
-  const member = found.patterns.some((pattern) => !pattern.startsWith("!") && workspacePattern(pattern).test(relative));
+  const relative = workspaceRelative(found, folder);
+  const member = isWorkspaceMember(found, folder);
   const buildProject = installBuildProject(found.root, found.scripts);
   return { folder, workspace: { root: found.root, relative, member, buildProject } };
 }
@@ -283,9 +294,7 @@ async function findCheckout(): Promise<string | undefined> {
   const cliFolder = fileURLToPath(new URL("..", import.meta.url));
   const found = await findWorkspaceRoot(cliFolder);
   if (!found) return undefined;
-  const relative = path.relative(found.root, cliFolder).split(path.sep).join("/").replace(/\/$/, "");
-  const member = found.patterns.some((pattern) => !pattern.startsWith("!") && workspacePattern(pattern).test(relative));
-  if (!member) return undefined;
+  if (!isWorkspaceMember(found, cliFolder)) return undefined;
   for (const name of VITEST_CONFIGS) if (await exists(path.join(found.root, name))) return found.root;
   return undefined;
 }

@@ -1,8 +1,8 @@
 import cluster from "node:cluster";
-import { ConfigError, describeError, loadConfig, MailroomServer, type LoadedConfig, type Logger } from "@mailroom/core";
-import { findListenOptionProblems, findListenOverlaps } from "./listen-overlap.js";
+import { ConfigError, describeError, loadConfig, MailroomServer, type Logger } from "@mailroom/core";
+import { checkListenAddresses } from "./listen-overlap.js";
 import { createLogger } from "./logger.js";
-import { EXIT, reportError, UsageError } from "./report.js";
+import { EXIT, reportError } from "./report.js";
 import { runPrimary, WORKER_SLOT_VARIABLE } from "./workers.js";
 
 /**
@@ -102,20 +102,4 @@ export async function startCommand(options: {
   // A worker's IPC channel would keep it running after the server stopped.
   if (cluster.isWorker) cluster.worker!.disconnect();
   return code;
-}
-
-/**
- * Fails before any plugin starts on listen addresses that cannot be bound
- * together: `--listen` values given twice or overlapping (a usage error),
- * or on Linux `server.listen` entries that overlap (a config error). The
- * config schema already rejects a `server.listen` entry given twice.
- */
-function checkListenAddresses(loaded: LoadedConfig, listen: string[] | undefined): void {
-  if (listen) {
-    const problems = findListenOptionProblems(listen);
-    if (problems.length > 0) throw new UsageError(problems.join("\n"));
-    return;
-  }
-  const overlaps = findListenOverlaps(loaded);
-  if (overlaps.length > 0) throw new ConfigError(overlaps.join("\n"));
 }

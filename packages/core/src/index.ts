@@ -19,7 +19,7 @@ export { decodeEncodedWords, type HeaderField, type MessageHeaders } from "./mes
 export { rfc5322Date, receivedHeader } from "./message/received.js";
 export { MemoryBudget, SpoolWriter, type SpoolResult } from "./message/spool.js";
 export * from "./smtp/address.js";
-export { checkDomainName, domainName, normalizeDomain } from "./smtp/domain.js";
+export { asciiDomainAddress, checkDomainName, domainName, isAsciiText, normalizeDomain } from "./smtp/domain.js";
 export { replyFor, replyForOutcome, formatReply, type Reply } from "./replies.js";
 export * from "./services/tokens.js";
 export * from "./services/dns.js";
@@ -32,3 +32,4 @@ export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";
 export { describeError, errorCode, errorJsonReplacer, logSerializers } from "./logging.js";
+export { readNearestPackageJson, type NearestPackageJson } from "./package-json.js";

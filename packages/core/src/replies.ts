@@ -1,6 +1,7 @@
 import type { Answer, Verdict } from "./answers.js";
 import type { SessionHookName } from "./hooks.js";
 import type { HookOutcome } from "./plugins/runner.js";
+import { isAsciiText } from "./smtp/domain.js";
 
 /** An SMTP reply to send. `enhanced` is omitted only where RFC 2034 says so. */
 export interface Reply {
@@ -206,12 +207,11 @@ export function formatReply(reply: { code: number; enhanced?: string; message: s
 }
 
 /** A character that RFC 5321 section 4.2 does not allow in reply text, which is US-ASCII. */
-const NON_ASCII = /[^\x00-\x7f]/u;
 const NON_ASCII_ALL = /[^\x00-\x7f]/gu;
 
 /** Checks whether reply text contains characters outside US-ASCII. */
 export function hasNonAsciiText(text: string): boolean {
-  return NON_ASCII.test(text);
+  return !isAsciiText(text);
 }
 
 /** Replaces each character outside US-ASCII (one per code point) with "?". */

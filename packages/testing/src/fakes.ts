@@ -111,18 +111,30 @@ export class NoDnsResolver implements DnsResolver {
   }
 }
 
-/** A pino logger that keeps every line in memory (in `lines`, when given), for tests that read the logs. */
+/**
+ * Creates a pino logger that keeps every line in memory, for tests that read
+ * the logs: as text in `lines` (the array given, when there is one) and
+ * parsed in `records`, both filled as the lines are written.
+ */
 export function captureLogs(level = "trace", lines: string[] = []): {
   logger: import("pino").Logger;
   /** The raw JSON lines, in order. */
   lines: string[];
+  /** The parsed lines, in order. */
+  records: Record<string, unknown>[];
   /** Returns the lines parsed. */
   entries(): Record<string, unknown>[];
 } {
-  const logger = pino({ level }, { write: (line: string) => void lines.push(line) });
+  const records: Record<string, unknown>[] = [];
+  const write = (text: string) => {
+    lines.push(text);
+    for (const line of text.split("\n")) if (line !== "") records.push(JSON.parse(line) as Record<string, unknown>);
+  };
+  const logger = pino({ level }, { write });
   return {
     logger,
     lines,
+    records,
     entries: () => lines.flatMap((line) => line.split("\n").filter(Boolean)).map((line) => JSON.parse(line)),
   };
 }

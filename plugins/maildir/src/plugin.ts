@@ -4,6 +4,7 @@ import {
   definePlugin,
   deny,
   denySoft,
+  findListedDomain,
   normalizeDomain,
   ok,
   TOKENS,
@@ -67,7 +68,7 @@ async function resolveRecipient(
   if (domain === null) return "foreign";
   let listed = "";
   if (domain !== "") {
-    const found = (await directory.domains()).find((entry) => normalizeDomain(entry) === domain);
+    const found = await findListedDomain(directory, domain);
     if (found === undefined) return "foreign";
     listed = found;
   }

@@ -1,4 +1,4 @@
-import { normalizeDomain, type RecipientResult } from "@mailroom/core";
+import { findListedDomain, normalizeDomain, type RecipientResult } from "@mailroom/core";
 import { buildBounce } from "./bounce.js";
 import { retryDelay } from "./options.js";
 import type { SchedulerEnv } from "./scheduler.js";
@@ -179,8 +179,7 @@ async function isLocalDomain(env: SchedulerEnv, domain: string): Promise<boolean
   const directory = env.directory();
   if (!directory) return undefined;
   try {
-    const domains = await directory.domains();
-    return domains.some((entry) => normalizeDomain(entry) === domain);
+    return (await findListedDomain(directory, domain)) !== undefined;
   } catch (error) {
     env.logger.warn({ err: error, domain }, "UserDirectory failed; the bounce goes through the engine");
     return undefined;

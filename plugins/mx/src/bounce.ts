@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { rfc5322Date } from "@mailroom/core";
-import { isAscii, wireAddress } from "./international.js";
+import { asciiDomainAddress, isAsciiText, rfc5322Date } from "@mailroom/core";
 import type { FailedRecipient } from "./store.js";
 
 export interface BounceInput {
@@ -37,8 +36,8 @@ function utf8AddressXtext(address: string): string {
  * message/delivery-status part is 7-bit.
  */
 function addressField(address: string): string {
-  const wire = wireAddress(address);
-  return isAscii(wire) ? `rfc822; ${wire}` : `utf-8; ${utf8AddressXtext(wire)}`;
+  const wire = asciiDomainAddress(address);
+  return isAsciiText(wire) ? `rfc822; ${wire}` : `utf-8; ${utf8AddressXtext(wire)}`;
 }
 
 /** Keeps a remote reply on one line of printable text. */
@@ -105,7 +104,7 @@ export function buildBounce(input: BounceInput): string {
 
   push(
     `From: Mail Delivery System <MAILER-DAEMON@${input.hostname}>`,
-    `To: <${wireAddress(input.sender)}>`,
+    `To: <${asciiDomainAddress(input.sender)}>`,
     "Subject: Undelivered Mail Returned to Sender",
     `Date: ${rfc5322Date(input.now)}`,
     `Message-ID: <${input.now.getTime().toString(36)}.${randomBytes(6).toString("hex")}@${input.hostname}>`,
@@ -148,7 +147,7 @@ export function buildBounce(input: BounceInput): string {
       `Diagnostic-Code: ${diagnosticCode(item)}`,
     );
   }
-  const utf8Headers = !isAscii(input.headers);
+  const utf8Headers = !isAsciiText(input.headers);
   push(
     "",
     `--${boundary}`,

@@ -1,7 +1,6 @@
-import { readFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { errorJsonReplacer, systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
+import { errorJsonReplacer, readNearestPackageJson, systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
 import { optionsSchema } from "./options.js";
 import { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 import { QueueStore } from "./store.js";
@@ -21,21 +20,9 @@ const PACKAGE_NAME = "@mailroom/plugin-mx";
 
 /** Returns the name in the nearest package.json at or above `file`, or undefined when there is none. */
 function packageNameOf(file: string): string | undefined {
-  for (let dir = file; ; dir = path.dirname(dir)) {
-    let text: string;
-    try {
-      text = readFileSync(path.join(dir, "package.json"), "utf8");
-    } catch {
-      if (dir === path.dirname(dir)) return undefined;
-      continue;
-    }
-    try {
-      const name = (JSON.parse(text) as { name?: unknown }).name;
-      return typeof name === "string" ? name : undefined;
-    } catch {
-      return undefined;
-    }
-  }
+  // `file` may be a package folder, whose own package.json is the nearest.
+  const name = readNearestPackageJson(file)?.manifest?.name;
+  return typeof name === "string" ? name : undefined;
 }
 
 /**

@@ -1,26 +1,4 @@
-import { normalizeDomain } from "@mailroom/core";
-
-/** True when every character of `text` is ASCII. */
-export function isAscii(text: string): boolean {
-  return !/[^\x00-\x7f]/.test(text);
-}
-
-/**
- * Returns the form of an envelope address that goes on the wire. An address
- * whose local part is ASCII gets its domain as A-labels
- * (`bob@bücher.example` becomes `bob@xn--bcher-kva.example`), which every
- * server accepts. An address with a non-ASCII local part stays as it is,
- * because only an SMTPUTF8 transaction (RFC 6531) can carry it.
- */
-export function wireAddress(address: string): string {
-  const at = address.lastIndexOf("@");
-  if (at === -1) return address;
-  const local = address.slice(0, at);
-  const domain = address.slice(at + 1);
-  if (!isAscii(local) || isAscii(domain)) return address;
-  const ascii = normalizeDomain(domain);
-  return ascii === null ? address : `${local}@${ascii}`;
-}
+import { asciiDomainAddress, isAsciiText } from "@mailroom/core";
 
 /** The part of a message that needs SMTPUTF8: the sender, a recipient, or the header fields. */
 export type Utf8Need = "sender" | "recipient" | "headers";
@@ -51,16 +29,16 @@ export function planEnvelope(
   job: { sender: string; recipients: readonly string[]; utf8Headers: boolean },
   serverOffersSmtpUtf8: boolean,
 ): EnvelopePlan {
-  const from = job.sender === "" ? false : wireAddress(job.sender);
+  const from = job.sender === "" ? false : asciiDomainAddress(job.sender);
   let messageNeed: Utf8Need | undefined;
-  if (from !== false && !isAscii(from)) messageNeed = "sender";
+  if (from !== false && !isAsciiText(from)) messageNeed = "sender";
   else if (job.utf8Headers) messageNeed = "headers";
   const recipientsOf = new Map<string, string[]>();
   const refused: EnvelopePlan["refused"] = [];
   let anyUtf8 = messageNeed !== undefined;
   for (const recipient of job.recipients) {
-    const wire = wireAddress(recipient);
-    const need = messageNeed ?? (isAscii(wire) ? undefined : "recipient");
+    const wire = asciiDomainAddress(recipient);
+    const need = messageNeed ?? (isAsciiText(wire) ? undefined : "recipient");
     if (need !== undefined) anyUtf8 = true;
     if (need !== undefined && !serverOffersSmtpUtf8) {
       refused.push({ recipient, need });
@@ -75,6 +53,6 @@ export function planEnvelope(
 
 /** True when a header field of the message has octets above 127, such as UTF-8 text (RFC 6532). */
 export function hasEightBitHeader(lines: Iterable<string>): boolean {
-  for (const line of lines) if (/[^\x00-\x7f]/.test(line)) return true;
+  for (const line of lines) if (!isAsciiText(line)) return true;
   return false;
 }

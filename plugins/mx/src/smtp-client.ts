@@ -53,6 +53,11 @@ export class SmtpClient extends SMTPConnection {
    * when `requireSmtpUtf8` is set.
    */
   _sendCommand(line: string, logLine?: string): void {
+    // Most messages have neither, so their commands skip the two regular expressions below.
+    if (this.envelopeAliases.size === 0 && !this.requireSmtpUtf8) {
+      baseSendCommand.call(this, line, logLine);
+      return;
+    }
     let text = line;
     const path = /^(MAIL FROM:|RCPT TO:)<([^>]*)>/i.exec(text);
     const real = path ? this.envelopeAliases.get(path[2]!) : undefined;

@@ -1,5 +1,6 @@
 import {
   deny,
+  findListedDomain,
   formatAddress,
   normalizeDomain,
   ok,
@@ -44,8 +45,7 @@ const NOT_LOCAL = ok({ code: 252, enhanced: "2.1.5", message: "Not a local addre
 export async function verifyTarget(target: VrfyTarget, directory: UserDirectory): Promise<Answer> {
   if (target.domain !== undefined) {
     const wanted = normalizeDomain(target.domain);
-    const domains = wanted === null ? [] : await directory.domains();
-    const listed = domains.find((domain) => normalizeDomain(domain) === wanted);
+    const listed = wanted === null ? undefined : await findListedDomain(directory, wanted);
     if (listed === undefined) return NOT_LOCAL;
     const entry = await directory.lookup(target.local, listed);
     return entry ? found(entry) : NOT_FOUND;

@@ -1,6 +1,5 @@
 import type { Connection, Transaction } from "../session-state.js";
-import type { Address } from "../smtp/address.js";
-import { normalizeDomain } from "../smtp/domain.js";
+import { asciiDomainAddress } from "../smtp/domain.js";
 
 const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -17,19 +16,6 @@ export function rfc5322Date(date: Date): string {
 /** Keeps a client-supplied name from breaking the header's syntax. */
 function clean(text: string): string {
   return text.replace(/[^\x21-\x7e]|[()\\;]/g, "?");
-}
-
-/**
- * Returns a recipient for the "for" clause. A domain with U-labels is
- * written as A-labels when the local part is ASCII, so that the header
- * stays ASCII for a relay to a server without SMTPUTF8.
- */
-function forAddress(address: Address): string {
-  const { address: text, domain } = address;
-  if (/^[\x00-\x7f]*$/.test(domain) || !text.endsWith(`@${domain}`)) return text;
-  const local = text.slice(0, -domain.length - 1);
-  if (/[^\x00-\x7f]/.test(local)) return text;
-  return `${local}@${normalizeDomain(domain) ?? domain}`;
 }
 
 /**
@@ -60,7 +46,9 @@ export function receivedHeader(options: {
   if (options.utf8 && protocol.startsWith("ESMTP")) protocol = `UTF8SMTP${protocol.slice("ESMTP".length)}`;
 
   const only = transaction.recipients.length === 1 ? transaction.recipients[0] : undefined;
-  const forClause = only ? `\r\n\tfor <${forAddress(only.address)}>` : "";
+  // An ASCII local part gets its domain as A-labels, so that the header
+  // stays ASCII for a relay to a server without SMTPUTF8.
+  const forClause = only ? `\r\n\tfor <${asciiDomainAddress(only.address.address)}>` : "";
   const tls = connection.tls.secure && connection.tls.protocol
     ? ` (${connection.tls.protocol}${connection.tls.cipher ? ` ${connection.tls.cipher}` : ""})`
     : "";

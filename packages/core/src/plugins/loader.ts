@@ -1,4 +1,3 @@
-import { existsSync, readFileSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -8,6 +7,7 @@ import { ConfigError, formatIssues, type LoadedConfig } from "../config/load.js"
 import type { MailroomConfig } from "../config/schema.js";
 import { HOOK_NAMES } from "../hooks.js";
 import { errorCode } from "../logging.js";
+import { readNearestPackageJson } from "../package-json.js";
 import { missingPackageError } from "./missing-package.js";
 import { isModuleNotFound, resolveImport } from "./package-import.js";
 import { importCompiled } from "./typescript.js";
@@ -25,17 +25,7 @@ function isPath(use: string): boolean {
 function isModuleJavaScript(file: string): boolean {
   if (file.endsWith(".mjs")) return true;
   if (!file.endsWith(".js")) return false;
-  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
-    const manifest = path.join(dir, "package.json");
-    if (existsSync(manifest)) {
-      try {
-        return (JSON.parse(readFileSync(manifest, "utf8")) as { type?: unknown }).type === "module";
-      } catch {
-        return false;
-      }
-    }
-    if (dir === path.dirname(dir)) return false;
-  }
+  return readNearestPackageJson(path.dirname(file))?.manifest?.type === "module";
 }
 
 /** Imports the module named by `use`: a path relative to the config file or a package specifier. */

@@ -1,5 +1,5 @@
 import { expect, test } from "vitest";
-import { systemClock } from "./tokens.js";
+import { findListedDomain, systemClock, type UserDirectory } from "./tokens.js";
 
 test("systemClock sleep ends when the signal aborts", async () => {
   const controller = new AbortController();
@@ -34,4 +34,23 @@ test("systemClock sleep past the timer limit does not end early", async () => {
   } finally {
     process.off("warning", onWarning);
   }
+});
+
+function directoryOf(domains: () => string[] | Promise<string[]>): UserDirectory {
+  return { domains, lookup: () => null, findLocalPart: () => [] };
+}
+
+test("findListedDomain returns the directory's spelling", () => {
+  const directory = directoryOf(() => ["local.test", "Bücher.Example."]);
+  expect(findListedDomain(directory, "xn--bcher-kva.example")).toBe("Bücher.Example.");
+  expect(findListedDomain(directory, "local.test")).toBe("local.test");
+  expect(findListedDomain(directory, "far.test")).toBeUndefined();
+});
+
+test("findListedDomain awaits an asynchronous directory", async () => {
+  const directory = directoryOf(async () => ["xn--bcher-kva.example"]);
+  const found = findListedDomain(directory, "xn--bcher-kva.example");
+  expect(found).toBeInstanceOf(Promise);
+  expect(await found).toBe("xn--bcher-kva.example");
+  expect(await findListedDomain(directory, "far.test")).toBeUndefined();
 });

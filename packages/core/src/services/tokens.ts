@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { HookArgs, HookName } from "../hooks.js";
 import type { HookOutcome } from "../plugins/runner.js";
 import { MAX_TIMER_MS } from "../config/units.js";
+import { normalizeDomain } from "../smtp/domain.js";
 
 /**
  * Container tokens of the services that the engine and plugins share. They are
@@ -122,6 +123,28 @@ export interface UserDirectory {
   ): DirectoryEntry | null | Promise<DirectoryEntry | null>;
   /** Returns every mailbox whose local part is `local`, across all local domains. */
   findLocalPart(local: string): DirectoryEntry[] | Promise<DirectoryEntry[]>;
+}
+
+/**
+ * Finds a domain among the directory's domains() and returns it as the
+ * directory spells it, or undefined when it is not local. `domain` is in the
+ * form of normalizeDomain, so U-labels and A-labels match. The result is a
+ * promise only when domains() returns one.
+ */
+export function findListedDomain(
+  directory: UserDirectory,
+  domain: string,
+): string | undefined | Promise<string | undefined> {
+  const domains = directory.domains();
+  if (Array.isArray(domains)) return findNormalized(domains, domain);
+  return Promise.resolve(domains).then((listed) => findNormalized(listed, domain));
+}
+
+function findNormalized(domains: readonly string[], domain: string): string | undefined {
+  for (const entry of domains) {
+    if (normalizeDomain(entry) === domain) return entry;
+  }
+  return undefined;
 }
 
 /** A message waiting for outbound delivery, as the queue lists it. */

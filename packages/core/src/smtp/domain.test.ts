@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { checkDomainName, domainName, normalizeDomain } from "./domain.js";
+import { asciiDomainAddress, checkDomainName, domainName, isAsciiText, normalizeDomain } from "./domain.js";
 
 describe("normalizeDomain", () => {
   test.each([
@@ -73,6 +73,13 @@ describe("checkDomainName", () => {
     expect(checkDomainName("[192.0.2.1]", { literals: true })).toEqual({ domain: "[192.0.2.1]" });
   });
 
+  test("literal with trailing dot is a syntax error", () => {
+    expect(checkDomainName("[192.0.2.1].", { literals: true })).toEqual({
+      error:
+        'invalid domain "[192.0.2.1].": expected a domain name such as example.com or an address literal such as [192.0.2.1]',
+    });
+  });
+
   test("rejects the empty name", () => {
     expect(checkDomainName("")).toHaveProperty("error");
   });
@@ -87,5 +94,31 @@ describe("domainName schema", () => {
     const result = domainName().safeParse("xn--zz.example");
     expect(result.success).toBe(false);
     expect(result.error?.issues[0]?.message).toMatch(/invalid international domain name/);
+  });
+});
+
+describe("asciiDomainAddress", () => {
+  test.each([
+    ["bob@bücher.example", "bob@xn--bcher-kva.example"],
+    ['"b o b"@bücher.example', '"b o b"@xn--bcher-kva.example'],
+    ["bob@xn--bcher-kva.example", "bob@xn--bcher-kva.example"],
+    ["bøb@bücher.example", "bøb@bücher.example"],
+    ["bob@[192.0.2.1]", "bob@[192.0.2.1]"],
+    ["postmaster", "postmaster"],
+    ["bob@xn--zz.bücher.example", "bob@xn--zz.bücher.example"],
+  ])("%s", (address, expected) => {
+    expect(asciiDomainAddress(address)).toBe(expected);
+  });
+});
+
+describe("isAsciiText", () => {
+  test.each([
+    ["", true],
+    ["plain \x00\x7f text", true],
+    ["caf\u00e9", false],
+    ["\u0080", false],
+    ["\ud83d", false],
+  ])("%j", (text, expected) => {
+    expect(isAsciiText(text)).toBe(expected);
   });
 });

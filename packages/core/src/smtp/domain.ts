@@ -3,6 +3,29 @@ import { z } from "zod";
 import { MAX_DOMAIN, parseDomain } from "./address.js";
 
 const LDH_LABEL = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** Checks whether every character of `text` is US-ASCII (U+0000 to U+007F). */
+export function isAsciiText(text: string): boolean {
+  return !NON_ASCII.test(text);
+}
+
+/**
+ * Returns an address with its domain as A-labels when its local part is
+ * ASCII (`bob@bücher.example` becomes `bob@xn--bcher-kva.example`), so that
+ * a server or header without SMTPUTF8 can carry it. An address with a
+ * non-ASCII local part, which only SMTPUTF8 (RFC 6531) can carry, is
+ * returned unchanged, as is one without an `@` or whose domain fails IDNA.
+ */
+export function asciiDomainAddress(address: string): string {
+  if (isAsciiText(address)) return address;
+  const at = address.lastIndexOf("@");
+  if (at === -1) return address;
+  const local = address.slice(0, at);
+  if (!isAsciiText(local)) return address;
+  const domain = normalizeDomain(address.slice(at + 1));
+  return domain === null ? address : `${local}@${domain}`;
+}
 
 /**
  * Brings a domain or address literal into the one form that every domain
@@ -18,7 +41,8 @@ const LDH_LABEL = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
 export function normalizeDomain(text: string): string | null {
   const known = normalized.get(text);
   if (known !== undefined) return known;
-  const result = normalizeUncached(text);
+  const checked = normalizeUncached(text);
+  const result = "domain" in checked ? checked.domain : null;
   // Recipients repeat a few domains, so a small cache saves the IDNA conversion.
   if (normalized.size >= NORMALIZED_CACHE_SIZE) normalized.clear();
   normalized.set(text, result);
@@ -28,24 +52,31 @@ export function normalizeDomain(text: string): string | null {
 const NORMALIZED_CACHE_SIZE = 1000;
 const normalized = new Map<string, string | null>();
 
-function normalizeUncached(text: string): string | null {
-  if (text === "") return "";
+/**
+ * The normalized form of a domain, or why there is none: `syntax` for text
+ * that is neither a domain nor an address literal, `idna` for a name whose
+ * labels fail IDNA or are too long as A-labels.
+ */
+type Normalized = { domain: string } | { failure: "syntax" | "idna" };
+
+function normalizeUncached(text: string): Normalized {
+  if (text === "") return { domain: "" };
   let trimmed = text.trim();
   // The engine rejects a trailing dot in a path; config and directory entries may have one.
   if (trimmed.endsWith(".") && !trimmed.startsWith("[")) trimmed = trimmed.slice(0, -1);
-  if (trimmed === "") return null;
+  if (trimmed === "") return { failure: "syntax" };
   const parsed = parseDomain(trimmed, true);
-  if (parsed === null) return null;
-  if (parsed.startsWith("[")) return normalizeLiteral(parsed);
+  if (parsed === null) return { failure: "syntax" };
+  if (parsed.startsWith("[")) return { domain: normalizeLiteral(parsed) };
 
   const labels: string[] = [];
   for (const label of parsed.split(".")) {
     const ascii = toALabel(label);
-    if (ascii === null) return null;
+    if (ascii === null) return { failure: "idna" };
     labels.push(ascii);
   }
   const domain = labels.join(".");
-  return domain.length > MAX_DOMAIN ? null : domain;
+  return domain.length > MAX_DOMAIN ? { failure: "idna" } : { domain };
 }
 
 /**
@@ -54,7 +85,7 @@ function normalizeUncached(text: string): string | null {
  * number as an IPv4 address (`0x7f.1` would become `127.0.0.1`).
  */
 function toALabel(label: string): string | null {
-  const international = /[^\x00-\x7f]/.test(label) || label.startsWith("xn--");
+  const international = !isAsciiText(label) || label.startsWith("xn--");
   if (!international) return label;
   // "" means the label fails IDNA: bad Punycode, a disallowed code point, or a bidi rule.
   const ascii = domainToASCII(label).toLowerCase();
@@ -91,16 +122,17 @@ export function checkDomainName(
   const expected = options.literals
     ? "expected a domain name such as example.com or an address literal such as [192.0.2.1]"
     : "expected a domain name such as example.com";
-  const bare = text.trim().replace(/\.$/, "");
-  if (bare === "" || (bare.startsWith("[") && !options.literals)) return { error: `invalid domain ${quoted}: ${expected}` };
-  if (parseDomain(bare, true) === null) return { error: `invalid domain ${quoted}: ${expected}` };
-  const domain = normalizeDomain(text);
-  if (domain === null) {
+  // normalizeDomain keeps the empty domain of a bare postmaster, which names no domain here.
+  const checked: Normalized = text === "" ? { failure: "syntax" } : normalizeUncached(text);
+  if ("failure" in checked && checked.failure === "idna") {
     return {
       error: `invalid international domain name ${quoted}: a label fails the IDNA rules (RFC 5891) or is longer than 63 octets as an A-label`,
     };
   }
-  return { domain };
+  if ("failure" in checked || (checked.domain.startsWith("[") && !options.literals)) {
+    return { error: `invalid domain ${quoted}: ${expected}` };
+  }
+  return checked;
 }
 
 /**
