@@ -568,15 +568,6 @@ export class Scheduler {
     record.attempts += 1;
     record.pending = deferred.map((item) => item.recipient);
     record.failed.push(...failed.map(toFailed));
-    for (const [items, message] of [[delivered, "delivered"], [failed, "delivery failed"], [deferred, "delivery deferred"]] as const) {
-      for (const item of items) {
-        logger.info(
-          { id: record.id, recipient: item.recipient, code: item.code, enhanced: item.enhanced, remoteMta: item.remoteMta, response: item.response },
-          message,
-        );
-      }
-    }
-
     if (deferred.length > 0) {
       record.lastError = deferred[0]!.response;
       const expires = record.createdAt + options.maxQueueLifetime;
@@ -600,6 +591,15 @@ export class Scheduler {
     }
 
     await this.releaseOrKeep(record);
+    // Logged once the record is written back, so a line says what the queue holds.
+    for (const [items, message] of [[delivered, "delivered"], [failed, "delivery failed"], [deferred, "delivery deferred"]] as const) {
+      for (const item of items) {
+        logger.info(
+          { id: record.id, recipient: item.recipient, code: item.code, enhanced: item.enhanced, remoteMta: item.remoteMta, response: item.response },
+          message,
+        );
+      }
+    }
     // A scan sends the bounce, once no record of the message is being delivered.
     if (record.failed.length > 0 || this.bounceWaits.has(record.messageId)) this.kick();
     else if (record.pending.length > 0) this.scanBy(record.nextAttemptAt);
