@@ -88,7 +88,10 @@ export class MailroomServer {
   /** True once listen() has started the current set. A reload starts its new set only then. */
   private serving = false;
   private closing = false;
-  /** Settles when the last requested reload has finished. The next reload starts after it. */
+  /**
+   * Settles when the last requested reload, or the start of the first set
+   * by listen(), has finished. The next one starts after it.
+   */
   private reloadTail: Promise<void> = Promise.resolve();
   /** A reload that waits for the running one and has not read the config yet. */
   private reloadWaiting: Promise<void> | undefined;
@@ -315,10 +318,8 @@ export class MailroomServer {
    * listener; resolves with the bound addresses (port 0 gets a real port).
    */
   async listen(): Promise<BoundAddress[]> {
-    if (!this.serving) {
-      await startPlugins(this.current.plugins);
-      this.serving = true;
-    }
+    await this.startServing();
+    if (this.closing) throw new Error("the server is stopping, so it did not start listening");
     const configs: ListenerConfig[] = this.listenOverride
       ? this.listenOverride.map((address) => ({ address, implicitTls: false, requireAuth: false }))
       : this.config.server.listen;
@@ -357,6 +358,22 @@ export class MailroomServer {
     return this.addresses();
   }
 
+  /**
+   * Runs the start() of the set in service, once, in the queue of reloads:
+   * a reload asked for while it runs waits for it, then starts its own set
+   * before the first one is retired. A reload that ran before this swapped
+   * the set without starting it, so the set started here is its.
+   */
+  private startServing(): Promise<void> {
+    const run = this.reloadTail.then(async () => {
+      if (this.serving || this.closing) return;
+      await startPlugins(this.current.plugins);
+      this.serving = true;
+    });
+    this.reloadTail = run.catch(() => undefined);
+    return run;
+  }
+
   /** Address of the metrics endpoint, when `server.metrics` is set and listening. */
   metricsAddress: { host: string; port: number } | undefined;
 
@@ -369,7 +386,9 @@ export class MailroomServer {
    * open finish on the old set, whose plugins are closed when the last one
    * ends. An invalid config throws and changes nothing: the new plugins
    * that were set up are closed, their container is dropped, and their
-   * start() never runs. Reloads run one at a time, in the order requested.
+   * start() never runs. Reloads run one at a time, in the order requested,
+   * and after the start of the first set by listen() when they were asked
+   * for while it runs.
    * A call made while another reload waits for its turn gets that reload's
    * promise, because both would read the same file.
    */
