@@ -50,7 +50,12 @@ export interface ServerOptions {
   metricsPortOffset?: number;
 }
 
-/** How long after `server.shutdownTimeout` smtp-server drops connections that are still open. */
+/**
+ * How long after `server.shutdownTimeout` close() waits for the sessions'
+ * last hooks (the disconnect hooks, a hook that was running at the
+ * deadline) before it closes the plugins anyway, and smtp-server drops
+ * connections that are still open.
+ */
 const SHUTDOWN_BACKSTOP_MS = 5000;
 
 /** The address a listener is bound to. */
@@ -88,6 +93,12 @@ export class MailroomServer {
   /** True once listen() has started the current set. A reload starts its new set only then. */
   private serving = false;
   private closing = false;
+  /** The promise of the first close(). */
+  private stopped: Promise<void> | undefined;
+  /** Called by the session that ends last while the server is stopping. */
+  private sessionsGone: (() => void) | undefined;
+  /** Plugin sets whose close() runs, so that close() can wait for them. */
+  private readonly retiring = new Set<Promise<void>>();
   /**
    * Settles when the last requested reload, or the start of the first set
    * by listen(), has finished. The next one starts after it.
@@ -289,6 +300,7 @@ export class MailroomServer {
             this.sessions.delete(session);
             set.sessions -= 1;
             if (set.retired && set.sessions === 0) void this.retire(set);
+            if (this.sessions.size === 0) this.sessionsGone?.();
           },
         });
         this.sessions.add(session);
@@ -457,39 +469,63 @@ export class MailroomServer {
     this.logger.info({ file, plugins: next.plugins.map((plugin) => plugin.name) }, "config reloaded");
   }
 
-  private async retire(set: PluginSet): Promise<void> {
-    if (!this.liveSets.delete(set)) return;
-    await closePlugins(set.plugins, this.logger);
+  private retire(set: PluginSet): Promise<void> {
+    if (!this.liveSets.delete(set)) return Promise.resolve();
+    const closing = closePlugins(set.plugins, this.logger).finally(() => this.retiring.delete(closing));
+    this.retiring.add(closing);
+    return closing;
   }
 
   /**
    * Stops accepting connections and closes idle sessions. Sessions with a
    * transaction in progress may finish it within `server.shutdownTimeout`,
-   * and after that the rest are closed with 421 and logged. Then the plugins close.
+   * and after that the rest are closed with 421 and logged; a message in
+   * DATA is rejected before its client reads the 421. Then, once every
+   * session ended (its disconnect hooks and any hook still running for it
+   * finished), the plugins close. Sessions that have not ended 5 seconds
+   * past the deadline are logged and left behind. Calls after the first get
+   * its promise.
    */
-  async close(): Promise<void> {
-    if (this.closing) return;
+  close(): Promise<void> {
+    return (this.stopped ??= this.stop());
+  }
+
+  private async stop(): Promise<void> {
     this.closing = true;
     const timeout = this.config.server.shutdownTimeout;
+    const backstop = Math.min(timeout + SHUTDOWN_BACKSTOP_MS, MAX_TIMER_MS);
     for (const session of this.sessions) session.shutdown();
     const deadline = setTimeout(() => {
       for (const session of this.sessions) session.shutdownTimedOut();
     }, timeout);
-    await Promise.all(
+    const listenersClosed = Promise.all(
       this.listeners.map(
         (listener) =>
           new Promise<void>((resolve) => {
             // smtp-server's own deadline only backs up the one above, for a
             // socket that stays open after its session was closed.
-            listener.server.options.closeTimeout = Math.min(timeout + SHUTDOWN_BACKSTOP_MS, MAX_TIMER_MS);
+            listener.server.options.closeTimeout = backstop;
             listener.server.close(() => resolve());
           }),
       ),
     );
+    // Hooks go on after a client left, so the sessions, not the sockets, tell when the plugins are free.
+    const sessionsEnded = listenersClosed.then(() =>
+      this.sessions.size === 0 ? undefined : new Promise<void>((resolve) => (this.sessionsGone = resolve)),
+    );
+    let giveUp: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      sessionsEnded.then(() => true),
+      new Promise<false>((resolve) => (giveUp = setTimeout(() => resolve(false), backstop))),
+    ]);
+    clearTimeout(giveUp);
     clearTimeout(deadline);
+    if (!ended) for (const session of this.sessions) session.shutdownAbandoned();
     // A running reload closes its new set, because `closing` is set.
     await this.reloadTail;
     for (const set of [...this.liveSets]) await this.retire(set);
+    // Sets retired by a session that ended meanwhile.
+    await Promise.all(this.retiring);
     if (this.metricsServer) {
       this.metricsServer.closeAllConnections();
       await new Promise<void>((resolve) => this.metricsServer!.close(() => resolve()));
