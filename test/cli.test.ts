@@ -401,6 +401,102 @@ export default definePlugin({
     expect(messages).toEqual(["listening", "stopping", "server stopped"]);
   });
 
+  describe("signals while the plugins start", () => {
+    // Its start() runs until the test creates the file "go" beside the config.
+    const SLOW_START = `
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { definePlugin, z } from "@mailroom/core";
+
+export default definePlugin({
+  name: "slow-start",
+  options: z.object({ generation: z.number() }),
+  setup({ options, logger, configDir }) {
+    const generation = options.generation;
+    return {
+      async start() {
+        logger.info({ generation }, "start began");
+        while (!existsSync(path.join(configDir, "go"))) await new Promise((resolve) => setTimeout(resolve, 20));
+        logger.info({ generation }, "start ended");
+      },
+      close: () => logger.info({ generation }, "closed"),
+    };
+  },
+});
+`;
+    const slowConfig = (generation: number) =>
+      `server:\n  listen: ["127.0.0.1:0"]\nplugins:\n  - use: ./slow-start.ts\n    with: { generation: ${generation} }\n`;
+
+    /** Starts `mailroom start` and waits for the first start() to begin; returns its log lines so far, as objects. */
+    async function startHeld(file: string) {
+      await writeFile(path.join(dir, "slow-start.ts"), SLOW_START);
+      await writeFile(file, slowConfig(1));
+      const logFile = path.join(dir, "server.log");
+      const output = openSync(logFile, "w");
+      child = spawn(process.execPath, [BIN, "start", "--config", file], { stdio: ["ignore", output, "pipe"] });
+      closeSync(output);
+      const exit = exited(child);
+      const lines = async () =>
+        (await readFile(logFile, "utf8"))
+          .split("\n")
+          .filter(Boolean)
+          .map((line) => JSON.parse(line) as { msg: string; generation?: number });
+      await expect.poll(async () => (await lines()).map((line) => line.msg), { timeout: 15_000 }).toContain("start began");
+      return { exit, lines };
+    }
+
+    const events = (lines: { msg: string; generation?: number }[]) =>
+      lines.map((line) => (line.generation === undefined ? line.msg : `${line.msg} ${line.generation}`));
+
+    test("SIGHUP reloads after the start in progress, and the new plugins start", async () => {
+      const file = path.join(dir, "mailroom.yaml");
+      const { exit, lines } = await startHeld(file);
+
+      await writeFile(file, slowConfig(2));
+      child!.kill("SIGHUP");
+      await expect.poll(async () => events(await lines()), { timeout: 10_000 }).toContain("reloading config");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await writeFile(path.join(dir, "go"), "");
+      await expect.poll(async () => events(await lines()), { timeout: 10_000 }).toContain("config reloaded");
+
+      child!.kill("SIGTERM");
+      expect(await exit).toBe(0);
+      expect(events(await lines()).filter((event) => !["listening", "reloading config"].includes(event))).toEqual([
+        "start began 1",
+        "start ended 1",
+        "start began 2",
+        "start ended 2",
+        "closed 1",
+        "config reloaded",
+        "stopping",
+        "closed 2",
+        "server stopped",
+      ]);
+    });
+
+    test("SIGTERM stops after the start in progress and exits 0 without listening", async () => {
+      const file = path.join(dir, "mailroom.yaml");
+      const { exit, lines } = await startHeld(file);
+
+      child!.kill("SIGTERM");
+      await expect.poll(async () => events(await lines()), { timeout: 10_000 }).toContain("stopping");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await writeFile(path.join(dir, "go"), "");
+
+      expect(await exit).toBe(0);
+      const order = events(await lines());
+      // listen() gives up while the plugins close, so its line may come before or after theirs.
+      expect(order.filter((event) => event !== "listen did not finish because the server is stopping")).toEqual([
+        "start began 1",
+        "stopping",
+        "start ended 1",
+        "closed 1",
+        "server stopped",
+      ]);
+      expect(order).toContain("listen did not finish because the server is stopping");
+    });
+  });
+
   test("invalid config exits with 1", async () => {
     const file = path.join(dir, "mailroom.yaml");
     await writeFile(file, "server:\n  listen: 25\n");

@@ -19,19 +19,28 @@ const MX = fileURLToPath(new URL("../plugins/mx/src/index.ts", import.meta.url))
 
 const EVENTS = Symbol.for("mailroom.test.reloadEvents");
 const PROBE = Symbol.for("mailroom.test.Probe");
+/** Where a probe with `holdStart` puts the function that lets its start() finish. */
+const RELEASE_START = Symbol.for("mailroom.test.releaseStart");
 
 /**
  * Records setup, start, close and the ticks of a timer started in start()
  * in a list shared with the test, registers a service with its generation,
  * and answers MAIL with it. `delay` makes setup take that long, and
- * `failStart` makes start() throw.
+ * `failStart` makes start() throw. With `holdStart`, start() waits until
+ * the test calls the function it left in globalThis, then records
+ * "started".
  */
 const PROBE_PLUGIN = `
 import { definePlugin, ok, z } from "@mailroom/core";
 
 export default definePlugin({
   name: "probe",
-  options: z.object({ generation: z.number(), delay: z.number().default(0), failStart: z.boolean().default(false) }),
+  options: z.object({
+    generation: z.number(),
+    delay: z.number().default(0),
+    failStart: z.boolean().default(false),
+    holdStart: z.boolean().default(false),
+  }),
   async setup({ options, container }) {
     const events = (globalThis[Symbol.for("mailroom.test.reloadEvents")] ??= []);
     const generation = options.generation;
@@ -41,8 +50,12 @@ export default definePlugin({
     events.push("ready " + generation);
     let timer;
     return {
-      start() {
+      async start() {
         events.push("start " + generation);
+        if (options.holdStart) {
+          await new Promise((resolve) => (globalThis[Symbol.for("mailroom.test.releaseStart")] = resolve));
+          events.push("started " + generation);
+        }
         if (options.failStart) throw new Error("no socket");
         timer = setInterval(() => events.push("tick " + generation), 5);
       },
@@ -122,10 +135,18 @@ const maildir = (domain: string, mailboxes: string[]): Entry => ({
   use: MAILDIR,
   with: { root: "./mail", domains: { [domain]: { mailboxes } } },
 });
-const probe = (generation: number, delay = 0, failStart = false): Entry => ({
+const probe = (generation: number, delay = 0, failStart = false, holdStart = false): Entry => ({
   use: "./probe.ts",
-  with: { generation, delay, failStart },
+  with: { generation, delay, failStart, holdStart },
 });
+
+/** Lets the start() of a probe with `holdStart` finish, once it has begun. */
+async function releaseStart(): Promise<void> {
+  const store = globalThis as Record<symbol, (() => void) | undefined>;
+  await waitFor(() => store[RELEASE_START] !== undefined, "the held start()");
+  store[RELEASE_START]!();
+  store[RELEASE_START] = undefined;
+}
 
 async function start(): Promise<number> {
   server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
@@ -289,6 +310,62 @@ test("stop during a reload closes the reload's plugins unstarted", async () => {
   await expect(server!.reload()).rejects.toThrow(/stopping, so the config was not reloaded/);
 
   expect(lifecycle()).toEqual(["setup 1", "ready 1", "start 1", "setup 2", "ready 2", "close 2", "close 1"]);
+});
+
+test("reload asked for while listen() starts the first set waits for that start", async () => {
+  await writeConfig([probe(1, 0, false, true)]);
+  server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
+  const listening = server.listen();
+  await waitFor(() => lifecycle().includes("start 1"), "the first set's start()");
+
+  // The window of a SIGHUP that arrives while the CLI's server.listen() starts the plugins.
+  await writeConfig([probe(2)]);
+  const reloaded = server.reload();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  // The reload has not read the config: it waits for the start in progress.
+  expect(lifecycle()).toEqual(["setup 1", "ready 1", "start 1"]);
+
+  await releaseStart();
+  const port = (await listening)[0]!.port;
+  await reloaded;
+
+  expect(lifecycle()).toEqual(["setup 1", "ready 1", "start 1", "started 1", "setup 2", "ready 2", "start 2", "close 1"]);
+  expect((await session(port, [])).mail).toBe("2.1.0 generation 2");
+  // The set in service was started: its timer runs.
+  await waitFor(() => ticks(2) > 2, "the second set's timer");
+  const before = ticks(1);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(ticks(1)).toBe(before);
+});
+
+test("reload asked for before listen() is started by listen()", async () => {
+  await writeConfig([probe(1)]);
+  server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
+  await writeConfig([probe(2)]);
+  await server.reload();
+  const port = (await server.listen())[0]!.port;
+
+  expect(lifecycle()).toEqual(["setup 1", "ready 1", "setup 2", "ready 2", "close 1", "start 2"]);
+  expect((await session(port, [])).mail).toBe("2.1.0 generation 2");
+  await waitFor(() => ticks(2) > 2, "the second set's timer");
+});
+
+test("stop while listen() starts the first set closes it after its start() and never listens", async () => {
+  await writeConfig([probe(1, 0, false, true)]);
+  server = await MailroomServer.fromFile(file, { logger: pino({ level: "silent" }) });
+  const listening = server.listen();
+  await waitFor(() => lifecycle().includes("start 1"), "the first set's start()");
+
+  let stopped = false;
+  const stopping = server.close().then(() => (stopped = true));
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  expect(stopped).toBe(false);
+
+  await releaseStart();
+  await expect(listening).rejects.toThrow(/stopping, so it did not start listening/);
+  await stopping;
+  expect(server.addresses()).toEqual([]);
+  expect(lifecycle()).toEqual(["setup 1", "ready 1", "start 1", "started 1", "close 1"]);
 });
 
 test("rejected reload never delivers through its own smarthost", async () => {

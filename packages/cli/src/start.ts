@@ -93,10 +93,14 @@ export async function startCommand(options: {
   try {
     await server.listen();
   } catch (error) {
-    logger.error({ err: error }, "listen failed");
-    process.stderr.write(`mailroom: start: listen failed: ${describeError(error)}\n`);
-    await server.close().catch(() => {});
-    return EXIT.failure;
+    // SIGTERM while the plugins started: listen() gives up, and the stop ends as it would after listening.
+    if (!stopping) {
+      logger.error({ err: error }, "listen failed");
+      process.stderr.write(`mailroom: start: listen failed: ${describeError(error)}\n`);
+      await server.close().catch(() => {});
+      return EXIT.failure;
+    }
+    logger.warn({ err: error }, "listen did not finish because the server is stopping");
   }
   const code = await exit;
   // A worker's IPC channel would keep it running after the server stopped.

@@ -6,7 +6,7 @@ import { receivedHeader } from "./message/received.js";
 import { SpoolWriter, type MemoryBudget } from "./message/spool.js";
 import type { HookOutcome, HookRunner } from "./plugins/runner.js";
 import { replyFor, replyForOutcome, type Reply } from "./replies.js";
-import { storeRoutes } from "./store-routes.js";
+import { storeRoutes, type MessageVerdict } from "./store-routes.js";
 import type { Connection, Transaction } from "./session-state.js";
 import type { Wire } from "./smtp/adapter.js";
 
@@ -23,6 +23,12 @@ export interface MessageContext {
   memory: MemoryBudget;
   /** The transaction was opened with SMTPUTF8. */
   utf8: boolean;
+  /**
+   * The decision the queue handlers get as `accepted`. A session passes its
+   * own, so that the server's shutdown deadline can reject the message
+   * before the client reads 421; a rejected verdict stops the queue calls.
+   */
+  verdict?: MessageVerdict;
 }
 
 interface ReceiveContext extends MessageContext {
@@ -36,7 +42,8 @@ export interface DataResult {
    * The hook whose outcome decided the reply: data_post when a plugin
    * refused the message there or failed, queue otherwise. Undefined when
    * the engine refused the message before data_post (size, line length,
-   * line endings, a mail loop, a storage or connection failure).
+   * line endings, a mail loop, a storage or connection failure), or when the
+   * server's shutdown deadline rejected it.
    */
   hook: "data_post" | "queue" | undefined;
   /**
@@ -262,12 +269,15 @@ async function receiveAndStore(context: MessageContext, input: Readable, spool: 
  * plugins means the message is fsync'd.
  */
 async function queueMessage(
-  context: Pick<MessageContext, "connection" | "transaction" | "runner">,
+  context: Pick<MessageContext, "connection" | "transaction" | "runner" | "verdict">,
   message: Message,
 ): Promise<DataResult> {
   const { connection, transaction, runner } = context;
-  const result = await storeRoutes(runner, { connection, transaction, message }, transaction);
+  const result = await storeRoutes(runner, { connection, transaction, message }, transaction, context.verdict);
   if (result.kind === "stored") return { reply: replyFor("queue", { verdict: "OK" })!, hook: "queue", outcome: undefined };
+  if (result.kind === "rejected") {
+    return { reply: { code: 421, enhanced: "4.3.2", message: "Server shutting down", close: true }, hook: undefined, outcome: undefined };
+  }
 
   const { route, outcome } = result;
   if (!outcome) {

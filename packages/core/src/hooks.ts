@@ -100,8 +100,10 @@ export interface HookArgs {
     /**
      * Resolves true once every route stored the message (the client gets
      * 250), or false when the engine rejects it after this call: this call
-     * missed server.hookTimeout, or another route failed. On false, remove
-     * the copy this call stored. Hand a copy on for delivery only on true.
+     * missed server.hookTimeout, another route failed, or the server's
+     * shutdownTimeout passed while the message had no reply yet. On false,
+     * remove the copy this call stored, even while this call still runs.
+     * Hand a copy on for delivery only on true.
      */
     accepted: Promise<boolean>;
   };

@@ -50,7 +50,12 @@ export interface ServerOptions {
   metricsPortOffset?: number;
 }
 
-/** How long after `server.shutdownTimeout` smtp-server drops connections that are still open. */
+/**
+ * How long after `server.shutdownTimeout` close() waits for the sessions'
+ * last hooks (the disconnect hooks, a hook that was running at the
+ * deadline) before it closes the plugins anyway, and smtp-server drops
+ * connections that are still open.
+ */
 const SHUTDOWN_BACKSTOP_MS = 5000;
 
 /** The address a listener is bound to. */
@@ -88,7 +93,16 @@ export class MailroomServer {
   /** True once listen() has started the current set. A reload starts its new set only then. */
   private serving = false;
   private closing = false;
-  /** Settles when the last requested reload has finished. The next reload starts after it. */
+  /** The promise of the first close(). */
+  private stopped: Promise<void> | undefined;
+  /** Called by the session that ends last while the server is stopping. */
+  private sessionsGone: (() => void) | undefined;
+  /** Plugin sets whose close() runs, so that close() can wait for them. */
+  private readonly retiring = new Set<Promise<void>>();
+  /**
+   * Settles when the last requested reload, or the start of the first set
+   * by listen(), has finished. The next one starts after it.
+   */
   private reloadTail: Promise<void> = Promise.resolve();
   /** A reload that waits for the running one and has not read the config yet. */
   private reloadWaiting: Promise<void> | undefined;
@@ -286,6 +300,7 @@ export class MailroomServer {
             this.sessions.delete(session);
             set.sessions -= 1;
             if (set.retired && set.sessions === 0) void this.retire(set);
+            if (this.sessions.size === 0) this.sessionsGone?.();
           },
         });
         this.sessions.add(session);
@@ -315,10 +330,8 @@ export class MailroomServer {
    * listener; resolves with the bound addresses (port 0 gets a real port).
    */
   async listen(): Promise<BoundAddress[]> {
-    if (!this.serving) {
-      await startPlugins(this.current.plugins);
-      this.serving = true;
-    }
+    await this.startServing();
+    if (this.closing) throw new Error("the server is stopping, so it did not start listening");
     const configs: ListenerConfig[] = this.listenOverride
       ? this.listenOverride.map((address) => ({ address, implicitTls: false, requireAuth: false }))
       : this.config.server.listen;
@@ -357,6 +370,22 @@ export class MailroomServer {
     return this.addresses();
   }
 
+  /**
+   * Runs the start() of the set in service, once, in the queue of reloads:
+   * a reload asked for while it runs waits for it, then starts its own set
+   * before the first one is retired. A reload that ran before this swapped
+   * the set without starting it, so the set started here is its.
+   */
+  private startServing(): Promise<void> {
+    const run = this.reloadTail.then(async () => {
+      if (this.serving || this.closing) return;
+      await startPlugins(this.current.plugins);
+      this.serving = true;
+    });
+    this.reloadTail = run.catch(() => undefined);
+    return run;
+  }
+
   /** Address of the metrics endpoint, when `server.metrics` is set and listening. */
   metricsAddress: { host: string; port: number } | undefined;
 
@@ -369,7 +398,9 @@ export class MailroomServer {
    * open finish on the old set, whose plugins are closed when the last one
    * ends. An invalid config throws and changes nothing: the new plugins
    * that were set up are closed, their container is dropped, and their
-   * start() never runs. Reloads run one at a time, in the order requested.
+   * start() never runs. Reloads run one at a time, in the order requested,
+   * and after the start of the first set by listen() when they were asked
+   * for while it runs.
    * A call made while another reload waits for its turn gets that reload's
    * promise, because both would read the same file.
    */
@@ -438,39 +469,63 @@ export class MailroomServer {
     this.logger.info({ file, plugins: next.plugins.map((plugin) => plugin.name) }, "config reloaded");
   }
 
-  private async retire(set: PluginSet): Promise<void> {
-    if (!this.liveSets.delete(set)) return;
-    await closePlugins(set.plugins, this.logger);
+  private retire(set: PluginSet): Promise<void> {
+    if (!this.liveSets.delete(set)) return Promise.resolve();
+    const closing = closePlugins(set.plugins, this.logger).finally(() => this.retiring.delete(closing));
+    this.retiring.add(closing);
+    return closing;
   }
 
   /**
    * Stops accepting connections and closes idle sessions. Sessions with a
    * transaction in progress may finish it within `server.shutdownTimeout`,
-   * and after that the rest are closed with 421 and logged. Then the plugins close.
+   * and after that the rest are closed with 421 and logged; a message in
+   * DATA is rejected before its client reads the 421. Then, once every
+   * session ended (its disconnect hooks and any hook still running for it
+   * finished), the plugins close. Sessions that have not ended 5 seconds
+   * past the deadline are logged and left behind. Calls after the first get
+   * its promise.
    */
-  async close(): Promise<void> {
-    if (this.closing) return;
+  close(): Promise<void> {
+    return (this.stopped ??= this.stop());
+  }
+
+  private async stop(): Promise<void> {
     this.closing = true;
     const timeout = this.config.server.shutdownTimeout;
+    const backstop = Math.min(timeout + SHUTDOWN_BACKSTOP_MS, MAX_TIMER_MS);
     for (const session of this.sessions) session.shutdown();
     const deadline = setTimeout(() => {
       for (const session of this.sessions) session.shutdownTimedOut();
     }, timeout);
-    await Promise.all(
+    const listenersClosed = Promise.all(
       this.listeners.map(
         (listener) =>
           new Promise<void>((resolve) => {
             // smtp-server's own deadline only backs up the one above, for a
             // socket that stays open after its session was closed.
-            listener.server.options.closeTimeout = Math.min(timeout + SHUTDOWN_BACKSTOP_MS, MAX_TIMER_MS);
+            listener.server.options.closeTimeout = backstop;
             listener.server.close(() => resolve());
           }),
       ),
     );
+    // Hooks go on after a client left, so the sessions, not the sockets, tell when the plugins are free.
+    const sessionsEnded = listenersClosed.then(() =>
+      this.sessions.size === 0 ? undefined : new Promise<void>((resolve) => (this.sessionsGone = resolve)),
+    );
+    let giveUp: NodeJS.Timeout | undefined;
+    const ended = await Promise.race([
+      sessionsEnded.then(() => true),
+      new Promise<false>((resolve) => (giveUp = setTimeout(() => resolve(false), backstop))),
+    ]);
+    clearTimeout(giveUp);
     clearTimeout(deadline);
+    if (!ended) for (const session of this.sessions) session.shutdownAbandoned();
     // A running reload closes its new set, because `closing` is set.
     await this.reloadTail;
     for (const set of [...this.liveSets]) await this.retire(set);
+    // Sets retired by a session that ended meanwhile.
+    await Promise.all(this.retiring);
     if (this.metricsServer) {
       this.metricsServer.closeAllConnections();
       await new Promise<void>((resolve) => this.metricsServer!.close(() => resolve()));

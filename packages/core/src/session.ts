@@ -6,6 +6,7 @@ import type { HookOutcome, HookRunner, LogTarget } from "./plugins/runner.js";
 import { formatReply, replyFor, replyForOutcome, type Reply } from "./replies.js";
 import { receiveMessage, runDataHook } from "./data.js";
 import { runRcpt } from "./recipients.js";
+import { MessageVerdict } from "./store-routes.js";
 import type { MemoryBudget } from "./message/spool.js";
 import { Connection, Transaction } from "./session-state.js";
 import type { AuthResult, CommandLine, ConnectionInfo, SessionDriver, Wire } from "./smtp/adapter.js";
@@ -35,7 +36,11 @@ export interface SessionEnvironment {
    * hooks finished.
    */
   release(remoteAddress: string): void;
-  /** Called once when the session ended, after the disconnect hooks. */
+  /**
+   * Called once when the session ended: after the disconnect hooks, and
+   * after the hook calls of the greeting, command or AUTH exchange that was
+   * in progress when the client went.
+   */
   ended(): void;
 }
 
@@ -68,6 +73,15 @@ export class Session implements SessionDriver {
   private goodbyeSent = false;
   /** A DATA transfer or the hooks after it are in progress. */
   private inData = false;
+  /** The decision on the message of the DATA in progress, which the shutdown deadline may reject. */
+  private verdict: MessageVerdict | undefined;
+  /** `server.shutdownTimeout` has passed. */
+  private timedOut = false;
+  /** The greeting, commands and AUTH exchanges in progress, which may still call hooks. */
+  private running = 0;
+  /** The reset and disconnect hooks after the connection closed have run. */
+  private disconnected = false;
+  private endedOnce = false;
 
   constructor(
     private readonly wire: Wire,
@@ -117,8 +131,19 @@ export class Session implements SessionDriver {
         "connection opened",
       );
     }
-    const { reply } = await this.hook("connect", { connection: this.connection });
-    return reply;
+    this.running += 1;
+    try {
+      const { reply } = await this.hook("connect", { connection: this.connection });
+      return reply;
+    } finally {
+      this.doneRunning();
+    }
+  }
+
+  /** Ends a greeting, command or AUTH exchange; the session ends only when none runs. */
+  private doneRunning(): void {
+    this.running -= 1;
+    this.endIfDone();
   }
 
   /** Counts a protocol error; past the limit the connection is closed with 421. */
@@ -145,10 +170,16 @@ export class Session implements SessionDriver {
 
   /**
    * Closes the session when `server.shutdownTimeout` has passed, whatever it
-   * is doing, and logs the connection and the transaction it cuts.
+   * is doing, and logs the connection and the transaction it cuts. A
+   * message in DATA is rejected first, so that queue handlers already
+   * called see `accepted` resolve false, and remove their copies, before
+   * the client reads 421 and sends the message again. A message that every
+   * route already stored is not cut: it gets its reply, then the 421.
    */
   shutdownTimedOut(): void {
     if (this.closedOnce || this.goodbyeSent) return;
+    this.timedOut = true;
+    if (this.verdict && !this.verdict.reject()) return;
     const transaction = this.connection.transaction;
     this.connection.logger.warn(
       {
@@ -165,6 +196,22 @@ export class Session implements SessionDriver {
     this.sayGoodbye();
   }
 
+  /**
+   * Logs, when the server stops without waiting any longer, that this
+   * session's hooks still run and its plugins are closed under them.
+   */
+  shutdownAbandoned(): void {
+    this.connection.logger.warn(
+      {
+        remote: this.connection.remoteAddress,
+        txn: this.connection.transaction?.id,
+        inData: this.inData,
+        clientConnected: !this.closedOnce,
+      },
+      "connection still running hooks when the server stopped; its plugins are closed anyway",
+    );
+  }
+
   private sayGoodbye(): void {
     if (this.goodbyeSent) return;
     this.goodbyeSent = true;
@@ -173,12 +220,15 @@ export class Session implements SessionDriver {
 
   async handleLine(line: CommandLine): Promise<void> {
     this.busy = true;
+    this.running += 1;
     try {
       await this.dispatch(line);
     } finally {
       this.busy = false;
+      this.running -= 1;
       // An open transaction may go on to its end; the goodbye follows the reply that ends it.
       if (this.shuttingDown && !this.closedOnce && !this.connection.transaction) this.sayGoodbye();
+      this.endIfDone();
     }
   }
 
@@ -403,6 +453,8 @@ export class Session implements SessionDriver {
     if (reply) return this.send(reply);
 
     this.inData = true;
+    const verdict = new MessageVerdict();
+    this.verdict = verdict;
     const final = await receiveMessage({
       wire: this.wire,
       connection: this.connection,
@@ -412,10 +464,14 @@ export class Session implements SessionDriver {
       spoolDir: this.env.spoolDir,
       memory: this.env.memory,
       utf8: this.utf8,
+      verdict,
     }).finally(() => {
       this.inData = false;
+      this.verdict = undefined;
     });
-    this.send(final);
+    // A message cut at the shutdown deadline already got its 421.
+    if (!this.goodbyeSent) this.send(final);
+    if (this.timedOut) this.sayGoodbye();
     this.connection.transactionCount += 1;
     await this.endTransaction();
     this.wire.endData();
@@ -497,7 +553,14 @@ export class Session implements SessionDriver {
       this.connection.logger.info({ user: username, authzid, method }, "authentication failed: authorization identity differs from the user");
       return { code: 535, enhanced: "5.7.8", message: "Authorization identity must be empty or the user name" };
     }
-    const { reply, answer } = await this.hook("auth", { connection: this.connection, method, username, password });
+    this.running += 1;
+    let hooked;
+    try {
+      hooked = await this.hook("auth", { connection: this.connection, method, username, password });
+    } finally {
+      this.doneRunning();
+    }
+    const { reply, answer } = hooked;
     if (answer?.verdict === "OK") {
       this.connection.user = answer.user ?? username;
       this.connection.logger.info({ user: this.connection.user, method }, "authenticated");
@@ -544,20 +607,33 @@ export class Session implements SessionDriver {
     void this.endTransaction()
       .then(() => this.env.runner.runAll("disconnect", { connection }, connection))
       .finally(() => {
-        this.env.ended();
-        if (!connection.logs("info")) return;
-        connection.logger.info(
-          {
-            remote: connection.remoteAddress,
-            helo: connection.heloName,
-            user: connection.user,
-            tls: connection.tls.secure,
-            transactions: connection.transactionCount,
-            errors: this.errors,
-            ms: Date.now() - connection.startedAt,
-          },
-          "connection closed",
-        );
+        this.disconnected = true;
+        this.endIfDone();
       });
+  }
+
+  /**
+   * Ends the session once the disconnect hooks ran and no greeting, command
+   * or AUTH exchange is still calling hooks, so that its plugins are closed
+   * (after a reload or at shutdown) only when none of their hooks runs for it.
+   */
+  private endIfDone(): void {
+    if (!this.disconnected || this.running > 0 || this.endedOnce) return;
+    this.endedOnce = true;
+    this.env.ended();
+    const connection = this.connection;
+    if (!connection.logs("info")) return;
+    connection.logger.info(
+      {
+        remote: connection.remoteAddress,
+        helo: connection.heloName,
+        user: connection.user,
+        tls: connection.tls.secure,
+        transactions: connection.transactionCount,
+        errors: this.errors,
+        ms: Date.now() - connection.startedAt,
+      },
+      "connection closed",
+    );
   }
 }

@@ -44,7 +44,11 @@ export interface PluginHooks extends HookHandlers {
   /**
    * Releases the plugin's resources; runs after its set's last connection
    * ended, or when a later plugin of a config that is being loaded fails.
-   * It runs whether or not start() ran.
+   * A connection has ended once its disconnect hooks, and any hook still
+   * running for it after its client left, finished. At shutdown the server
+   * waits for that at most 5 seconds past `server.shutdownTimeout`, then
+   * logs the connections it leaves behind and closes the plugins anyway.
+   * It runs whether or not start() ran, and after a start() in progress.
    */
   close?: () => void | Promise<void>;
 }
