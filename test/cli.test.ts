@@ -367,6 +367,29 @@ plugins:
     expect(logs()).toContain("server.spoolDir changed; the server keeps using the old folder until it is restarted");
   });
 
+  test("reload logs absolute config path", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x@y.test"));
+    // A relative --config, resolved against the working folder.
+    child = spawn(process.execPath, [BIN, "start", "--config", "mailroom.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout!.on("data", (chunk) => (output += chunk));
+    child.stderr!.on("data", (chunk) => (output += chunk));
+    const entries = () =>
+      output
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { msg: string; file?: string });
+    await expect.poll(() => entries().map((entry) => entry.msg), { timeout: 15_000 }).toContain("listening");
+
+    child.kill("SIGHUP");
+    await expect.poll(() => entries().map((entry) => entry.msg), { timeout: 10_000 }).toContain("config reloaded");
+    const reloading = entries().find((entry) => entry.msg === "reloading config");
+    const reloaded = entries().find((entry) => entry.msg === "config reloaded");
+    expect(reloading?.file).toBe(file);
+    expect(reloaded?.file).toBe(file);
+  });
+
   test("log lines keep their order at exit", async () => {
     // The plugin keeps libuv's only pool thread busy, where pino's default
     // destination would write: at exit its last lines came out of order or not at all.
