@@ -280,6 +280,23 @@ describe("mailroom check", () => {
     expect(result.status).toBe(2);
   });
 
+  test("help marks --config required", () => {
+    for (const command of [["start"], ["check"], ["queue", "list"], ["queue", "retry"]]) {
+      const result = run([...command, "--help"]);
+      expect(result.status, command.join(" ")).toBe(0);
+      expect(result.stdout, command.join(" ")).toMatch(/-c, --config <file> +path of the YAML config file \(required\)\n/);
+    }
+  });
+
+  test("missing --config is a usage error", () => {
+    for (const command of ["start", "check"]) {
+      const result = run([command]);
+      expect(result.status, command).toBe(2);
+      expect(result.stderr, command).toContain("error: required option '-c, --config <file>' not specified\n");
+      expect(result.stderr, command).toMatch(/-c, --config <file> +path of the YAML config file \(required\)\n/);
+    }
+  });
+
   test("missing config file exits with 1", () => {
     const result = run(["check", "--config", path.join(dir, "none.yaml")]);
     expect(result.status).toBe(1);

@@ -1,4 +1,4 @@
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Command, CommanderError, Help, InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { checkCommand } from "./check.js";
@@ -19,6 +19,14 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+const CONFIG_HELP = "path of the YAML config file";
+
+/** Adds "(required)" to the help of a mandatory option, which commander's help leaves unmarked. */
+function describeOption(this: Help, option: Option): string {
+  const text = Help.prototype.optionDescription.call(this, option);
+  return option.mandatory ? `${text} (required)` : text;
+}
+
 /** Builds the command tree; `run` receives each command's exit code. */
 export function buildProgram(run: (work: Promise<number>) => void): Command {
   const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
@@ -26,12 +34,14 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
     .description("Run and manage a Mailroom mail server")
     .version(manifest.version, "-V, --version", "print the version of @mailroom/cli")
     .exitOverride()
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Set before the subcommands are added, because they copy it then.
+    .configureHelp({ optionDescription: describeOption });
 
   program
     .command("start")
     .description("start the server and run until SIGTERM or SIGINT")
-    .requiredOption("-c, --config <file>", "config file (YAML)")
+    .requiredOption("-c, --config <file>", CONFIG_HELP)
     .option("-l, --listen <host:port>", "listen here instead of server.listen; repeat for several", collect)
     .addOption(new Option("--log-level <level>", "log level, replacing server.logLevel").choices(LOG_LEVELS))
     .action((options: { config: string; listen?: string[]; logLevel?: string }) => {
@@ -41,7 +51,7 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
   program
     .command("check")
     .description("validate the config, load the plugins and list the hooks each handles")
-    .requiredOption("-c, --config <file>", "config file (YAML)")
+    .requiredOption("-c, --config <file>", CONFIG_HELP)
     .action((options: { config: string }) => {
       run(checkCommand(options));
     });
@@ -49,7 +59,7 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
   const queue = program
     .command("queue")
     .description("inspect and manage the outbound queue of @mailroom/plugin-mx");
-  const config = () => new Option("-c, --config <file>", "config file (YAML)").makeOptionMandatory();
+  const config = () => new Option("-c, --config <file>", CONFIG_HELP).makeOptionMandatory();
   queue
     .command("list")
     .description("list queued records: id, sender, domain, recipients, attempts, next attempt, last error")
