@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -211,6 +211,49 @@ describe("mailroom check", () => {
     const result = run(["check", "--config", file]);
     expect(result.status).toBe(0);
     expect(result.stdout).toContain(`maildir root ${path.join(dir, "afile/mail")} cannot be created: ${path.join(dir, "afile")} is not a folder`);
+  });
+
+  test("check creates no queue folder", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const mx = '  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./var/queue, deliver: false }\n';
+    await writeFile(file, config("x@y.test") + mx);
+    const result = run(["check", "--config", file]);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("2. mx: queue; routes: outbound");
+    expect(result.stdout).not.toContain("queueDir");
+    await expect(readdir(dir)).resolves.not.toContain("var");
+
+    // start still creates the folders.
+    await start(file);
+    await expect(readdir(path.join(dir, "var/queue"))).resolves.toEqual(expect.arrayContaining(["active", "claimed", "corrupt", "tmp"]));
+  });
+
+  test("queue folder under a file prints a warning", async () => {
+    await writeFile(path.join(dir, "afile"), "not a folder\n");
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, `${config("x@y.test")}  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./afile/queue }\n`);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(
+      `warning: plugins[1] (@mailroom/plugin-mx): queueDir ${path.join(dir, "afile/queue")} cannot be created: ${path.join(dir, "afile")} is not a folder\n`,
+    );
+  });
+
+  test("read-only queue folder prints a warning", async () => {
+    const readOnly = path.join(dir, "readonly");
+    await mkdir(readOnly);
+    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", readOnly]);
+    if (mounted.status !== 0) throw new Error(`mount failed (tests run as root): ${mounted.stderr}`);
+    try {
+      const file = path.join(dir, "mailroom.yaml");
+      await writeFile(file, `${config("x@y.test")}  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./readonly/queue }\n`);
+      const result = run(["check", "--config", file]);
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain(`queueDir ${path.join(readOnly, "queue")} is not writable (checked ${readOnly})`);
+    } finally {
+      spawnSync("umount", [readOnly]);
+    }
   });
 
   test("read-only spool folder prints a warning", async () => {
