@@ -331,6 +331,12 @@ describe("mailroom check", () => {
     }
   });
 
+  test("new plugin help explains --dir", () => {
+    const result = run(["new", "plugin", "--help"]);
+    expect(result.status).toBe(0);
+    expect(result.stdout.replace(/\s+/g, " ")).toContain("a package goes in DIR/NAME, a --local plugin in DIR/NAME.ts and DIR/NAME.test.ts");
+  });
+
   test("missing --config is a usage error", () => {
     for (const command of ["start", "check"]) {
       const result = run([command]);

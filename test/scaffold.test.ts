@@ -205,17 +205,39 @@ test("package outside the workspaces says how to add it", async () => {
   expect(await readFile(path.join(ROOT, "tsconfig.build.json"), "utf8")).toBe(before);
 });
 
-test("package outside any workspace says to build and install it", async () => {
+test("outside package installs and loads", { timeout: 300_000 }, async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-scaffold-"));
   created.push(dir);
   const result = mailroom(["new", "plugin", "loose", "--dir", dir]);
   expect(result.status).toBe(0);
   const folder = path.join(dir, "loose");
   expect(result.stderr).toContain(
-    `${folder} is not in an npm workspace; build it (npm install, then npm run build, in ${folder}) and install it where the server runs (npm install ${folder})`,
+    `${folder} is not in an npm workspace; its devDependencies @mailroom/core and @mailroom/testing link to the packages of ${ROOT}, because the @mailroom packages are not on the npm registry. Build it (npm install, then npm run build, in ${folder}) and install it where the server runs (npm install ${folder})`,
   );
+  const manifest = JSON.parse(await readFile(path.join(folder, "package.json"), "utf8"));
+  expect(manifest.devDependencies["@mailroom/core"]).toBe(`file:${path.join(ROOT, "packages/core")}`);
+  expect(manifest.devDependencies["@mailroom/testing"]).toBe(`file:${path.join(ROOT, "packages/testing")}`);
+  expect(manifest.peerDependencies["@mailroom/core"]).toBe("^0.1.0");
   const tsconfig = JSON.parse(await readFile(path.join(folder, "tsconfig.json"), "utf8"));
   expect(tsconfig.compilerOptions.composite).toBeUndefined();
+
+  // The printed steps, in order. --offline takes typescript and vitest from
+  // npm's cache, which the install of the checkout filled.
+  const install = npm(["install"], folder);
+  expect(install.status, install.stderr).toBe(0);
+  const build = npm(["run", "build"], folder);
+  expect(build.status, build.stderr).toBe(0);
+  const run = shell("npm test", folder);
+  expect(run.output).toMatch(/Tests\s+3 passed/);
+  expect(run.status).toBe(0);
+
+  const config = await configFor("loose");
+  const serverInstall = npm(["install", folder], path.dirname(config));
+  expect(serverInstall.status, serverInstall.stderr).toBe(0);
+  const check = mailroom(["check", "--config", config]);
+  expect(check.stderr).toBe("");
+  expect(check.status).toBe(0);
+  expect(check.stdout).toContain("1. loose: mail");
 });
 
 /** Returns the command of a "next step: run its test ..." line and the folder to run it in. */

@@ -94,7 +94,7 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
     .description("create a new project part")
     .command("plugin <name>")
     .description("create a plugin package in DIR/NAME, or with --local a single file and its test")
-    .option("-d, --dir <dir>", "folder to create it in", "plugins")
+    .option("-d, --dir <dir>", "parent folder, relative to the working folder: a package goes in DIR/NAME, a --local plugin in DIR/NAME.ts and DIR/NAME.test.ts", "plugins")
     .option("--local", "write one TypeScript file and its test instead of a package")
     .action((name: string, options: { dir: string; local?: boolean }) => {
       // The next step is printed after the list of files, where it is read last.
