@@ -317,6 +317,29 @@ test("new plugin refuses to overwrite", async () => {
   expect(again.stderr).toMatch(/already exists/);
 });
 
+test("package is private unless --public", { timeout: 120_000 }, async () => {
+  expect(mailroom(["new", "plugin", "zz-private"]).status).toBe(0);
+  expect(mailroom(["new", "plugin", "zz-public", "--public"]).status).toBe(0);
+  const privateManifest = JSON.parse(await readFile(path.join(ROOT, "plugins/zz-private/package.json"), "utf8"));
+  const publicManifest = JSON.parse(await readFile(path.join(ROOT, "plugins/zz-public/package.json"), "utf8"));
+  expect(privateManifest.private).toBe(true);
+  expect(publicManifest.private).toBeUndefined();
+
+  // What `lerna publish` would publish.
+  const listed = spawnSync("npx", ["lerna", "list", "--json"], { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
+  expect(listed.status, listed.stderr).toBe(0);
+  const names = (JSON.parse(listed.stdout) as { name: string }[]).map((entry) => entry.name);
+  expect(names).toContain("@mailroom/core");
+  expect(names).toContain("zz-public");
+  expect(names).not.toContain("zz-private");
+});
+
+test("--public with --local is a usage error", () => {
+  const result = mailroom(["new", "plugin", "zz-local-public", "--local", "--public"]);
+  expect(result.status).toBe(2);
+  expect(result.stderr).toContain("--public applies to a plugin package, not to a --local plugin");
+});
+
 test("new plugin rejects an invalid name", () => {
   const result = mailroom(["new", "plugin", "Bad Name"]);
   expect(result.status).toBe(2);

@@ -93,17 +93,18 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
     .command("new")
     .description("create a new project part")
     .command("plugin <name>")
-    .description("create a plugin package in DIR/NAME, or with --local a single file and its test")
+    .description("create a private plugin package in DIR/NAME, or with --local a single file and its test")
     .option("-d, --dir <dir>", "parent folder, relative to the working folder: a package goes in DIR/NAME, a --local plugin in DIR/NAME.ts and DIR/NAME.test.ts", "plugins")
     .option("--local", "write one TypeScript file and its test instead of a package")
-    .action((name: string, options: { dir: string; local?: boolean }) => {
+    .option("--public", 'leave "private": true out of package.json, so that lerna and npm publish the package')
+    .action((name: string, options: { dir: string; local?: boolean; public?: boolean }) => {
       // The next step is printed after the list of files, where it is read last.
       let nextStep: string | undefined;
       const note = (text: string) => {
         nextStep = text;
       };
       run(
-        scaffoldPlugin({ name, dir: path.resolve(options.dir), local: options.local ?? false, note }).then(
+        scaffoldPlugin({ name, dir: path.resolve(options.dir), local: options.local ?? false, publish: options.public ?? false, note }).then(
           (files) => {
             process.stdout.write(`created:\n${files.map((file) => `  ${file}`).join("\n")}\n`);
             if (nextStep) process.stderr.write(`mailroom: next step: ${nextStep}\n`);

@@ -342,7 +342,8 @@ async function checkoutPackages(place: PackagePlace): Promise<{ checkout: string
 /**
  * Creates a plugin: a package folder `dir/NAME` by default, or with `local`
  * a single `dir/NAME.ts` and its test. Returns the files written; refuses
- * to overwrite anything. `note` receives the next step (printed to stderr
+ * to overwrite anything. The package is private unless `publish` is true.
+ * `note` receives the next step (printed to stderr
  * by default): for a package, what is still needed before the server can
  * load it, and for a local plugin, the command that runs its test.
  */
@@ -350,6 +351,7 @@ export async function scaffoldPlugin(options: {
   name: string;
   dir: string;
   local: boolean;
+  publish?: boolean;
   note?: (text: string) => void;
 }): Promise<string[]> {
   const { name, dir, local } = options;
@@ -358,6 +360,7 @@ export async function scaffoldPlugin(options: {
     throw new UsageError(`invalid plugin name "${name}": use lower-case letters, digits, ".", "_" and "-", with an optional @scope/`);
   }
   const base = name.split("/").pop()!;
+  if (local && options.publish) throw new UsageError("--public applies to a plugin package, not to a --local plugin");
 
   if (local) {
     const files = [path.join(dir, `${base}.ts`), path.join(dir, `${base}.test.ts`)];
@@ -381,6 +384,8 @@ export async function scaffoldPlugin(options: {
   const packageJson = {
     name,
     version: "0.1.0",
+    // A private package is skipped by `lerna publish` and rejected by `npm publish`.
+    ...(options.publish ? {} : { private: true }),
     description: `Mailroom plugin ${name}`,
     type: "module",
     main: "./dist/index.js",
