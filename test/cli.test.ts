@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -213,6 +213,49 @@ describe("mailroom check", () => {
     expect(result.stdout).toContain(`maildir root ${path.join(dir, "afile/mail")} cannot be created: ${path.join(dir, "afile")} is not a folder`);
   });
 
+  test("check creates no queue folder", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const mx = '  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./var/queue, deliver: false }\n';
+    await writeFile(file, config("x@y.test") + mx);
+    const result = run(["check", "--config", file]);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("2. mx: queue; routes: outbound");
+    expect(result.stdout).not.toContain("queueDir");
+    await expect(readdir(dir)).resolves.not.toContain("var");
+
+    // start still creates the folders.
+    await start(file);
+    await expect(readdir(path.join(dir, "var/queue"))).resolves.toEqual(expect.arrayContaining(["active", "claimed", "corrupt", "tmp"]));
+  });
+
+  test("queue folder under a file prints a warning", async () => {
+    await writeFile(path.join(dir, "afile"), "not a folder\n");
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, `${config("x@y.test")}  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./afile/queue }\n`);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(
+      `warning: plugins[1] (@mailroom/plugin-mx): queueDir ${path.join(dir, "afile/queue")} cannot be created: ${path.join(dir, "afile")} is not a folder\n`,
+    );
+  });
+
+  test("read-only queue folder prints a warning", async () => {
+    const readOnly = path.join(dir, "readonly");
+    await mkdir(readOnly);
+    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", readOnly]);
+    if (mounted.status !== 0) throw new Error(`mount failed (tests run as root): ${mounted.stderr}`);
+    try {
+      const file = path.join(dir, "mailroom.yaml");
+      await writeFile(file, `${config("x@y.test")}  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./readonly/queue }\n`);
+      const result = run(["check", "--config", file]);
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain(`queueDir ${path.join(readOnly, "queue")} is not writable (checked ${readOnly})`);
+    } finally {
+      spawnSync("umount", [readOnly]);
+    }
+  });
+
   test("read-only spool folder prints a warning", async () => {
     const readOnly = path.join(dir, "spool");
     await mkdir(readOnly);
@@ -278,6 +321,29 @@ describe("mailroom check", () => {
   test("unknown option is a usage error", () => {
     const result = run(["check", "--bogus"]);
     expect(result.status).toBe(2);
+  });
+
+  test("help marks --config required", () => {
+    for (const command of [["start"], ["check"], ["queue", "list"], ["queue", "retry"]]) {
+      const result = run([...command, "--help"]);
+      expect(result.status, command.join(" ")).toBe(0);
+      expect(result.stdout, command.join(" ")).toMatch(/-c, --config <file> +path of the YAML config file \(required\)\n/);
+    }
+  });
+
+  test("new plugin help explains --dir", () => {
+    const result = run(["new", "plugin", "--help"]);
+    expect(result.status).toBe(0);
+    expect(result.stdout.replace(/\s+/g, " ")).toContain("a package goes in DIR/NAME, a --local plugin in DIR/NAME.ts and DIR/NAME.test.ts");
+  });
+
+  test("missing --config is a usage error", () => {
+    for (const command of ["start", "check"]) {
+      const result = run([command]);
+      expect(result.status, command).toBe(2);
+      expect(result.stderr, command).toContain("error: required option '-c, --config <file>' not specified\n");
+      expect(result.stderr, command).toMatch(/-c, --config <file> +path of the YAML config file \(required\)\n/);
+    }
   });
 
   test("missing config file exits with 1", () => {
@@ -365,6 +431,29 @@ plugins:
     child!.kill("SIGHUP");
     await expect.poll(() => logs(), { timeout: 10_000 }).toContain('"msg":"config reloaded"');
     expect(logs()).toContain("server.spoolDir changed; the server keeps using the old folder until it is restarted");
+  });
+
+  test("reload logs absolute config path", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x@y.test"));
+    // A relative --config, resolved against the working folder.
+    child = spawn(process.execPath, [BIN, "start", "--config", "mailroom.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout!.on("data", (chunk) => (output += chunk));
+    child.stderr!.on("data", (chunk) => (output += chunk));
+    const entries = () =>
+      output
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { msg: string; file?: string });
+    await expect.poll(() => entries().map((entry) => entry.msg), { timeout: 15_000 }).toContain("listening");
+
+    child.kill("SIGHUP");
+    await expect.poll(() => entries().map((entry) => entry.msg), { timeout: 10_000 }).toContain("config reloaded");
+    const reloading = entries().find((entry) => entry.msg === "reloading config");
+    const reloaded = entries().find((entry) => entry.msg === "config reloaded");
+    expect(reloading?.file).toBe(file);
+    expect(reloaded?.file).toBe(file);
   });
 
   test("log lines keep their order at exit", async () => {

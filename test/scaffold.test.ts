@@ -205,17 +205,91 @@ test("package outside the workspaces says how to add it", async () => {
   expect(await readFile(path.join(ROOT, "tsconfig.build.json"), "utf8")).toBe(before);
 });
 
-test("package outside any workspace says to build and install it", async () => {
+/** An entry of package-lock.json's `packages` map. */
+interface LockEntry {
+  link?: boolean;
+  dependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
+  peerDependencies?: Record<string, string>;
+}
+
+/**
+ * Writes a package-lock.json into `folder` that pins the registry packages
+ * `names`, and everything they depend on, to the entries of the checkout's
+ * lockfile. Without a lockfile, an offline `npm install` needs the registry
+ * metadata of each package, which `npm ci` does not put in npm's cache. With
+ * one, it needs only the tarballs, which the checkout's `npm ci` cached.
+ */
+async function writeLockFromCheckout(folder: string, names: string[]): Promise<void> {
+  const checkoutLock = JSON.parse(await readFile(path.join(ROOT, "package-lock.json"), "utf8")) as { packages: Record<string, LockEntry> };
+  const entries = checkoutLock.packages;
+  const picked: Record<string, LockEntry> = {};
+  // Node's lookup from the package at `from`: its own node_modules, then each enclosing one.
+  const locate = (name: string, from: string): string | undefined => {
+    let base = from;
+    for (;;) {
+      const key = `${base ? `${base}/` : ""}node_modules/${name}`;
+      if (entries[key] && !entries[key].link) return key;
+      if (!base) return undefined;
+      const cut = base.lastIndexOf("/node_modules/");
+      base = cut < 0 ? "" : base.slice(0, cut);
+    }
+  };
+  const pick = (key: string) => {
+    if (picked[key]) return;
+    const entry = entries[key]!;
+    picked[key] = entry;
+    for (const dependencies of [entry.dependencies, entry.optionalDependencies, entry.peerDependencies]) {
+      for (const name of Object.keys(dependencies ?? {})) {
+        const found = locate(name, key);
+        if (found) pick(found);
+      }
+    }
+  };
+  for (const name of names) {
+    const key = locate(name, "");
+    if (!key) throw new Error(`${name} is not in the checkout's package-lock.json`);
+    pick(key);
+  }
+  const manifest = JSON.parse(await readFile(path.join(folder, "package.json"), "utf8"));
+  const root = { name: manifest.name, version: manifest.version, devDependencies: manifest.devDependencies, peerDependencies: manifest.peerDependencies };
+  const lock = { name: manifest.name, version: manifest.version, lockfileVersion: 3, requires: true, packages: { "": root, ...picked } };
+  await writeFile(path.join(folder, "package-lock.json"), `${JSON.stringify(lock, null, 2)}\n`);
+}
+
+test("outside package installs and loads", { timeout: 300_000 }, async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "mailroom-scaffold-"));
   created.push(dir);
   const result = mailroom(["new", "plugin", "loose", "--dir", dir]);
   expect(result.status).toBe(0);
   const folder = path.join(dir, "loose");
   expect(result.stderr).toContain(
-    `${folder} is not in an npm workspace; build it (npm install, then npm run build, in ${folder}) and install it where the server runs (npm install ${folder})`,
+    `${folder} is not in an npm workspace; its devDependencies @mailroom/core and @mailroom/testing link to the packages of ${ROOT}, because the @mailroom packages are not on the npm registry. Build it (npm install, then npm run build, in ${folder}) and install it where the server runs (npm install ${folder})`,
   );
+  const manifest = JSON.parse(await readFile(path.join(folder, "package.json"), "utf8"));
+  expect(manifest.devDependencies["@mailroom/core"]).toBe(`file:${path.join(ROOT, "packages/core")}`);
+  expect(manifest.devDependencies["@mailroom/testing"]).toBe(`file:${path.join(ROOT, "packages/testing")}`);
+  expect(manifest.peerDependencies["@mailroom/core"]).toBe("^0.1.0");
   const tsconfig = JSON.parse(await readFile(path.join(folder, "tsconfig.json"), "utf8"));
   expect(tsconfig.compilerOptions.composite).toBeUndefined();
+
+  // The printed steps, in order.
+  await writeLockFromCheckout(folder, ["typescript", "vitest"]);
+  const install = npm(["install"], folder);
+  expect(install.status, install.stderr).toBe(0);
+  const build = npm(["run", "build"], folder);
+  expect(build.status, build.stderr).toBe(0);
+  const run = shell("npm test", folder);
+  expect(run.output).toMatch(/Tests\s+3 passed/);
+  expect(run.status).toBe(0);
+
+  const config = await configFor("loose");
+  const serverInstall = npm(["install", folder], path.dirname(config));
+  expect(serverInstall.status, serverInstall.stderr).toBe(0);
+  const check = mailroom(["check", "--config", config]);
+  expect(check.stderr).toBe("");
+  expect(check.status).toBe(0);
+  expect(check.stdout).toContain("1. loose: mail");
 });
 
 /** Returns the command of a "next step: run its test ..." line and the folder to run it in. */
@@ -293,6 +367,29 @@ test("new plugin refuses to overwrite", async () => {
   const again = mailroom(["new", "plugin", "twice", "--local", "--dir", dir]);
   expect(again.status).toBe(1);
   expect(again.stderr).toMatch(/already exists/);
+});
+
+test("package is private unless --public", { timeout: 120_000 }, async () => {
+  expect(mailroom(["new", "plugin", "zz-private"]).status).toBe(0);
+  expect(mailroom(["new", "plugin", "zz-public", "--public"]).status).toBe(0);
+  const privateManifest = JSON.parse(await readFile(path.join(ROOT, "plugins/zz-private/package.json"), "utf8"));
+  const publicManifest = JSON.parse(await readFile(path.join(ROOT, "plugins/zz-public/package.json"), "utf8"));
+  expect(privateManifest.private).toBe(true);
+  expect(publicManifest.private).toBeUndefined();
+
+  // What `lerna publish` would publish.
+  const listed = spawnSync("npx", ["lerna", "list", "--json"], { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
+  expect(listed.status, listed.stderr).toBe(0);
+  const names = (JSON.parse(listed.stdout) as { name: string }[]).map((entry) => entry.name);
+  expect(names).toContain("@mailroom/core");
+  expect(names).toContain("zz-public");
+  expect(names).not.toContain("zz-private");
+});
+
+test("--public with --local is a usage error", () => {
+  const result = mailroom(["new", "plugin", "zz-local-public", "--local", "--public"]);
+  expect(result.status).toBe(2);
+  expect(result.stderr).toContain("--public applies to a plugin package, not to a --local plugin");
 });
 
 test("new plugin rejects an invalid name", () => {

@@ -1,4 +1,4 @@
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Command, CommanderError, Help, InvalidArgumentError, Option } from "commander";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { checkCommand } from "./check.js";
@@ -19,6 +19,14 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+const CONFIG_HELP = "path of the YAML config file";
+
+/** Adds "(required)" to the help of a mandatory option, which commander's help leaves unmarked. */
+function describeOption(this: Help, option: Option): string {
+  const text = Help.prototype.optionDescription.call(this, option);
+  return option.mandatory ? `${text} (required)` : text;
+}
+
 /** Builds the command tree; `run` receives each command's exit code. */
 export function buildProgram(run: (work: Promise<number>) => void): Command {
   const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
@@ -26,12 +34,14 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
     .description("Run and manage a Mailroom mail server")
     .version(manifest.version, "-V, --version", "print the version of @mailroom/cli")
     .exitOverride()
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Set before the subcommands are added, because they copy it then.
+    .configureHelp({ optionDescription: describeOption });
 
   program
     .command("start")
     .description("start the server and run until SIGTERM or SIGINT")
-    .requiredOption("-c, --config <file>", "config file (YAML)")
+    .requiredOption("-c, --config <file>", CONFIG_HELP)
     .option("-l, --listen <host:port>", "listen here instead of server.listen; repeat for several", collect)
     .addOption(new Option("--log-level <level>", "log level, replacing server.logLevel").choices(LOG_LEVELS))
     .action((options: { config: string; listen?: string[]; logLevel?: string }) => {
@@ -41,7 +51,7 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
   program
     .command("check")
     .description("validate the config, load the plugins and list the hooks each handles")
-    .requiredOption("-c, --config <file>", "config file (YAML)")
+    .requiredOption("-c, --config <file>", CONFIG_HELP)
     .action((options: { config: string }) => {
       run(checkCommand(options));
     });
@@ -49,7 +59,7 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
   const queue = program
     .command("queue")
     .description("inspect and manage the outbound queue of @mailroom/plugin-mx");
-  const config = () => new Option("-c, --config <file>", "config file (YAML)").makeOptionMandatory();
+  const config = () => new Option("-c, --config <file>", CONFIG_HELP).makeOptionMandatory();
   queue
     .command("list")
     .description("list queued records: id, sender, domain, recipients, attempts, next attempt, last error")
@@ -83,17 +93,18 @@ export function buildProgram(run: (work: Promise<number>) => void): Command {
     .command("new")
     .description("create a new project part")
     .command("plugin <name>")
-    .description("create a plugin package in DIR/NAME, or with --local a single file and its test")
-    .option("-d, --dir <dir>", "folder to create it in", "plugins")
+    .description("create a private plugin package in DIR/NAME, or with --local a single file and its test")
+    .option("-d, --dir <dir>", "parent folder, relative to the working folder: a package goes in DIR/NAME, a --local plugin in DIR/NAME.ts and DIR/NAME.test.ts", "plugins")
     .option("--local", "write one TypeScript file and its test instead of a package")
-    .action((name: string, options: { dir: string; local?: boolean }) => {
+    .option("--public", 'leave "private": true out of package.json, so that lerna and npm publish the package')
+    .action((name: string, options: { dir: string; local?: boolean; public?: boolean }) => {
       // The next step is printed after the list of files, where it is read last.
       let nextStep: string | undefined;
       const note = (text: string) => {
         nextStep = text;
       };
       run(
-        scaffoldPlugin({ name, dir: path.resolve(options.dir), local: options.local ?? false, note }).then(
+        scaffoldPlugin({ name, dir: path.resolve(options.dir), local: options.local ?? false, publish: options.public ?? false, note }).then(
           (files) => {
             process.stdout.write(`created:\n${files.map((file) => `  ${file}`).join("\n")}\n`);
             if (nextStep) process.stderr.write(`mailroom: next step: ${nextStep}\n`);

@@ -258,18 +258,24 @@ async function addProjectReference(project: string, settings: ProjectSettings, f
  * package, because it was added to the project that the root's prepare
  * script builds.
  */
-function nextStep(name: string, place: PackagePlace, built: boolean): string {
+function nextStep(name: string, place: PackagePlace, built: boolean, linkedCheckout: string | undefined): string {
   const use = `use: "${name}"`;
   const { folder, workspace } = place;
+  const links = linkedCheckout
+    ? `its devDependencies @mailroom/core and @mailroom/testing link to the packages of ${linkedCheckout}, because the @mailroom packages are not on the npm registry. `
+    : "";
+  if (!workspace && !linkedCheckout) {
+    return `${folder} is not in an npm workspace, and @mailroom/core and @mailroom/testing are not on the npm registry, so "npm install" in it fails. Create the plugin inside a Mailroom checkout (mailroom new plugin ${name} --dir CHECKOUT/plugins), or set those devDependencies to file: links to the checkout's packages/core and packages/testing folders`;
+  }
   if (!workspace) {
-    return `${folder} is not in an npm workspace; build it (npm install, then npm run build, in ${folder}) and install it where the server runs (npm install ${folder}) before the server can load ${use}`;
+    return `${folder} is not in an npm workspace; ${links}Build it (npm install, then npm run build, in ${folder}) and install it where the server runs (npm install ${folder}) before the server can load ${use}`;
   }
   if (!workspace.member) {
     const manifest = path.join(workspace.root, "package.json");
-    return `${workspace.relative} is not in the workspaces of ${manifest}; add it there, run "npm install" in ${workspace.root} and build it (npm run build -w ${name}) before the server can load ${use}`;
+    return `${links}${workspace.relative} is not in the workspaces of ${manifest}; add it there, run "npm install" in ${workspace.root} and build it (npm run build -w ${name}) before the server can load ${use}`;
   }
   if (!built || !workspace.buildProject) {
-    return `run "npm install" in ${workspace.root}, which links the new workspace package into node_modules, then build it (npm run build -w ${name}) before the server can load ${use}`;
+    return `${links}run "npm install" in ${workspace.root}, which links the new workspace package into node_modules, then build it (npm run build -w ${name}) before the server can load ${use}`;
   }
   const project = path.relative(workspace.root, workspace.buildProject);
   return `run "npm install" in ${workspace.root} before the server can load ${use}: it links the new workspace package into node_modules and builds it with the other projects in ${project}`;
@@ -308,7 +314,7 @@ async function findCheckout(): Promise<string | undefined> {
 async function localTestStep(dir: string, testFile: string): Promise<string> {
   const checkout = await findCheckout();
   if (!checkout) {
-    return `run its test with vitest in a project that has @mailroom/testing installed: npx vitest run ${shellWord(testFile)}`;
+    return `@mailroom/testing is not on the npm registry, so run its test in a Mailroom checkout, whose vitest config runs the test files in a folder given with --dir: npx vitest run --dir ${shellWord(dir)} (${shellWord(testFile)})`;
   }
   const relative = path.relative(checkout, dir);
   const inside = !relative.startsWith("..") && !path.isAbsolute(relative);
@@ -319,9 +325,25 @@ async function localTestStep(dir: string, testFile: string): Promise<string> {
 }
 
 /**
+ * Returns the folders of @mailroom/core and @mailroom/testing in the
+ * checkout that this CLI runs from, for file: links in a package that the
+ * checkout's workspaces do not provide them to. Returns undefined when
+ * there is no checkout or `place` is in the checkout's own workspace.
+ */
+async function checkoutPackages(place: PackagePlace): Promise<{ checkout: string; core: string; testing: string } | undefined> {
+  const checkout = await findCheckout();
+  if (!checkout || place.workspace?.root === checkout) return undefined;
+  const core = path.join(checkout, "packages", "core");
+  const testing = path.join(checkout, "packages", "testing");
+  if (!(await exists(path.join(core, "package.json"))) || !(await exists(path.join(testing, "package.json")))) return undefined;
+  return { checkout, core, testing };
+}
+
+/**
  * Creates a plugin: a package folder `dir/NAME` by default, or with `local`
  * a single `dir/NAME.ts` and its test. Returns the files written; refuses
- * to overwrite anything. `note` receives the next step (printed to stderr
+ * to overwrite anything. The package is private unless `publish` is true.
+ * `note` receives the next step (printed to stderr
  * by default): for a package, what is still needed before the server can
  * load it, and for a local plugin, the command that runs its test.
  */
@@ -329,6 +351,7 @@ export async function scaffoldPlugin(options: {
   name: string;
   dir: string;
   local: boolean;
+  publish?: boolean;
   note?: (text: string) => void;
 }): Promise<string[]> {
   const { name, dir, local } = options;
@@ -337,6 +360,7 @@ export async function scaffoldPlugin(options: {
     throw new UsageError(`invalid plugin name "${name}": use lower-case letters, digits, ".", "_" and "-", with an optional @scope/`);
   }
   const base = name.split("/").pop()!;
+  if (local && options.publish) throw new UsageError("--public applies to a plugin package, not to a --local plugin");
 
   if (local) {
     const files = [path.join(dir, `${base}.ts`), path.join(dir, `${base}.test.ts`)];
@@ -354,9 +378,14 @@ export async function scaffoldPlugin(options: {
   // the package joins that project, so that the install builds it too.
   const buildProject = place.workspace?.member ? place.workspace.buildProject : undefined;
   const buildSettings = buildProject ? await readProject(buildProject) : undefined;
+  // Outside the checkout's workspaces, npm would look for the @mailroom
+  // packages on the registry, where they are not published.
+  const linked = await checkoutPackages(place);
   const packageJson = {
     name,
     version: "0.1.0",
+    // A private package is skipped by `lerna publish` and rejected by `npm publish`.
+    ...(options.publish ? {} : { private: true }),
     description: `Mailroom plugin ${name}`,
     type: "module",
     main: "./dist/index.js",
@@ -366,7 +395,8 @@ export async function scaffoldPlugin(options: {
     scripts: { build: "tsc -p .", test: "vitest run" },
     peerDependencies: { "@mailroom/core": `^${CORE_VERSION}` },
     devDependencies: {
-      "@mailroom/testing": `^${CORE_VERSION}`,
+      ...(linked ? { "@mailroom/core": `file:${linked.core}` } : {}),
+      "@mailroom/testing": linked ? `file:${linked.testing}` : `^${CORE_VERSION}`,
       typescript: "5.9.3",
       vitest: "4.1.12",
     },
@@ -398,6 +428,6 @@ export async function scaffoldPlugin(options: {
   ];
   for (const [file, text] of files) await writeNew(file, text);
   if (buildProject && buildSettings) await addProjectReference(buildProject, buildSettings, root);
-  note(nextStep(name, place, buildSettings !== undefined));
+  note(nextStep(name, place, buildSettings !== undefined, linked?.checkout));
   return files.map(([file]) => file);
 }

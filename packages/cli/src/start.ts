@@ -16,8 +16,11 @@ export async function startCommand(options: {
 }): Promise<number> {
   let server: MailroomServer;
   let logger: Logger;
+  // Absolute, as the server logs it in "config reloaded".
+  let configFile: string;
   try {
     const loaded = await loadConfig(options.config);
+    configFile = loaded.file;
     checkListenAddresses(loaded, options.listen);
     logger = createLogger(options.logLevel ?? loaded.config.server.logLevel);
     const workers = loaded.config.server.workers;
@@ -45,7 +48,7 @@ export async function startCommand(options: {
   let failed = false;
 
   const reload = () => {
-    logger.info({ file: options.config }, "reloading config");
+    logger.info({ file: configFile }, "reloading config");
     server.reload().catch((error: unknown) => {
       // A ConfigError's message is complete; its cause (a zod issue list,
       // a compiler error) would only repeat it.

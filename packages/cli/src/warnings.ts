@@ -45,6 +45,22 @@ async function folderProblem(folder: string): Promise<string | undefined> {
 }
 
 /**
+ * Lists the plugin-mx queue folders that `start` could not create or write.
+ * The plugin creates its folders in start(), which `check` does not run.
+ */
+async function queueFolderWarnings(loaded: LoadedConfig): Promise<string[]> {
+  // Loaded on demand, as in queue.ts, so that the other commands never load plugin code.
+  const { queueFolders } = await import("@mailroom/plugin-mx");
+  const warnings: string[] = [];
+  for (const { index, dir } of queueFolders(loaded)) {
+    const problem = await folderProblem(dir);
+    const where = `plugins[${index}] (${loaded.config.plugins[index]!.use})`;
+    if (problem) warnings.push(`${where}: queueDir ${dir} ${problem}`);
+  }
+  return warnings;
+}
+
+/**
  * Lists the problems with the routes that store accepted recipients. The
  * engine replies 451 4.3.0 at RCPT for a recipient accepted on a route that
  * no plugin registered, and 451 4.3.0 after DATA when the route's owner (the
@@ -84,7 +100,7 @@ function relaysFor(options: Record<string, unknown>, plugins: readonly LoadedPlu
  * plugin that stores accepted recipients, a relaying plugin-relay with no
  * owner of its outbound route,
  * a requireAuth listener with no plugin for AUTH or without TLS, an open relay, a maildir
- * root or spool folder the server cannot write, memory spool sizes that
+ * root, plugin-mx queue folder or spool folder the server cannot write, memory spool sizes that
  * cannot work as written.
  */
 export async function findWarnings(loaded: LoadedConfig, plugins: readonly LoadedPlugin[]): Promise<string[]> {
@@ -137,5 +153,6 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
       if (problem) warnings.push(`${where}: maildir root ${root} ${problem}`);
     }
   }
+  warnings.push(...(await queueFolderWarnings(loaded)));
   return warnings;
 }

@@ -63,6 +63,21 @@ function queueDirOf(loaded: LoadedConfig): string {
 }
 
 /**
+ * Returns the absolute queue folder of every plugin-mx entry in a loaded
+ * config, with the entry's index in `plugins`. Entries whose options are
+ * invalid are left out, because the config fails to load with them.
+ */
+export function queueFolders(loaded: LoadedConfig): { index: number; dir: string }[] {
+  const folders: { index: number; dir: string }[] = [];
+  for (const [index, entry] of loaded.config.plugins.entries()) {
+    if (!isMxEntry(entry.use, loaded.dir)) continue;
+    const parsed = optionsSchema.safeParse(entry.with);
+    if (parsed.success) folders.push({ index, dir: path.resolve(loaded.dir, parsed.data.queueDir) });
+  }
+  return folders;
+}
+
+/**
  * Opens the queue for a command that changes records, or returns undefined
  * when its folder does not exist: such a queue has no record, and a command
  * on it creates no folder.

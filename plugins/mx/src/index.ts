@@ -4,4 +4,4 @@ export { QueueStore, type QueueRecord, type FailedRecipient } from "./store.js";
 export { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 export { buildBounce, type BounceInput } from "./bounce.js";
 export { route, orderByPreference, isLocalAddress, type Hop, type Route } from "./routing.js";
-export { openQueue, queueList, queueShow, queueRetry, queueDelete } from "./cli.js";
+export { openQueue, queueFolders, queueList, queueShow, queueRetry, queueDelete } from "./cli.js";

@@ -41,8 +41,9 @@ export default definePlugin({
     const clock = container.isRegistered(TOKENS.Clock, true)
       ? container.resolve<Clock>(TOKENS.Clock)
       : systemClock;
+    // The folders are created in start(), so that `mailroom check` and a
+    // reload that is rejected leave the file system as it was.
     const store = new QueueStore(path.resolve(context.configDir, options.queueDir), logger);
-    await store.init();
 
     const scheduler = new Scheduler({
       store,
@@ -79,7 +80,10 @@ export default definePlugin({
     return {
       // Deliveries begin only once this config is in service, so a reload
       // that is rejected never sends with its options.
-      start() {
+      // NOTE: a plugin listed before this one that queues a message in its
+      // own start() finds no queue folders on the first start.
+      async start() {
+        await store.init();
         if (!options.deliver) return;
         scheduler.start();
         stopWatching = store.watchScanRequests(() => scheduler.kick());
