@@ -142,7 +142,7 @@ describe("mailroom passwd", () => {
 
   test("invalid user name is a usage error", async () => {
     const users = path.join(dir, "users");
-    for (const user of ["bad:name", "two words", ""]) {
+    for (const user of ["bad:name", "two words", "", "#comment"]) {
       const result = mailroom(["passwd", users, user], "secret\n");
       expect(result.status, user).toBe(2);
       expect(result.stderr, user).toContain(`mailroom: passwd: invalid user name ${JSON.stringify(user)}: `);

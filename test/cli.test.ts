@@ -125,6 +125,18 @@ describe("mailroom check", () => {
     expect(result.stdout).toContain("trustedNetworks contains 0.0.0.0/1, 128.0.0.0/1: ranges this wide");
   });
 
+  test("mapped IPv4 ranges print warnings", async () => {
+    // plugin-relay reads ::ffff:0:0/96 as 0.0.0.0/0 and ::ffff:0.0.0.0/100 as 0.0.0.0/4.
+    const file = path.join(dir, "mailroom.yaml");
+    const networks = '["::ffff:0:0/96", "::FFFF:0.0.0.0/96", "::ffff:0.0.0.0/100", "::ffff:192.0.2.0/120"]';
+    await writeFile(file, config("x@y.test").replace('reject: "x@y.test"', `reject: "x@y.test", trustedNetworks: ${networks}`));
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain("trustedNetworks contains ::ffff:0:0/96, ::FFFF:0.0.0.0/96: this is an open relay");
+    expect(result.stdout).toContain("trustedNetworks contains ::ffff:0.0.0.0/100: ranges this wide");
+    expect(result.stdout).not.toContain("::ffff:192.0.2.0/120");
+  });
+
   test("relay without storage prints a warning", async () => {
     const file = path.join(dir, "mailroom.yaml");
     const relay = `  - use: "@mailroom/plugin-relay"\n    with: { trustedNetworks: ["127.0.0.0/8"] }\n`;

@@ -1,15 +1,24 @@
 import { access, constants, stat } from "node:fs/promises";
 import path from "node:path";
 import { listenerWarnings, type LoadedConfig, type LoadedPlugin } from "@mailroom/core";
+import { parseNetwork } from "@mailroom/plugin-relay";
 
-const OPEN_NETWORKS = new Set(["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"]);
-
-/** A range wider than an IPv4 /8 or an IPv6 /16, which no office network needs. */
-function isBroad(network: string): boolean {
-  const [address = "", prefix] = network.trim().split("/");
-  if (prefix === undefined) return false;
-  const bits = Number(prefix);
-  return address.includes(":") ? bits < 16 : bits < 8;
+/**
+ * Classifies a trustedNetworks entry as plugin-relay reads it: "open" for a
+ * /0 range, "broad" for one wider than an IPv4 /8 or an IPv6 /16, which no
+ * office network needs. An IPv4-mapped range such as `::ffff:0:0/96` counts
+ * as the IPv4 range it covers. An entry that is not a network is neither.
+ */
+function networkWidth(entry: unknown): "open" | "broad" | undefined {
+  let network: ReturnType<typeof parseNetwork>;
+  try {
+    network = parseNetwork(String(entry));
+  } catch {
+    return undefined;
+  }
+  if (network.prefixLength === 0) return "open";
+  const broadBelow = network.address.kind() === "ipv4" ? 8 : 16;
+  return network.prefixLength < broadBelow ? "broad" : undefined;
 }
 
 /** Finds the nearest path that exists, so a root created on demand is checked where it will be made. */
@@ -133,11 +142,11 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
     const where = `plugins[${index}] (${entry.use})`;
     const networks = entry.with.trustedNetworks;
     if (Array.isArray(networks)) {
-      const open = networks.filter((network) => OPEN_NETWORKS.has(String(network).trim()));
+      const open = networks.filter((network) => networkWidth(network) === "open");
       if (open.length) {
         warnings.push(`${where}: trustedNetworks contains ${open.join(", ")}: this is an open relay, anyone may send anywhere`);
       }
-      const broad = networks.filter((network) => !open.includes(network) && isBroad(String(network)));
+      const broad = networks.filter((network) => networkWidth(network) === "broad");
       if (broad.length) {
         warnings.push(`${where}: trustedNetworks contains ${broad.join(", ")}: ranges this wide let much of the Internet relay`);
       }

@@ -102,6 +102,7 @@ describe("setPassword", () => {
     ["a:b", /colon/],
     ["a b", /whitespace/],
     ["a\nb", /whitespace|control/],
+    ["#alice", /must not start with "#"/],
   ])("rejects user name %j", async (user, message) => {
     await expect(setPassword(file, user, "secret", { cost: CHEAP })).rejects.toThrow(message);
   });

@@ -20,6 +20,8 @@ export function checkUserName(user: string): string | undefined {
   if (user === "") return "user name is empty";
   if (user.length > MAX_USER_LENGTH) return `user name is longer than ${MAX_USER_LENGTH} characters`;
   if (/[:\s\p{Cc}]/u.test(user)) return "user name must not contain a colon, whitespace or control character";
+  // parseUserFile skips lines that start with "#", so such a user could never log in.
+  if (user.startsWith("#")) return 'user name must not start with "#", which marks a comment line in the user file';
   return undefined;
 }
 
