@@ -1,4 +1,5 @@
-import { rm } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { afterEach, expect, test } from "vitest";
 import { makeServerDir, startDns, startMailroom, startRemoteMx, submit, waitFor, type DnsFixture, type Mailroom, type RemoteMx } from "./mx-kit.js";
 
@@ -33,6 +34,54 @@ test("relayed mail reaches the mail exchanger", async () => {
   expect(message!.data).not.toMatch(/^Return-Path:/m);
   expect(message!.data.endsWith("Subject: test\r\n\r\nhello\r\n")).toBe(true);
   await waitFor(async () => (await queueEntries(server)).length === 0, "empty queue");
+});
+
+/**
+ * Injects a message for bob@ok.test in its start(), which runs before
+ * plugin-mx's start(), and lists the outbound queue there. It writes the
+ * results to early.json.
+ */
+const EARLY_NOTICE = `
+import { writeFileSync } from "node:fs";
+import { definePlugin, TOKENS } from "@mailroom/core";
+
+export default definePlugin({
+  name: "early-notice",
+  setup({ container, configDir }) {
+    return {
+      async start() {
+        const injector = container.resolve(TOKENS.Injector);
+        const queue = container.resolve(TOKENS.OutboundQueue);
+        const listed = (await queue.list()).length;
+        const result = await injector.inject({ sender: "", recipients: ["bob@ok.test"], content: "Subject: started\\r\\n\\r\\nup\\r\\n" });
+        writeFileSync(configDir + "/early.json", JSON.stringify({ listed, stored: result.stored, code: result.code }));
+      },
+    };
+  },
+});
+`;
+
+test("plugin starting before mx may queue mail", async () => {
+  const remote = await startRemoteMx();
+  cleanup.push(() => remote.close());
+  const dns = await startDns({
+    "ok.test": { MX: [[10, "mx.ok.test"]] },
+    "mx.ok.test": { A: ["127.0.0.1"] },
+  });
+  cleanup.push(() => dns.close());
+  const dir = await makeServerDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(path.join(dir, "early.ts"), EARLY_NOTICE);
+  const server = await startMailroom({ dir, dns, mx: { port: remote.port }, before: ["./early.ts"] });
+  cleanup.push(() => server.stop());
+
+  const early = JSON.parse(await readFile(path.join(dir, "early.json"), "utf8")) as { listed: number; stored: boolean; code: number };
+  expect(early.listed).toBe(0);
+  expect(early.code).toBe(250);
+  expect(early.stored).toBe(true);
+  const [message] = await waitFor(() => remote.received.length === 1 && remote.received, "delivery");
+  expect(message!.to).toEqual(["bob@ok.test"]);
+  expect(message!.data.endsWith("Subject: started\r\n\r\nup\r\n")).toBe(true);
 });
 
 async function queueEntries(server: Mailroom) {

@@ -41,9 +41,12 @@ export default definePlugin({
     const clock = container.isRegistered(TOKENS.Clock, true)
       ? container.resolve<Clock>(TOKENS.Clock)
       : systemClock;
-    // The folders are created in start(), so that `mailroom check` and a
-    // reload that is rejected leave the file system as it was.
     const store = new QueueStore(path.resolve(context.configDir, options.queueDir), logger);
+    // The folders are created on first use, and at the latest in start(), so
+    // that `mailroom check` and a rejected reload leave the file system as it
+    // was. A plugin that starts before this one may already queue a message.
+    let initialized: Promise<void> | undefined;
+    const ready = () => (initialized ??= store.init());
 
     const scheduler = new Scheduler({
       store,
@@ -72,7 +75,7 @@ export default definePlugin({
       }
       log.info({ removed: ids }, "message rejected after it was queued, records removed");
     };
-    const queue = new DiskOutboundQueue(store, clock, () => scheduler.kick());
+    const queue = new DiskOutboundQueue(store, clock, () => scheduler.kick(), ready);
     let stopWatching: () => void = () => undefined;
     container.register(TOKENS.OutboundQueue, { useValue: queue });
     context.registerRoute(OUTBOUND_ROUTE);
@@ -80,10 +83,8 @@ export default definePlugin({
     return {
       // Deliveries begin only once this config is in service, so a reload
       // that is rejected never sends with its options.
-      // NOTE: a plugin listed before this one that queues a message in its
-      // own start() finds no queue folders on the first start.
       async start() {
-        await store.init();
+        await ready();
         if (!options.deliver) return;
         scheduler.start();
         stopWatching = store.watchScanRequests(() => scheduler.kick());
@@ -111,6 +112,7 @@ export default definePlugin({
             hasEightBitHeader([message.received, ...message.headers.list().map((field) => field.line)]);
           const body = transaction.senderParams.BODY;
           const body8BitMime = typeof body === "string" && body.toUpperCase() === "8BITMIME";
+          await ready();
           added = await store.add(
             copy,
             { sender: transaction.sender?.address ?? "", domains, now: clock.now(), utf8Headers, body8BitMime },

@@ -32,9 +32,12 @@ export class DiskOutboundQueue implements OutboundQueue {
     private readonly store: QueueStore,
     private readonly clock: Clock,
     private readonly onChange: () => void = () => undefined,
+    /** Resolves once the store's folders exist; every method waits for it first. */
+    private readonly ready: () => Promise<void> = () => Promise.resolve(),
   ) {}
 
   async list(): Promise<QueueEntry[]> {
+    await this.ready();
     const active = (await this.store.list()).map((record) => summary(record));
     const claimed = (await this.store.listClaimed()).flatMap((entry) =>
       entry.record ? [summary(entry.record, !entry.abandoned)] : [],
@@ -49,6 +52,7 @@ export class DiskOutboundQueue implements OutboundQueue {
 
   /** Full state of a record, with failed recipients; undefined when it does not exist. */
   async details(id: string): Promise<(QueueRecord & { delivering: boolean }) | undefined> {
+    await this.ready();
     // A record waiting in active/ is read from its own file, so a large queue is not read whole.
     const active = await this.store.readActive(id);
     if (active) return { ...active, delivering: false };
@@ -57,6 +61,7 @@ export class DiskOutboundQueue implements OutboundQueue {
   }
 
   async retry(id: string): Promise<boolean> {
+    await this.ready();
     const record = await this.store.claim(id);
     if (!record) return false;
     record.nextAttemptAt = this.clock.now();
@@ -67,11 +72,13 @@ export class DiskOutboundQueue implements OutboundQueue {
   }
 
   /** Asks the servers that deliver from this queue to scan it now. */
-  requestScan(): Promise<void> {
+  async requestScan(): Promise<void> {
+    await this.ready();
     return this.store.requestScan();
   }
 
   async remove(id: string): Promise<boolean> {
+    await this.ready();
     const record = await this.store.claim(id);
     if (!record) return false;
     await this.store.finish(record.id);
