@@ -95,6 +95,15 @@ describe("mailroom check", () => {
     expect(result.stderr).toContain(`${file}:4: server.shutdownTimeout: expected a duration`);
   });
 
+  test("YAML syntax error names position and reason", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, "server:\n\thostname: mx.cli.test\n");
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`${file}:2:1: invalid YAML: Tabs are not allowed as indentation. Line 2 is "\\thostname: mx.cli.test"\n`);
+    expect(result.stderr).not.toMatch(/column \d+:\s*$/m);
+  });
+
   test("invalid plugin option names the plugin", async () => {
     const file = path.join(dir, "mailroom.yaml");
     await writeFile(file, config("x").replace('reject: "x"', "reject: 5"));
@@ -401,6 +410,12 @@ describe("mailroom start", () => {
     await writeFile(file, "server: [");
     child!.kill("SIGHUP");
     await expect.poll(() => logs(), { timeout: 10_000 }).toContain("config reload failed");
+    const failure = logs()
+      .split("\n")
+      .find((line) => line.includes("config reload failed"));
+    expect(JSON.parse(failure!).problem).toBe(
+      `${file}:1:10: invalid YAML: Flow sequence in block collection must be sufficiently indented and end with a ] (at the end of the file)`,
+    );
 
     const client = await SmtpTestClient.connect(port);
     await client.command("EHLO client.test");
