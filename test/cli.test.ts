@@ -367,6 +367,19 @@ describe("mailroom check", () => {
     }
   });
 
+  test("metrics on an SMTP listener's address fails", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x@y.test").replace('listen: ["127.0.0.1:0"]', 'listen: ["127.0.0.1:2525"]\n  metrics: { listen: "127.0.0.1:2525" }'));
+    const message =
+      `${file}:4: server.metrics.listen: 127.0.0.1:2525 is also the address of the SMTP listener listen[0] 127.0.0.1:2525; ` +
+      "start would fail with EADDRINUSE, so give the metrics server a port that no listener uses\n";
+    for (const command of ["check", "start"]) {
+      const result = run([command, "--config", file]);
+      expect(result.status, command).toBe(1);
+      expect(result.stderr, command).toBe(`mailroom: ${message}`);
+    }
+  });
+
   test("missing config file exits with 1", () => {
     const result = run(["check", "--config", path.join(dir, "none.yaml")]);
     expect(result.status).toBe(1);
