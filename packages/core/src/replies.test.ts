@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { deny, denyDisconnect, denySoft, denySoftDisconnect, ok } from "./answers.js";
 import type { SessionHookName } from "./hooks.js";
-import { asciiReplyText, formatReply, replacedCodes, replyFor, replyForOutcome } from "./replies.js";
+import { asciiReplyText, formatReply, oneLineReplyText, replacedCodes, replyFor, replyForOutcome } from "./replies.js";
 
 type Row = [SessionHookName, ReturnType<typeof ok> | undefined | "ERROR", string | null, boolean?];
 
@@ -193,5 +193,20 @@ describe("replacedCodes", () => {
   test("enhanced code at HELO is not reported", () => {
     expect(replacedCodes("helo", deny({ code: 550, enhanced: "5.7.1" }))).toBeUndefined();
     expect(replacedCodes("helo", deny({ code: 450 }))?.usedCode).toBe(550);
+  });
+});
+
+describe("oneLineReplyText", () => {
+  test("joins lines with a space", () => {
+    expect(oneLineReplyText(535, "5.7.8", "one\ntwo\r\nthree")).toBe("one two three");
+  });
+
+  test("cuts the text to fit the line", () => {
+    expect(oneLineReplyText(535, "5.7.8", "x".repeat(600))).toBe("x".repeat(500));
+    expect(oneLineReplyText(535, undefined, "x".repeat(600))).toBe("x".repeat(506));
+  });
+
+  test("replaces characters outside US-ASCII", () => {
+    expect(oneLineReplyText(454, "4.7.0", "später")).toBe("sp?ter");
   });
 });

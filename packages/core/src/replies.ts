@@ -256,6 +256,18 @@ export function formatReply(reply: { code: number; enhanced?: string; message: s
     .join("\r\n");
 }
 
+/**
+ * Returns `message` as the text of a one-line reply, the way formatReply
+ * would send it. Line breaks and other control characters become spaces,
+ * characters outside US-ASCII become "?", and the text is cut so that the
+ * line with its code and enhanced code fits MAX_REPLY_LINE. It serves the
+ * replies that smtp-server writes itself, which it neither splits nor cuts.
+ */
+export function oneLineReplyText(code: number, enhanced: string | undefined, message: string): string {
+  const line = formatReply({ code, ...(enhanced ? { enhanced } : {}), message: message.replace(/\r?\n/g, " ") });
+  return line.slice(`${code} ${enhanced ? `${enhanced} ` : ""}`.length);
+}
+
 /** A character that RFC 5321 section 4.2 does not allow in reply text, which is US-ASCII. */
 const NON_ASCII_ALL = /[^\x00-\x7f]/gu;
 

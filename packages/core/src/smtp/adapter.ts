@@ -25,7 +25,7 @@ import type { Socket } from "node:net";
 import { PassThrough, type Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
-import { formatReply } from "../replies.js";
+import { formatReply, oneLineReplyText } from "../replies.js";
 import { newId } from "../session-state.js";
 import { DataDecoder } from "./data-decoder.js";
 import { PROXY_HEADER_TIMEOUT_MS, readProxyHeader, type ProxiedAddress, type ProxyHeaderFailure } from "./proxy-header.js";
@@ -737,11 +737,14 @@ export function createListener(options: ListenerOptions): SMTPServer {
       const connection = connections.get(session.id);
       if (!connection) return callback(new Error("connection closed"));
       const fail = (result: AuthResult) => {
-        const error = Object.assign(new Error(result.message ?? "Authentication credentials invalid"), {
-          responseCode: result.code ?? 535,
-        });
+        const code = result.code ?? 535;
         // smtp-server sends the failure reply synchronously inside the callback.
         connection.pendingEnhanced = result.enhanced;
+        // smtp-server 3.21.6 writes err.message as one line without a length
+        // limit, so the text is cut here to the limit that formatReply applies.
+        const enhanced = connection._getEnhancedStatusCode(code);
+        const message = oneLineReplyText(code, enhanced || undefined, result.message ?? "Authentication credentials invalid");
+        const error = Object.assign(new Error(message), { responseCode: code });
         try {
           callback(error);
         } finally {
