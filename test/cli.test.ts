@@ -95,6 +95,15 @@ describe("mailroom check", () => {
     expect(result.stderr).toContain(`${file}:4: server.shutdownTimeout: expected a duration`);
   });
 
+  test("YAML syntax error names position and reason", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, "server:\n\thostname: mx.cli.test\n");
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(`${file}:2:1: invalid YAML: Tabs are not allowed as indentation. Line 2 is "\\thostname: mx.cli.test"\n`);
+    expect(result.stderr).not.toMatch(/column \d+:\s*$/m);
+  });
+
   test("invalid plugin option names the plugin", async () => {
     const file = path.join(dir, "mailroom.yaml");
     await writeFile(file, config("x").replace('reject: "x"', "reject: 5"));
@@ -358,6 +367,19 @@ describe("mailroom check", () => {
     }
   });
 
+  test("metrics on an SMTP listener's address fails", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, config("x@y.test").replace('listen: ["127.0.0.1:0"]', 'listen: ["127.0.0.1:2525"]\n  metrics: { listen: "127.0.0.1:2525" }'));
+    const message =
+      `${file}:4: server.metrics.listen: 127.0.0.1:2525 is also the address of the SMTP listener listen[0] 127.0.0.1:2525; ` +
+      "start would fail with EADDRINUSE, so give the metrics server a port that no listener uses\n";
+    for (const command of ["check", "start"]) {
+      const result = run([command, "--config", file]);
+      expect(result.status, command).toBe(1);
+      expect(result.stderr, command).toBe(`mailroom: ${message}`);
+    }
+  });
+
   test("missing config file exits with 1", () => {
     const result = run(["check", "--config", path.join(dir, "none.yaml")]);
     expect(result.status).toBe(1);
@@ -401,6 +423,12 @@ describe("mailroom start", () => {
     await writeFile(file, "server: [");
     child!.kill("SIGHUP");
     await expect.poll(() => logs(), { timeout: 10_000 }).toContain("config reload failed");
+    const failure = logs()
+      .split("\n")
+      .find((line) => line.includes("config reload failed"));
+    expect(JSON.parse(failure!).problem).toBe(
+      `${file}:1:10: invalid YAML: Flow sequence in block collection must be sufficiently indented and end with a ] (at the end of the file)`,
+    );
 
     const client = await SmtpTestClient.connect(port);
     await client.command("EHLO client.test");

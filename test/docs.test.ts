@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { parseConfig } from "@mailroom/core";
 import { startTestServer } from "@mailroom/testing";
+import { MAX_REPLY_LINE } from "../packages/core/src/replies.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 // Inside examples/ so that the repository's vitest config picks up the tests.
@@ -172,4 +173,10 @@ test("README config example passes check", async () => {
   expect(check.stderr).toBe("");
   expect(check.status).toBe(0);
   expect(check.stdout).not.toContain("warning");
+});
+
+test("plugins.md states the reply line limit", async () => {
+  const text = (await readFile(path.join(ROOT, "docs", "plugins.md"), "utf8")).replace(/\s+/g, " ");
+  expect(text).toContain(`A reply line is at most ${MAX_REPLY_LINE + 2} octets with its CRLF`);
+  expect(text).toContain(`after \`550 5.7.1 \` a line has room for ${MAX_REPLY_LINE - "550 5.7.1 ".length} characters of text`);
 });

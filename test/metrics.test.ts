@@ -65,3 +65,22 @@ test("metrics endpoint answers 404 elsewhere", async () => {
   const response = await fetch(`http://${host}:${port}/other`);
   expect(response.status).toBe(404);
 });
+
+test("HEAD /metrics answers like GET without a body", async () => {
+  const { host, port } = server.server.metricsAddress!;
+  const get = await fetch(`http://${host}:${port}/metrics`);
+  const head = await fetch(`http://${host}:${port}/metrics`, { method: "HEAD" });
+  expect(head.status).toBe(200);
+  expect(head.headers.get("content-type")).toBe(get.headers.get("content-type"));
+  expect(Number(head.headers.get("content-length"))).toBeGreaterThan(0);
+  expect(await head.text()).toBe("");
+});
+
+test("other methods on /metrics get 405 with Allow", async () => {
+  const { host, port } = server.server.metricsAddress!;
+  for (const method of ["POST", "PUT", "DELETE", "OPTIONS"]) {
+    const response = await fetch(`http://${host}:${port}/metrics`, { method });
+    expect(response.status, method).toBe(405);
+    expect(response.headers.get("allow"), method).toBe("GET, HEAD");
+  }
+});

@@ -14,8 +14,12 @@ export default definePlugin({
     context.registerRoute("unicode");
     return {
       mail: () => ok({ message: "Absender in Ordnung \\u{1F600}" }),
-      rcpt: ({ address }) =>
-        address.local === "bob" ? ok({ route: "unicode" }) : deny({ message: "nö wäy\\nzweite Zeile: ß" }),
+      auth: () => deny({ message: "a".repeat(600) + "\\n" + "b" }),
+      rcpt: ({ address }) => {
+        if (address.local === "bob") return ok({ route: "unicode" });
+        if (address.local === "long") return deny({ message: "x".repeat(600) + "\\n" + "y".repeat(600) });
+        return deny({ message: "nö wäy\\nzweite Zeile: ß" });
+      },
     };
   },
 });
@@ -31,7 +35,7 @@ beforeEach(async () => {
   const capture = captureLogs("info");
   logs = capture.records;
   server = await startTestServer(
-    { server: { hostname: "mx.test" }, plugins: [{ use: "./unicode-replies.ts" }] },
+    { server: { hostname: "mx.test", allowInsecureAuth: true }, plugins: [{ use: "./unicode-replies.ts" }] },
     { dir, logger: capture.logger },
   );
 });
@@ -50,6 +54,29 @@ test("plugin reply text is sent as US-ASCII", async () => {
 
   const rcpt = await client.command("RCPT TO:<alice@local.test>");
   expect(rcpt.raw).toBe("550-5.7.1 n? w?y\n550 5.7.1 zweite Zeile: ?");
+  client.close();
+});
+
+test("long reply lines are cut to 512 octets", async () => {
+  const client = await server.connect();
+  await client.command("EHLO client.test");
+  await client.command("MAIL FROM:<a@sender.test>");
+  const reply = await client.command("RCPT TO:<long@local.test>");
+  // 510 octets and CRLF per line: "550-5.7.1 " or "550 5.7.1 " leaves 500 for the text.
+  const lines = reply.raw.split("\n");
+  expect(lines).toEqual([`550-5.7.1 ${"x".repeat(500)}`, `550 5.7.1 ${"y".repeat(500)}`]);
+  // The connection goes on after the cut lines.
+  expect((await client.command("NOOP")).code).toBe(250);
+  client.close();
+});
+
+test("AUTH failure text is one cut line", async () => {
+  const client = await server.connect();
+  await client.command("EHLO client.test");
+  const reply = await client.command(`AUTH PLAIN ${Buffer.from("\0user\0secret").toString("base64")}`);
+  // smtp-server writes this reply itself as one line, so the line break becomes a space.
+  expect(reply.raw).toBe(`535 5.7.8 ${"a".repeat(500)}`);
+  expect((await client.command("NOOP")).code).toBe(250);
   client.close();
 });
 

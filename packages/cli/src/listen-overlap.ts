@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import { ConfigError, parseHostPort, repeatedListenAddresses, type LoadedConfig } from "@mailroom/core";
+import { ConfigError, metricsTarget, parseHostPort, repeatedListenAddresses, type LoadedConfig } from "@mailroom/core";
 import { UsageError } from "./report.js";
 
 interface Bind {
@@ -102,19 +102,72 @@ export function findListenOptionProblems(addresses: readonly string[], platform 
   return [...repeated, ...overlaps];
 }
 
+/** Formats a host and port as `host:port`, with an IPv6 host in brackets. */
+function joinHostPort(target: { host: string; port: number }): string {
+  return isIP(target.host) === 6 ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
+}
+
+/**
+ * Lists the metrics addresses that an SMTP listener takes too, so that
+ * `start` would fail with EADDRINUSE: the same address in any spelling on
+ * every system, and on Linux a wildcard overlap as findListenOverlaps finds
+ * it. With `server.workers` the worker in slot i serves metrics on the
+ * configured port plus i - 1, so every worker's port is checked. `listen`
+ * is the `--listen` values, which replace `server.listen` when given.
+ */
+export function findMetricsClashes(loaded: LoadedConfig, listen?: readonly string[], platform = process.platform): string[] {
+  const { metrics, workers } = loaded.config.server;
+  if (!metrics) return [];
+  const listeners = listen
+    ? listen.map((address) => ({ address, name: `--listen ${address}` }))
+    : loaded.config.server.listen.map((entry, index) => ({ address: entry.address, name: `listen[${index}] ${entry.address}` }));
+  const line = loaded.lineOf(["server", "metrics", "listen"]);
+  const prefix = `${loaded.file}${line ? `:${line}` : ""}: server.metrics.listen: `;
+  const problems: string[] = [];
+  for (let slot = 1; slot <= workers; slot++) {
+    let address: string;
+    try {
+      address = joinHostPort(metricsTarget(metrics.listen, slot - 1));
+    } catch {
+      // A port past 65535; the worker fails to serve metrics with its own message.
+      continue;
+    }
+    const subject =
+      slot === 1 ? address : `the worker in slot ${slot} serves metrics on ${address} (the port of server.metrics.listen + ${slot - 1}), which`;
+    for (const listener of listeners) {
+      let clash: string | undefined;
+      if (repeatedListenAddresses([listener.address, address]).length > 0) {
+        clash = `${subject} is also the address of the SMTP listener ${listener.name}`;
+      } else {
+        const [overlap] = findOverlaps([listener.address, address], platform);
+        if (overlap) {
+          clash =
+            `${subject} overlaps the SMTP listener ${listener.name}, ` +
+            `because on Linux ${overlap.wildcard.address} takes port ${overlap.bind.port} on ${overlap.reach}`;
+        }
+      }
+      if (clash) problems.push(`${prefix}${clash}; start would fail with EADDRINUSE, so give the metrics server a port that no listener uses`);
+    }
+  }
+  return problems;
+}
+
 /**
  * Fails before any plugin starts on listen addresses that cannot be bound
  * together: `--listen` values given twice or overlapping (a usage error),
  * or without `--listen`, on Linux, `server.listen` entries that overlap (a
  * config error). The config schema already rejects a `server.listen` entry
- * given twice.
+ * given twice. A metrics address that an SMTP listener takes too is the
+ * same kind of error as the listener's: a usage error for `--listen`, else
+ * a config error.
  */
 export function checkListenAddresses(loaded: LoadedConfig, listen?: readonly string[]): void {
+  const clashes = findMetricsClashes(loaded, listen);
   if (listen) {
-    const problems = findListenOptionProblems(listen);
+    const problems = [...findListenOptionProblems(listen), ...clashes];
     if (problems.length > 0) throw new UsageError(problems.join("\n"));
     return;
   }
-  const overlaps = findListenOverlaps(loaded);
-  if (overlaps.length > 0) throw new ConfigError(overlaps.join("\n"));
+  const problems = [...findListenOverlaps(loaded), ...clashes];
+  if (problems.length > 0) throw new ConfigError(problems.join("\n"));
 }

@@ -31,5 +31,6 @@ export { loadTlsFiles, type CertificateFiles, type TlsFiles } from "./config/tls
 export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";
+export { metricsTarget } from "./metrics.js";
 export { describeError, errorCode, errorJsonReplacer, logSerializers } from "./logging.js";
 export { readNearestPackageJson, type NearestPackageJson } from "./package-json.js";

@@ -297,7 +297,9 @@ export function metricsTarget(listen: string, portOffset: number): { host: strin
 }
 
 /**
- * Serves `GET /metrics` on `host:port`; resolves with the bound address.
+ * Serves `GET /metrics` and `HEAD /metrics` on `host:port`, and resolves
+ * with the bound address. Other methods on /metrics get 405 with an Allow
+ * header, other paths 404.
  * The socket is bound with `exclusive`, so in a node:cluster worker it is the
  * worker's own instead of one shared through the primary, and each scrape
  * reaches the process whose counts it reports.
@@ -308,13 +310,24 @@ export async function serveMetrics(
   logger: Logger,
 ): Promise<{ server: http.Server; address: AddressInfo }> {
   const server = http.createServer((request, response) => {
-    if (request.method !== "GET" || request.url?.split("?")[0] !== "/metrics") {
+    if (request.url?.split("?")[0] !== "/metrics") {
       response.writeHead(404, { "content-type": "text/plain" }).end("Not found: metrics are at /metrics\n");
       return;
     }
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      response
+        .writeHead(405, { "content-type": "text/plain", allow: "GET, HEAD" })
+        .end(`Method ${request.method} not allowed: use GET or HEAD\n`);
+      return;
+    }
+    // HEAD collects the metrics too, so its Content-Length is the one GET would send.
     metrics.registry
       .metrics()
-      .then((text) => response.writeHead(200, { "content-type": metrics.registry.contentType }).end(text))
+      .then((text) =>
+        response
+          .writeHead(200, { "content-type": metrics.registry.contentType, "content-length": Buffer.byteLength(text) })
+          .end(request.method === "HEAD" ? undefined : text),
+      )
       .catch((error: unknown) => {
         logger.error({ err: error }, "metrics collection failed");
         response.writeHead(500, { "content-type": "text/plain" }).end("metrics collection failed\n");

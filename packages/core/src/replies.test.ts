@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { deny, denyDisconnect, denySoft, denySoftDisconnect, ok } from "./answers.js";
 import type { SessionHookName } from "./hooks.js";
-import { asciiReplyText, formatReply, replyFor, replyForOutcome } from "./replies.js";
+import { asciiReplyText, formatReply, oneLineReplyText, replacedCodes, replyFor, replyForOutcome } from "./replies.js";
 
 type Row = [SessionHookName, ReturnType<typeof ok> | undefined | "ERROR", string | null, boolean?];
 
@@ -141,5 +141,72 @@ describe("asciiReplyText", () => {
 
   test("replaces each code point outside US-ASCII", () => {
     expect(asciiReplyText("\u00fc\u{1F600}\u4e2d")).toBe("???");
+  });
+});
+
+describe("replacedCodes", () => {
+  test("code outside the verdict's class", () => {
+    expect(replacedCodes("rcpt", deny({ code: 450 }))).toEqual({
+      reason: "reply code 450 does not fit verdict DENY, which takes 5xx",
+      usedCode: 550,
+      usedEnhanced: "5.7.1",
+    });
+  });
+
+  test("code that is no reply code", () => {
+    const replaced = replacedCodes("mail", denySoft({ code: 99 }));
+    expect(replaced?.reason).toBe("reply code 99 is invalid (expected an integer from 200 to 599)");
+    expect(replaced?.usedCode).toBe(450);
+  });
+
+  test("enhanced code with invalid syntax", () => {
+    const replaced = replacedCodes("rcpt", deny({ code: 550, enhanced: "5.1" }));
+    expect(replaced?.reason).toBe('enhanced status code "5.1" is invalid (expected class.subject.detail, for example 5.7.1)');
+    expect(replaced?.usedCode).toBe(550);
+    expect(replaced?.usedEnhanced).toBe("5.7.1");
+  });
+
+  test("enhanced code of another class", () => {
+    const replaced = replacedCodes("rcpt", denySoft({ enhanced: "5.7.1" }));
+    expect(replaced?.reason).toBe("enhanced status code 5.7.1 does not match reply code 450");
+    expect(replaced?.usedEnhanced).toBe("4.7.1");
+  });
+
+  test("both codes replaced", () => {
+    const replaced = replacedCodes("data", deny({ code: 451, enhanced: "4.7.1" }));
+    expect(replaced?.reason).toBe(
+      "reply code 451 does not fit verdict DENY, which takes 5xx, and enhanced status code 4.7.1 does not match reply code 554",
+    );
+  });
+
+  test("fitting codes and no codes", () => {
+    expect(replacedCodes("rcpt", deny({ code: 553, enhanced: "5.1.3" }))).toBeUndefined();
+    expect(replacedCodes("rcpt", deny({ code: 553 }))).toBeUndefined();
+    expect(replacedCodes("rcpt", deny({ message: "no" }))).toBeUndefined();
+  });
+
+  test("hooks that send no reply for the answer", () => {
+    expect(replacedCodes("data", ok({ code: 550 }))).toBeUndefined();
+    expect(replacedCodes("deliver", deny({ code: 250 }))).toBeUndefined();
+  });
+
+  test("enhanced code at HELO is not reported", () => {
+    expect(replacedCodes("helo", deny({ code: 550, enhanced: "5.7.1" }))).toBeUndefined();
+    expect(replacedCodes("helo", deny({ code: 450 }))?.usedCode).toBe(550);
+  });
+});
+
+describe("oneLineReplyText", () => {
+  test("joins lines with a space", () => {
+    expect(oneLineReplyText(535, "5.7.8", "one\ntwo\r\nthree")).toBe("one two three");
+  });
+
+  test("cuts the text to fit the line", () => {
+    expect(oneLineReplyText(535, "5.7.8", "x".repeat(600))).toBe("x".repeat(500));
+    expect(oneLineReplyText(535, undefined, "x".repeat(600))).toBe("x".repeat(506));
+  });
+
+  test("replaces characters outside US-ASCII", () => {
+    expect(oneLineReplyText(454, "4.7.0", "später")).toBe("sp?ter");
   });
 });

@@ -1,5 +1,5 @@
 import type { Answer, Verdict } from "./answers.js";
-import type { SessionHookName } from "./hooks.js";
+import type { HookName, SessionHookName } from "./hooks.js";
 import type { HookOutcome } from "./plugins/runner.js";
 import { isAsciiText } from "./smtp/domain.js";
 
@@ -167,15 +167,65 @@ const CODE_CLASSES: Record<Outcome, number[]> = {
   ERROR: [4],
 };
 
-function codeFitsVerdict(code: number | undefined, outcome: Outcome): boolean {
-  if (code === undefined || !Number.isInteger(code) || code < 200 || code > 599) return false;
-  return CODE_CLASSES[outcome].includes(Math.floor(code / 100));
+function isReplyCode(code: number | undefined): code is number {
+  return code !== undefined && Number.isInteger(code) && code >= 200 && code <= 599;
 }
+
+function codeFitsVerdict(code: number | undefined, outcome: Outcome): boolean {
+  return isReplyCode(code) && CODE_CLASSES[outcome].includes(Math.floor(code / 100));
+}
+
+/** RFC 3463 syntax: class 2, 4 or 5, then subject and detail of up to three digits each. */
+const ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3}$/;
 
 /** Checks for an RFC 3463 code whose class is the reply code's first digit. */
 function enhancedFits(enhanced: string | undefined, code: number): boolean {
-  if (enhanced === undefined || !/^[245]\.\d{1,3}\.\d{1,3}$/.test(enhanced)) return false;
+  if (enhanced === undefined || !ENHANCED_CODE.test(enhanced)) return false;
   return enhanced[0] === String(code)[0];
+}
+
+/** The codes a reply uses in place of some that a plugin's answer set, and why. */
+export interface ReplacedCodes {
+  /** The problem with the answer's codes, as a sentence fragment for a log line. */
+  reason: string;
+  usedCode: number;
+  usedEnhanced: string | undefined;
+}
+
+/**
+ * Compares the code and enhanced code of a plugin's answer with the reply
+ * that replyFor makes of it. Returns undefined when the reply uses every
+ * code that the answer set, when the answer set none, or when the hook
+ * sends no SMTP reply for it (OK at data, every outbound hook). HELO and
+ * EHLO replies never carry an enhanced code, so one set there is not
+ * reported.
+ */
+export function replacedCodes(hook: HookName, answer: Answer): ReplacedCodes | undefined {
+  const { code, enhanced, verdict } = answer;
+  if (code === undefined && enhanced === undefined) return undefined;
+  if (!Object.hasOwn(TABLE, hook)) return undefined;
+  const reply = replyFor(hook as SessionHookName, answer);
+  if (!reply) return undefined;
+
+  const reasons: string[] = [];
+  if (code !== undefined && code !== reply.code) {
+    const classes = CODE_CLASSES[verdict].map((digit) => `${digit}xx`).join(" or ");
+    reasons.push(
+      isReplyCode(code)
+        ? `reply code ${code} does not fit verdict ${verdict}, which takes ${classes}`
+        : `reply code ${JSON.stringify(code)} is invalid (expected an integer from 200 to 599)`,
+    );
+  }
+  const sendsEnhanced = hook !== "helo" && hook !== "ehlo";
+  if (sendsEnhanced && enhanced !== undefined && enhanced !== reply.enhanced) {
+    reasons.push(
+      typeof enhanced === "string" && ENHANCED_CODE.test(enhanced)
+        ? `enhanced status code ${enhanced} does not match reply code ${reply.code}`
+        : `enhanced status code ${JSON.stringify(enhanced)} is invalid (expected class.subject.detail, for example 5.7.1)`,
+    );
+  }
+  if (reasons.length === 0) return undefined;
+  return { reason: reasons.join(", and "), usedCode: reply.code, usedEnhanced: reply.enhanced };
 }
 
 /** Uses the default enhanced code only when its class matches the reply code. */
@@ -204,6 +254,18 @@ export function formatReply(reply: { code: number; enhanced?: string; message: s
       return truncate(`${reply.code}${separator}${enhanced}${text}`.trimEnd());
     })
     .join("\r\n");
+}
+
+/**
+ * Returns `message` as the text of a one-line reply, the way formatReply
+ * would send it. Line breaks and other control characters become spaces,
+ * characters outside US-ASCII become "?", and the text is cut so that the
+ * line with its code and enhanced code fits MAX_REPLY_LINE. It serves the
+ * replies that smtp-server writes itself, which it neither splits nor cuts.
+ */
+export function oneLineReplyText(code: number, enhanced: string | undefined, message: string): string {
+  const line = formatReply({ code, ...(enhanced ? { enhanced } : {}), message: message.replace(/\r?\n/g, " ") });
+  return line.slice(`${code} ${enhanced ? `${enhanced} ` : ""}`.length);
 }
 
 /** A character that RFC 5321 section 4.2 does not allow in reply text, which is US-ASCII. */

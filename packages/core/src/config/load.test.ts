@@ -135,7 +135,23 @@ describe("parseConfig", () => {
   });
 
   test("broken YAML names the line", () => {
-    expect(() => parseConfig("server:\n  hostname: [\n", "f.yaml")).toThrow(/^f\.yaml:\d+: invalid YAML/);
+    expect(() => parseConfig("server:\n  hostname: [\n", "f.yaml")).toThrow(/^f\.yaml:\d+:\d+: invalid YAML/);
+  });
+
+  test.each([
+    ["server:\n\thostname: x\n", 'f.yaml:2:1: invalid YAML: Tabs are not allowed as indentation. Line 2 is "\\thostname: x"'],
+    ["a: b: c\n", 'f.yaml:1:4: invalid YAML: Nested mappings are not allowed in compact mappings. Line 1 is "a: b: c"'],
+    ["server:\n  hostname: x\nserver: {}\n", 'f.yaml:3:1: invalid YAML: Map keys must be unique. Line 3 is "server: {}"'],
+    ['server:\n  listen: ["127.0.0.1:25"\n', "f.yaml:3:1: invalid YAML: Flow sequence in block collection must be sufficiently indented and end with a ] (at the end of the file)"],
+  ])("YAML error in %j gives position and reason", (text, message) => {
+    let thrown: unknown;
+    try {
+      parseConfig(text, "f.yaml");
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(ConfigError);
+    expect((thrown as Error).message).toBe(message);
   });
 
   test("relative TLS paths resolve against the config folder", () => {

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { isNode, LineCounter, parseDocument, type Document } from "yaml";
+import { isNode, LineCounter, parseDocument, type Document, type YAMLError } from "yaml";
 import type { z } from "zod";
 import { configSchema, type MailroomConfig } from "./schema.js";
 
@@ -73,14 +73,31 @@ function resolvePaths(config: MailroomConfig, dir: string): MailroomConfig {
   return config;
 }
 
+/**
+ * Formats a YAML syntax error as `file:line:column: invalid YAML: reason`,
+ * followed by the text of that line as a JSON string, which shows a tab (a
+ * common cause) as \t. An error at the end of the file says so instead.
+ */
+function yamlErrorMessage(error: YAMLError, text: string, file: string, counter: LineCounter): string {
+  const reason = error.message.trim().replace(/\.$/, "");
+  const offset = error.pos?.[0];
+  if (offset === undefined) return `${file}: invalid YAML: ${reason}`;
+  const { line, col } = counter.linePos(offset);
+  const source = text.split(/\r?\n/)[line - 1] ?? "";
+  let context = "";
+  if (text.slice(offset).trim() === "") context = " (at the end of the file)";
+  else if (source.trim() !== "") context = `. Line ${line} is ${JSON.stringify(source)}`;
+  return `${file}:${line}:${col}: invalid YAML: ${reason}${context}`;
+}
+
 /** Parses and validates config text; `file` is used in messages and for relative paths. */
 export function parseConfig(text: string, file = "<inline>", dir = process.cwd()): LoadedConfig {
   const counter = new LineCounter();
-  const document = parseDocument(text, { lineCounter: counter, prettyErrors: true });
+  // Without prettyErrors the yaml package keeps the message to the reason,
+  // and yamlErrorMessage adds the position and the line's text itself.
+  const document = parseDocument(text, { lineCounter: counter, prettyErrors: false });
   if (document.errors.length > 0) {
-    const first = document.errors[0]!;
-    const line = first.linePos?.[0]?.line;
-    throw new ConfigError(`${file}${line ? `:${line}` : ""}: invalid YAML: ${first.message.split("\n")[0]}`);
+    throw new ConfigError(yamlErrorMessage(document.errors[0]!, text, file, counter));
   }
 
   const lineOf = lineFinder(document, counter);

@@ -77,6 +77,44 @@ describe("HookRunner", () => {
     expect(logged[0]).toMatchObject({ plugin: "strict", hook: "vrfy", message: "nö wäy" });
   });
 
+  test("replaced answer codes are logged once at warn", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const capture = pino({ level: "debug" }, {
+      write(line: string) {
+        lines.push(JSON.parse(line));
+      },
+    });
+    const runner = new HookRunner([plugin("odd", { vrfy: () => deny({ code: 450 }) })], 1000);
+
+    const outcome = await runner.run("vrfy", args, capture);
+    await runner.run("vrfy", args, capture);
+
+    // The answer stays as the plugin gave it; replyFor applies the defaults.
+    expect(outcome).toMatchObject({ kind: "answer", answer: { verdict: "DENY", code: 450 } });
+    const logged = lines.filter((line) => line.msg === "plugin answer code replaced in the reply");
+    expect(logged.map((line) => line.level)).toEqual([40, 20]);
+    expect(logged[0]).toMatchObject({ plugin: "odd", hook: "vrfy", verdict: "DENY", givenCode: 450, usedCode: 550, usedEnhanced: "5.1.1" });
+    expect(logged[0]!.reason).toBe("reply code 450 does not fit verdict DENY, which takes 5xx");
+  });
+
+  test("warnings for replaced codes are bounded", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const capture = pino({ level: "debug" }, {
+      write(line: string) {
+        lines.push(JSON.parse(line));
+      },
+    });
+    let count = 0;
+    const runner = new HookRunner([plugin("odd", { vrfy: () => deny({ enhanced: `x${count++}` }) })], 1000);
+
+    for (let i = 0; i < 1005; i++) await runner.run("vrfy", args, capture);
+
+    const levels = lines.filter((line) => line.msg === "plugin answer code replaced in the reply").map((line) => line.level);
+    expect(levels).toHaveLength(1005);
+    expect(levels.filter((level) => level === 40)).toHaveLength(1000);
+    expect(levels.slice(1000)).toEqual([20, 20, 20, 20, 20]);
+  });
+
   test("ASCII reply text keeps the plugin's answer object", async () => {
     const answer = deny({ message: "plain" });
     const runner = new HookRunner([plugin("plain", { vrfy: () => answer })], 1000);

@@ -1,6 +1,6 @@
 import type { LevelWithSilent, Logger } from "pino";
 import { isAnswer, type Answer } from "../answers.js";
-import { asciiReplyText, hasNonAsciiText } from "../replies.js";
+import { asciiReplyText, hasNonAsciiText, replacedCodes } from "../replies.js";
 import type { HookArgs, HookHandler, HookName } from "../hooks.js";
 import type { PluginHooks } from "./plugin.js";
 
@@ -50,6 +50,8 @@ export class HookRunner {
   private readonly handlers = new Map<HookName, LoadedPlugin[]>();
   /** Plugin and hook pairs whose non-ASCII reply text was already logged at warn. */
   private readonly warnedNonAscii = new Set<string>();
+  /** Plugin, hook and answer code combinations whose replacement was already logged at warn. */
+  private readonly warnedCodes = new Set<string>();
   /** The first route of each plugin that registered one, by plugin name, filled on first use. */
   private readonly firstRoutes = new Map<string, string>();
 
@@ -147,7 +149,10 @@ export class HookRunner {
       // before the timer can fire, so its late answer counts as a timeout too.
       if (elapsed > this.timeout) throw new HookTimeoutError(plugin.name, hook, this.timeout);
       outcome = toOutcome(ended.result, plugin.name, hook);
-      if (outcome.kind === "answer") outcome = this.asciiMessage(outcome, hook, logger);
+      if (outcome.kind === "answer") {
+        outcome = this.asciiMessage(outcome, hook, logger);
+        this.checkCodes(outcome.answer, outcome.plugin, hook, logger);
+      }
     } catch (error) {
       loggerOf(logger).error({ err: error, plugin: plugin.name, hook }, "hook failed");
       outcome = { kind: "error", plugin: plugin.name, error };
@@ -177,7 +182,7 @@ export class HookRunner {
     outcome: { kind: "answer"; answer: Answer; plugin: string },
     hook: HookName,
     logger: LogTarget,
-  ): HookOutcome {
+  ): { kind: "answer"; answer: Answer; plugin: string } {
     const message = outcome.answer.message;
     if (typeof message !== "string" || !hasNonAsciiText(message)) return outcome;
     const key = `${outcome.plugin}\0${hook}`;
@@ -191,6 +196,38 @@ export class HookRunner {
     }
     const answer = Object.freeze({ ...outcome.answer, message: asciiReplyText(message) });
     return { kind: "answer", answer, plugin: outcome.plugin };
+  }
+
+  /**
+   * Logs an answer whose code or enhanced code its reply does not use,
+   * because the code does not fit the verdict or is invalid. The first time
+   * for each plugin, hook and pair of codes goes to warn and repeats go to
+   * debug, so a busy server does not flood its log.
+   */
+  private checkCodes(answer: Answer, plugin: string, hook: HookName, logger: LogTarget): void {
+    if (answer.code === undefined && answer.enhanced === undefined) return;
+    const replaced = replacedCodes(hook, answer);
+    if (!replaced) return;
+    const key = `${plugin}\0${hook}\0${String(answer.code)}\0${String(answer.enhanced)}`;
+    let level: "warn" | "debug" = "debug";
+    if (!this.warnedCodes.has(key) && this.warnedCodes.size < MAX_WARNED_CODES) {
+      this.warnedCodes.add(key);
+      level = "warn";
+    }
+    if (!logs(logger, level)) return;
+    loggerOf(logger)[level](
+      {
+        plugin,
+        hook,
+        verdict: answer.verdict,
+        givenCode: answer.code,
+        givenEnhanced: answer.enhanced,
+        usedCode: replaced.usedCode,
+        usedEnhanced: replaced.usedEnhanced,
+        reason: replaced.reason,
+      },
+      "plugin answer code replaced in the reply",
+    );
   }
 
   /** Waits for a handler's promise, or rejects with a HookTimeoutError at the deadline. */
@@ -246,6 +283,13 @@ export class HookRunner {
 }
 
 const CONT_OUTCOME: HookOutcome = Object.freeze({ kind: "cont" });
+
+/**
+ * How many distinct replaced codes a runner logs at warn; past it, every
+ * replacement goes to debug. It bounds the memory of a plugin that makes up
+ * a new invalid code for each answer.
+ */
+const MAX_WARNED_CODES = 1000;
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null | undefined)?.then === "function";

@@ -96,7 +96,7 @@ describe("the installed smtp-server", () => {
 
   test.each([
     ["SMTPConnection", SMTPConnection.prototype, ["init", "_setListeners", "_createParser", "_onCommand", "_onClose", "_onTimeout", "_armTimeout", "_resetSession", "_getEnhancedStatusCode", "send", "close", "upgrade"]],
-    ["SMTPStream", SMTPStream.prototype, ["_write", "_feedDataStream", "startDataMode", "continue", "_flushData"]],
+    ["SMTPStream", SMTPStream.prototype, ["_write", "_flushData"]],
     ["SASL", SASL, ["SASL_PLAIN", "SASL_LOGIN"]],
     ["SMTPServer", SMTPServer.prototype, ["connect", "listen", "close", "updateSecureContext", "_handleProxy", "_expectsProxyHeader"]],
   ])("%s has the methods the adapter calls or overrides", (_owner, target, methods) => {
@@ -274,49 +274,6 @@ describe("SMTPConnection behaves as the adapter assumes", () => {
 });
 
 describe("SMTPStream behaves as the adapter assumes", () => {
-  /** A stream that, like the adapter's reader, sends data-mode bytes to _feedDataStream. */
-  function reader() {
-    const commands: string[] = [];
-    const stream: Loose = new SMTPStream({});
-    stream._write = function (chunk: Buffer, _encoding: unknown, next: () => void) {
-      if (this._dataMode) return this._feedDataStream(chunk, next);
-      commands.push(chunk.toString("latin1"));
-      next();
-    };
-    return { stream, commands };
-  }
-
-  async function collect(data: PassThrough): Promise<string> {
-    const parts: Buffer[] = [];
-    for await (const part of data) parts.push(part as Buffer);
-    return Buffer.concat(parts).toString("latin1");
-  }
-
-  test("startDataMode returns the message stream; only CRLF.CRLF ends it, dots are unstuffed", async () => {
-    const { stream } = reader();
-    const data = stream.startDataMode(Infinity);
-    expect(stream._dataMode).toBe(true);
-    const body = collect(data);
-    stream.write(Buffer.from("a\n.\nb\r.\r\n..c\r\n.", "latin1"));
-    stream.write(Buffer.from("\r\n", "latin1"));
-    // The CRLF before the final dot belongs to the message.
-    expect(await body).toBe("a\n.\nb\r.\r\n.c\r\n");
-    expect(stream._dataMode).toBe(false);
-  });
-
-  test("bytes after the final dot wait for continue() and then go to _write", async () => {
-    const { stream, commands } = reader();
-    const data = stream.startDataMode(Infinity);
-    const body = collect(data);
-    stream.write(Buffer.from("x\r\n.\r\nNOOP\r\n", "latin1"));
-    expect(await body).toBe("x\r\n");
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(commands).toEqual([]);
-    stream.continue();
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(commands).toEqual(["NOOP\r\n"]);
-  });
-
   test("_flushData runs at stream end", () => {
     const stream: Loose = new SMTPStream({});
     let flushed = false;

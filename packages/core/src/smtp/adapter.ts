@@ -1,15 +1,18 @@
 /**
  * The only module that touches smtp-server's internals. smtp-server keeps the
- * socket, TLS (implicit and STARTTLS), the SASL exchanges and dot-unstuffing
- * of DATA. This module replaces its command reader and dispatcher: lines end
- * only at CRLF, over-long lines get a reply instead of a dropped connection,
- * and every command goes to a SessionDriver.
+ * socket, TLS (implicit and STARTTLS) and the SASL exchanges. This module
+ * replaces its command reader and dispatcher: lines end only at CRLF,
+ * over-long lines get a reply instead of a dropped connection, and every
+ * command goes to a SessionDriver. It replaces the DATA reader too, because
+ * smtp-server 3.21.6 removes a line's leading dot only when a second dot
+ * follows. A line `.x` from a client that did not dot-stuff kept its dot
+ * there, and DataDecoder removes it as RFC 5321 section 4.5.2 requires.
  *
  * It relies on these smtp-server 3.21 members, all checked by adapter.test.ts:
  * SMTPConnection#_setListeners, #_createParser, #_onCommand, #_onClose,
  * #_onTimeout, #_armTimeout (called with the TLS socket during STARTTLS), #_dataStream, #_nextHandler, #_upgrading, #_handlerPending, #_parser, #_ready,
- * #_resetSession, #_getEnhancedStatusCode, #send, #close, #upgrade; SMTPStream#_feedDataStream,
- * #_dataMode, #startDataMode, #continue, #isClosed; the SASL table's
+ * #_resetSession, #_getEnhancedStatusCode, #send, #close, #upgrade; SMTPStream#_dataMode,
+ * #isClosed, #_flushData; the SASL table's
  * SASL_PLAIN and SASL_LOGIN; SMTPServer#connect, #_handleProxy,
  * #_expectsProxyHeader and options.onAuth/onSecure.
  *
@@ -19,11 +22,12 @@
  * "* BAD" line.
  */
 import type { Socket } from "node:net";
-import type { Readable } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
-import { formatReply } from "../replies.js";
+import { formatReply, oneLineReplyText } from "../replies.js";
 import { newId } from "../session-state.js";
+import { DataDecoder } from "./data-decoder.js";
 import { PROXY_HEADER_TIMEOUT_MS, readProxyHeader, type ProxiedAddress, type ProxyHeaderFailure } from "./proxy-header.js";
 import SASL from "smtp-server/lib/sasl.js";
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
@@ -134,8 +138,9 @@ const CR = 0x0d;
 
 /**
  * Reads command lines that end in LF, marks the ones without CR, and bounds
- * the buffer. In DATA mode it hands bytes to smtp-server's own DATA parser,
- * which ends the message only at CRLF.CRLF.
+ * the buffer. In DATA mode it decodes the message with a DataDecoder, which
+ * ends it only at CRLF.CRLF, and keeps the bytes after the final dot until
+ * resumeCommands().
  */
 class CommandReader extends SMTPStream {
   private buffer: Buffer = Buffer.alloc(0);
@@ -154,6 +159,14 @@ class CommandReader extends SMTPStream {
   onEndOfInput: () => void = () => {};
   /** Octets of the chunk that _write is handling, which writableLength still counts. */
   private chunkInProgress = 0;
+  /** The message stream of the DATA command being read; null outside DATA. */
+  private message: PassThrough | null = null;
+  private decoder: DataDecoder | null = null;
+  /**
+   * Resumes command reading after the final dot: a function once the data
+   * ended, or true when resumeCommands() came first.
+   */
+  private resumeAfterData: (() => void) | boolean = false;
 
   constructor(
     /** Maximum command line length kept in memory; set from the listener options. */
@@ -184,10 +197,7 @@ class CommandReader extends SMTPStream {
       done(error);
     };
     if (this.isClosed) return next();
-    if (this._dataMode) {
-      (this as unknown as FeedData)._feedDataStream(chunk, next);
-      return;
-    }
+    if (this._dataMode) return this.feedData(chunk, next);
     this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
     this.readLines(next);
   }
@@ -202,8 +212,7 @@ class CommandReader extends SMTPStream {
         const rest = this.buffer;
         this.buffer = Buffer.alloc(0);
         if (rest.length === 0) return next();
-        (this as unknown as FeedData)._feedDataStream(rest, next);
-        return;
+        return this.feedData(rest, next);
       }
 
       const end = this.buffer.indexOf(LF);
@@ -256,6 +265,68 @@ class CommandReader extends SMTPStream {
     }
   }
 
+  /** Switches to DATA mode and returns the stream of the dot-unstuffed message. */
+  readMessage(): Readable {
+    this._dataMode = true;
+    this.decoder = new DataDecoder();
+    this.message = new PassThrough();
+    this.resumeAfterData = false;
+    return this.message;
+  }
+
+  /** Reads the commands after the final dot; call it once the reply to DATA was sent. */
+  resumeCommands(): void {
+    const resume = this.resumeAfterData;
+    if (typeof resume === "function") {
+      this.resumeAfterData = false;
+      resume();
+    } else {
+      // The data has not ended yet, which happens when the engine gave up on
+      // the message early; reading goes on once the final dot arrives.
+      this.resumeAfterData = true;
+    }
+  }
+
+  private feedData(chunk: Buffer, next: (error?: Error | null) => void): void {
+    const message = this.message!;
+    const { parts, rest } = this.decoder!.push(chunk);
+    let drained = true;
+    for (const part of parts) {
+      // After the engine destroyed the stream, the rest of the message is read and dropped.
+      if (message.writable) drained = message.write(part);
+    }
+
+    if (rest === undefined) {
+      if (drained || !message.writable) return next();
+      // A stream that is destroyed while full never drains, it only closes.
+      const onDrain = () => {
+        message.off("drain", onDrain);
+        message.off("close", onDrain);
+        next();
+      };
+      message.once("drain", onDrain);
+      message.once("close", onDrain);
+      return;
+    }
+
+    this._dataMode = false;
+    this.message = null;
+    this.decoder = null;
+    if (message.writable) message.end();
+    // Commands pipelined after the final dot wait for the reply to the
+    // message; holding `next` keeps the socket's further bytes waiting too.
+    const resume = () => {
+      this.buffer = rest;
+      this.readLines(next);
+    };
+    if (this.resumeAfterData === true) {
+      this.resumeAfterData = false;
+      resume();
+    } else {
+      this.resumeAfterData = resume;
+    }
+  }
+
   override _flushData(): void {
     // A partial line at end of input is never a command.
   }
@@ -266,10 +337,6 @@ class CommandReader extends SMTPStream {
     this.onInputEnd();
     callback();
   }
-}
-
-interface FeedData {
-  _feedDataStream(chunk: Buffer, done: (error?: Error | null) => void): void;
 }
 
 /** smtp-server's connection with the command path replaced. */
@@ -564,7 +631,7 @@ function makeWire(connection: AdaptedConnection): Wire {
     startData() {
       const parser = self._parser;
       if (!parser) throw new Error("connection closed before DATA");
-      const stream = parser.startDataMode(Infinity) as unknown as Readable;
+      const stream = parser.readMessage();
       // smtp-server's close handler destroys this stream when the client goes
       // away mid-message, so the reader of the message never waits forever.
       self._dataStream = stream;
@@ -575,7 +642,7 @@ function makeWire(connection: AdaptedConnection): Wire {
     endData() {
       self._dataStream = null;
       const parser = self._parser;
-      if (parser) parser.continue();
+      if (parser) parser.resumeCommands();
     },
     startTls() {
       connection.send(220, "2.0.0 Ready to start TLS", false);
@@ -670,11 +737,14 @@ export function createListener(options: ListenerOptions): SMTPServer {
       const connection = connections.get(session.id);
       if (!connection) return callback(new Error("connection closed"));
       const fail = (result: AuthResult) => {
-        const error = Object.assign(new Error(result.message ?? "Authentication credentials invalid"), {
-          responseCode: result.code ?? 535,
-        });
+        const code = result.code ?? 535;
         // smtp-server sends the failure reply synchronously inside the callback.
         connection.pendingEnhanced = result.enhanced;
+        // smtp-server 3.21.6 writes err.message as one line without a length
+        // limit, so the text is cut here to the limit that formatReply applies.
+        const enhanced = connection._getEnhancedStatusCode(code);
+        const message = oneLineReplyText(code, enhanced || undefined, result.message ?? "Authentication credentials invalid");
+        const error = Object.assign(new Error(message), { responseCode: code });
         try {
           callback(error);
         } finally {
