@@ -1,6 +1,8 @@
-// Replies whose codes break the rules: an enhanced status code of another
-// class than its reply code, and a 3xx reply where a final reply is due.
-// The status recorded and reported always has the class of the outcome.
+// Replies that break the rules or the usual sizes: an enhanced status code
+// of another class than its reply code, a 3xx reply where a final reply is
+// due, and a long multiline rejection. The status recorded and reported
+// always has the class of the outcome, and the bounce keeps the limit of
+// 998 characters per line.
 import { rm } from "node:fs/promises";
 import { afterEach, expect, test } from "vitest";
 import { listenRaw, makeServerDir, parseMultipart, startDns, startMailroom, statusGroups, submit, waitFor } from "./mx-kit.js";
@@ -85,4 +87,20 @@ test("3xx reply to the message defers with 4.0.0", async () => {
   const deferral = await waitFor(() => server.logs.find((line) => line.msg === "delivery deferred"), "the deferral");
   expect(deferral.code).toBe(354);
   expect(deferral.enhanced).toBe("4.0.0");
+});
+
+test("long multiline rejection bounces within line limits", async () => {
+  const lines = Array.from({ length: 20 }, (_, index) => `550${index === 19 ? " " : "-"}5.7.1 ${"policy text ".repeat(8)}${index}`);
+  const server = await setup({ rcpt: () => lines.join("\r\n"), dataEnd: "250 2.0.0 queued" });
+  expect(await submit(server, "alice@local.test", ["long@odd.test"])).toEqual([250, 250, 250, 250]);
+
+  const [bounce] = await waitFor(async () => {
+    const local = await server.local();
+    return local.length === 1 && local;
+  }, "the bounce");
+  const longest = Math.max(...bounce!.data.split("\r\n").map((line) => line.length));
+  expect(longest).toBeLessThanOrEqual(998);
+  const report = parseMultipart(bounce!.data.slice(bounce!.data.indexOf("\r\nFrom:") + 2));
+  const [, recipient] = statusGroups(report.parts[1]!.body);
+  expect(recipient!["diagnostic-code"]).toBe(`smtp; ${lines.join(" ")}`);
 });
