@@ -1,6 +1,7 @@
 // Faults on the far side of plugin-mx: a mail exchanger that resets the
-// connection mid-DATA, stalls after 354 or breaks the TLS handshake, and a
-// DNS server that sends truncated or mismatched answers. Each message is
+// connection mid-DATA, stalls after 354, sends a RCPT reply that never ends
+// or breaks the TLS handshake, and a DNS server that sends truncated or
+// mismatched answers. Each message is
 // deferred, never lost, and delivered exactly once when the fault is gone.
 import { rm } from "node:fs/promises";
 import DNS from "dns2";
@@ -14,7 +15,7 @@ afterEach(async () => {
   for (const step of cleanup.splice(0).reverse()) await step();
 });
 
-type MxMode = "accept" | "reset-mid-data" | "stall-after-354" | "broken-tls";
+type MxMode = "accept" | "reset-mid-data" | "stall-after-354" | "trickle-rcpt-reply" | "broken-tls";
 
 /** A hand-written SMTP server whose behaviour the test switches. */
 interface ScriptedMx {
@@ -61,6 +62,11 @@ async function startScriptedMx(mode: MxMode): Promise<ScriptedMx> {
           // Agrees, then answers the ClientHello with bytes that are no TLS record.
           socket.write("220 2.0.0 go ahead\r\n");
           socket.once("data", () => socket.end("this is not TLS\r\n"));
+          return;
+        } else if (verb === "RCPT" && state.mode === "trickle-rcpt-reply") {
+          // One more line of a reply that never ends, every 200 ms, until the client leaves.
+          const timer = setInterval(() => socket.write("250-2.1.5 still checking\r\n"), 200);
+          socket.on("close", () => clearInterval(timer));
           return;
         } else if (verb === "RCPT") {
           to.push(/<([^>]*)>/.exec(line)?.[1] ?? "");
@@ -198,7 +204,7 @@ async function expectDeliveredOnceAfterRepair(setup: Awaited<ReturnType<typeof w
 const tried: string[] = [];
 
 describe("a remote mail exchanger that fails", () => {
-  test.each(["reset-mid-data", "stall-after-354"] as const)("%s: deferred, then delivered once", async (mode) => {
+  test.each(["reset-mid-data", "stall-after-354", "trickle-rcpt-reply"] as const)("%s: deferred, then delivered once", async (mode) => {
     const mx = await startScriptedMx(mode);
     cleanup.push(() => mx.close());
     const setup = await world({ mx });

@@ -71,3 +71,37 @@ test("renamed record is delivered under its file name", async () => {
   const delivered = server.logs.find((line) => line.msg === "delivered");
   expect(delivered?.id).toBe("handmade-0");
 });
+
+test("malformed state line fields are set aside", async () => {
+  const { remote, dns, dir } = await world();
+  const malformed = {
+    "failed entry": (state: Record<string, unknown>) => ({ ...state, failed: [null] }),
+    "failed without reply": (state: Record<string, unknown>) => ({ ...state, failed: [{ recipient: "gone@ok.test" }] }),
+    "pending number": (state: Record<string, unknown>) => ({ ...state, pending: [123] }),
+    "no message id": (state: Record<string, unknown>) => ({ ...state, messageId: undefined }),
+  };
+  const ids: string[] = [];
+  for (const [name, change] of Object.entries(malformed)) {
+    const record = await queueBefore(dir, "bad@ok.test", `Subject: ${name}\r\n\r\nbody\r\n`);
+    const text = await readFile(record.file, "utf8");
+    const end = text.indexOf("\n");
+    const state = JSON.parse(text.slice(0, end)) as Record<string, unknown>;
+    await writeFile(record.file, `${JSON.stringify(change(state))}${text.slice(end)}`);
+    ids.push(record.id);
+  }
+  await queueBefore(dir, "whole@ok.test", "Subject: other\r\n\r\nfine\r\n");
+
+  const server = await startMailroom({ dir, dns, mx: { port: remote.port } });
+  cleanup.push(() => server.stop());
+  await waitFor(() => remote.received.length === 1, "delivery of the whole record");
+  const queue = server.server.container.resolve<OutboundQueue>(TOKENS.OutboundQueue);
+  await waitFor(async () => (await queue.list()).length === 0, "an empty queue");
+
+  expect(remote.received[0]!.to).toEqual(["whole@ok.test"]);
+  const setAside = server.logs.filter((line) => line.msg === "unreadable queue record set aside").map((line) => line.id);
+  expect(setAside.sort()).toEqual([...ids].sort());
+  const corrupt = await readdir(path.join(dir, "queue/corrupt"));
+  for (const id of ids) expect(corrupt.some((name) => name.startsWith(`${id}.`))).toBe(true);
+  expect(await readdir(path.join(dir, "queue/claimed"))).toEqual([]);
+  expect(server.logs.filter((line) => line.msg === "delivery run failed")).toEqual([]);
+});

@@ -121,3 +121,28 @@ test("UTF-8 headers returned as message/global-headers", () => {
   );
   expect(bounceFor([])).toContain("\r\nContent-Type: text/rfc822-headers\r\n");
 });
+
+test("long reply is folded within the line limit", () => {
+  const lines = Array.from({ length: 20 }, (_, index) => `550${index === 19 ? " " : "-"}5.7.1 ${"policy text ".repeat(8)}${index}`);
+  const response = lines.join("\r\n");
+  const unbroken = `550 5.7.1 ${"x".repeat(1200)}`;
+  const text = bounceFor([
+    { recipient: "x@far.test", code: 550, enhanced: "5.7.1", response, remoteMta: "mx.far.test" },
+    { recipient: "y@far.test", code: 550, enhanced: "5.7.1", response: unbroken, remoteMta: "mx.far.test" },
+  ]);
+  const replyLines = text.split("\r\n").filter((line) => /policy|xxx/.test(line));
+  expect(Math.max(...replyLines.map((line) => line.length))).toBeLessThanOrEqual(78);
+
+  const status = text.slice(text.indexOf("Reporting-MTA:"), text.indexOf("Content-Type: text/rfc822-headers"));
+  const unfolded = status.replace(/\r\n /g, " ");
+  expect(unfolded).toContain(`\r\nDiagnostic-Code: smtp; ${lines.join(" ")}\r\n`);
+  const cut = /\r\nDiagnostic-Code: (smtp; 550 5\.7\.1 [x ]+)\r\n/.exec(unfolded)?.[1];
+  expect(cut?.replace(/ /g, "")).toBe(`smtp;5505.7.1${"x".repeat(1200)}`);
+  expect(text).toContain("\r\n<x@far.test>: host mx.far.test said: 550-5.7.1 policy text");
+});
+
+test("short reply stays on one line", () => {
+  const response = `550 5.7.1 ${"word ".repeat(150).trim()}`;
+  const text = bounceFor([{ recipient: "x@far.test", code: 550, enhanced: "5.7.1", response, remoteMta: "mx.far.test" }]);
+  expect(text).toContain(`\r\nDiagnostic-Code: smtp; ${response}\r\n`);
+});

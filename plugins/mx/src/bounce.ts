@@ -52,6 +52,39 @@ function asciiField(text: string): string {
 
 const SMTP_REPLY = /^\d{3}(?:[ -]|$)/;
 
+/** RFC 5322 section 2.1.1: a line must be at most 998 characters long, and should be at most 78. */
+const MAX_LINE_LENGTH = 998;
+const FOLD_WIDTH = 78;
+
+/**
+ * Returns `text` as one line when it fits MAX_LINE_LENGTH, and otherwise
+ * split at spaces into lines of at most FOLD_WIDTH characters. With `fold`
+ * (a header-style field), each further line starts with a space, so the
+ * lines unfold into the text again (RFC 5322 section 2.2.3). A run of
+ * more than FOLD_WIDTH characters without a space is cut, and unfolding
+ * then adds a space at each cut.
+ */
+function splitLongLine(text: string, fold: boolean): string[] {
+  if (text.length <= MAX_LINE_LENGTH) return [text];
+  const pieces: string[] = [];
+  for (const word of text.split(/(?= )/)) {
+    for (let start = 0; start < word.length; start += FOLD_WIDTH - 1) pieces.push(word.slice(start, start + FOLD_WIDTH - 1));
+  }
+  const lines: string[] = [];
+  let line = "";
+  for (const piece of pieces) {
+    if (line !== "" && line.length + piece.length > FOLD_WIDTH) {
+      lines.push(line);
+      if (!fold) line = piece.trimStart();
+      else line = piece.startsWith(" ") ? piece : ` ${piece}`;
+    } else {
+      line += piece;
+    }
+  }
+  if (line !== "") lines.push(line);
+  return lines;
+}
+
 /** Returns the readable line of a failed recipient: the remote's reply and the host that sent it, or the error. */
 function explanation(item: FailedRecipient): string {
   const text = oneLine(item.response);
@@ -126,7 +159,7 @@ export function buildBounce(input: BounceInput): string {
     "",
   );
   for (const item of input.failed) {
-    push(explanation(item));
+    push(...splitLongLine(explanation(item), false));
   }
   push(
     "",
@@ -140,11 +173,11 @@ export function buildBounce(input: BounceInput): string {
   for (const item of input.failed) {
     push(
       "",
-      `Final-Recipient: ${addressField(item.recipient)}`,
+      ...splitLongLine(`Final-Recipient: ${addressField(item.recipient)}`, true),
       "Action: failed",
       `Status: ${item.enhanced}`,
       ...(item.remoteMta ? [`Remote-MTA: dns; ${asciiField(item.remoteMta)}`] : []),
-      `Diagnostic-Code: ${diagnosticCode(item)}`,
+      ...splitLongLine(`Diagnostic-Code: ${diagnosticCode(item)}`, true),
     );
   }
   const utf8Headers = !isAsciiText(input.headers);

@@ -64,6 +64,7 @@ function connectOnce(hop: Hop, address: string, settings: ClientSettings, plaint
     },
     logger: false,
   });
+  connection.watchReplies(settings.timeouts.socket);
   return new Promise((resolve, reject) => {
     let settled = false;
     connection.on("error", (error: SmtpError) => {

@@ -52,6 +52,13 @@ export const optionsSchema = z.strictObject({
   /** Recipients per SMTP transaction; a message with more goes in several transactions. */
   maxRecipientsPerTransaction: z.number().int().min(1).default(50),
   /**
+   * Maximum number of mail exchanger addresses (from DNS or a get_mx
+   * answer) that one delivery attempt tries, most preferred first. The destination's DNS
+   * picks these hosts, so without a limit one message could make this
+   * server connect to any number of addresses.
+   */
+  maxMxAddresses: z.number().int().min(1).default(10),
+  /**
    * Static next hops per destination domain, which override DNS. The keys
    * come out in the form of normalizeDomain (lower case, A-labels).
    */

@@ -201,7 +201,9 @@ function loop(name: string): Route {
  * preferred first. RFC 5321 section 5.1: once this host is among them (a
  * host with an address that the loop guard refuses), that record and every
  * record of equal or higher preference value are discarded. When no record
- * is left, the mail loops back (554 5.4.6).
+ * is left, the mail loops back (554 5.4.6). The hops carry at most
+ * `maxMxAddresses` addresses, and once they have that many, records of a
+ * higher preference value are not looked up.
  */
 async function hopsFromMx(
   records: MxHost[],
@@ -214,9 +216,15 @@ async function hopsFromMx(
   const candidates: { priority: number; hop: Hop }[] = [];
   const temporaries: { priority: number; reason: string }[] = [];
   let selfPreference: number | undefined;
+  const limit = env.options.maxMxAddresses;
+  let addressCount = 0;
   for (const record of orderByPreference(records)) {
     // The order is by preference, so every record from here on is discarded too.
     if (selfPreference !== undefined && record.priority >= selfPreference) break;
+    // Records of the last kept preference are still looked up, because this
+    // host among them would discard the candidates of that preference.
+    const last = candidates.at(-1);
+    if (addressCount >= limit && last && record.priority > last.priority) break;
     const found = await addressesOf(dns, record.exchange);
     if (found.temporary) temporaries.push({ priority: record.priority, reason: found.temporary });
     const addresses = guard(found.addresses, env);
@@ -225,6 +233,7 @@ async function hopsFromMx(
       continue;
     }
     if (addresses.length === 0) continue;
+    addressCount += addresses.length;
     candidates.push({
       priority: record.priority,
       hop: {
@@ -237,11 +246,27 @@ async function hopsFromMx(
     });
   }
   const isKept = (priority: number) => selfPreference === undefined || priority < selfPreference;
-  const hops = candidates.filter((candidate) => isKept(candidate.priority)).map((candidate) => candidate.hop);
+  const hops = limitAddresses(
+    candidates.filter((candidate) => isKept(candidate.priority)).map((candidate) => candidate.hop),
+    limit,
+  );
   if (hops.length > 0) return { kind: "hops", hops };
   const temporary = temporaries.find((item) => isKept(item.priority));
   if (temporary) return failure(false, 451, "4.4.3", `no mail exchanger of ${domain} resolved: ${temporary.reason}`);
   if (selfPreference !== undefined) return loop(domain);
   const what = fromHook ? "the hosts from get_mx" : "its mail exchangers";
   return failure(true, 554, "5.4.4", `No usable host for ${domain}: ${what} have no address`);
+}
+
+/** Keeps the first `limit` addresses of the hops, in order, and drops the hops left without one. */
+function limitAddresses(hops: Hop[], limit: number): Hop[] {
+  const kept: Hop[] = [];
+  let left = limit;
+  for (const hop of hops) {
+    if (left === 0) break;
+    const addresses = hop.addresses.slice(0, left);
+    left -= addresses.length;
+    kept.push({ ...hop, addresses });
+  }
+  return kept;
 }

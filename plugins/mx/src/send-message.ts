@@ -43,13 +43,20 @@ export type SmtpError = Error & {
 
 const ENHANCED = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/;
 
-/** Reads the enhanced status code of a reply, or derives a generic one from its class. */
+/**
+ * Reads the enhanced status code of a reply, or derives a generic one from
+ * the reply code. An enhanced code whose class differs from the reply
+ * code's first digit is ignored, because RFC 2034 section 4 requires them
+ * to agree. A reply code outside 2xx, 4xx and 5xx gets the class that the
+ * queue gives it: 6xx and above fail like 5xx, and 1xx or 3xx where a final
+ * reply was due defer like 4xx.
+ */
 export function enhancedOf(code: number, response: string): string {
   const match = ENHANCED.exec(response);
-  if (match) return match[1]!;
+  if (match && match[1]![0] === String(code)[0]) return match[1]!;
   if (code >= 500) return "5.0.0";
-  if (code >= 400) return "4.0.0";
-  return "2.0.0";
+  if (code >= 200 && code < 300) return "2.0.0";
+  return "4.0.0";
 }
 
 /** A connection-level problem: the next address or host is tried. */

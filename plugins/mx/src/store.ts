@@ -108,7 +108,21 @@ function newMessageId(): string {
   return `${Date.now().toString(36)}${randomUUID().slice(-12)}`;
 }
 
-/** Checks the fields that every record needs. The caller checks `version`. */
+function isFailedRecipient(value: Partial<FailedRecipient> | null): boolean {
+  return (
+    typeof value?.recipient === "string" &&
+    typeof value.code === "number" &&
+    typeof value.enhanced === "string" &&
+    typeof value.response === "string" &&
+    (value.remoteMta === undefined || typeof value.remoteMta === "string")
+  );
+}
+
+/**
+ * Checks the fields that every record needs, down to each recipient, so a
+ * record that a later step could not handle is set aside when it is read.
+ * The caller checks `version`.
+ */
 export function isRecordShape(value: Partial<QueueRecord> | undefined): boolean {
   return (
     typeof value?.id === "string" &&
@@ -116,7 +130,9 @@ export function isRecordShape(value: Partial<QueueRecord> | undefined): boolean 
     typeof value.sender === "string" &&
     typeof value.domain === "string" &&
     Array.isArray(value.pending) &&
+    value.pending.every((recipient) => typeof recipient === "string") &&
     Array.isArray(value.failed) &&
+    value.failed.every((item) => isFailedRecipient(item)) &&
     typeof value.nextAttemptAt === "number" &&
     typeof value.createdAt === "number" &&
     typeof value.attempts === "number"
@@ -125,7 +141,7 @@ export function isRecordShape(value: Partial<QueueRecord> | undefined): boolean 
 
 function parseRecord(text: string): QueueRecord {
   const value = JSON.parse(text) as QueueRecord;
-  if (value?.version !== 2 || !isRecordShape(value)) throw new Error("not a queue record");
+  if (value?.version !== 2 || !isRecordShape(value) || typeof value.messageId !== "string") throw new Error("not a queue record");
   return value;
 }
 

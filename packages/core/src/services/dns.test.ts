@@ -151,3 +151,34 @@ test("TCP retry bounded by the timeout", async () => {
   const error = await resolver.resolveMx("big.test").catch((caught: unknown) => caught);
   expect((error as DnsTemporaryError).reason).toBe("timeout");
 });
+
+test("CNAME chain listed out of order", async () => {
+  const record = (name: string, fields: Record<string, unknown>) =>
+    ({ name, class: DNS.Packet.CLASS.IN, ttl: 60, ...fields }) as never;
+  const answering = await serve((request, send) =>
+    send(
+      reply(request, (response) => {
+        // The chain asked.test -> middle.test -> real.test, listed from its end.
+        response.answers.push(record("real.test", { type: DNS.Packet.TYPE.A, address: "192.0.2.9" }));
+        response.answers.push(record("middle.test", { type: DNS.Packet.TYPE.CNAME, domain: "real.test" }));
+        response.answers.push(record("asked.test", { type: DNS.Packet.TYPE.CNAME, domain: "middle.test" }));
+      }),
+    ),
+  );
+  const resolver = new Dns2Resolver({ nameservers: [answering.server], timeout: 500 });
+  expect(await resolver.resolve4("asked.test")).toEqual({ status: "found", records: ["192.0.2.9"] });
+});
+
+test("CNAME loop without records is NODATA", async () => {
+  const looping = await serve((request, send) =>
+    send(
+      reply(request, (response) => {
+        for (const [name, domain] of [["b.test", "a.test"], ["a.test", "b.test"]]) {
+          response.answers.push({ name, type: DNS.Packet.TYPE.CNAME, class: DNS.Packet.CLASS.IN, ttl: 60, domain } as never);
+        }
+      }),
+    ),
+  );
+  const resolver = new Dns2Resolver({ nameservers: [looping.server], timeout: 500 });
+  expect(await resolver.resolve4("a.test")).toEqual({ status: "nodata" });
+});

@@ -106,6 +106,28 @@ function strip(name: string): string {
   return name.replace(/\.$/, "").toLowerCase();
 }
 
+/**
+ * Returns the queried name and every name that its CNAME chain in
+ * `answers` leads to. No DNS rule fixes the order of the chain's records in
+ * an answer, so the chain is followed until no record adds a name. A CNAME
+ * loop ends too, because each name is added once.
+ */
+function ownersOf(name: string, answers: DNS.Packet.Resource[]): Set<string> {
+  const owners = new Set([strip(name)]);
+  const aliases = answers.filter((answer) => answer.type === TYPE.CNAME && (answer as { domain?: string }).domain);
+  for (let added = true; added; ) {
+    added = false;
+    for (const alias of aliases) {
+      const target = strip((alias as { domain?: string }).domain!);
+      if (owners.has(strip(alias.name)) && !owners.has(target)) {
+        owners.add(target);
+        added = true;
+      }
+    }
+  }
+  return owners;
+}
+
 function sameName(a: string, b: string): boolean {
   return strip(a) === strip(b);
 }
@@ -185,11 +207,7 @@ export class Dns2Resolver implements DnsResolver {
     }
     // Only records owned by the name asked for, or by a CNAME target on its
     // chain, answer the question; a record of another name is never used.
-    const owners = new Set([strip(name)]);
-    for (const answer of reply.answers) {
-      const target = (answer as { domain?: string }).domain;
-      if (answer.type === TYPE.CNAME && owners.has(strip(answer.name)) && target) owners.add(strip(target));
-    }
+    const owners = ownersOf(name, reply.answers);
     const typed = reply.answers.filter((answer) => answer.type === TYPE[type]);
     const owned = typed.filter((answer) => owners.has(strip(answer.name)));
     if (typed.length > 0 && owned.length === 0) {
