@@ -237,6 +237,22 @@ describe("AUTH exchange", () => {
     expect(reply.enhanced).toBe("5.5.1");
   });
 
+  test("AUTH after HELO gets 503", async () => {
+    await start({ allowInsecureAuth: true });
+    const client = await connect();
+    expect((await client.command("HELO client.example")).code).toBe(250);
+    const reply = await client.command(`AUTH PLAIN ${plainToken("alice", PASSWORD)}`);
+    expect(reply.code).toBe(503);
+    expect(reply.enhanced).toBe("5.5.1");
+    const mail = await client.command("MAIL FROM:<alice@sender.example>");
+    expect(mail.code).toBe(250);
+    await client.command("RCPT TO:<bob@example.test>");
+    await client.command("DATA");
+    await client.command("Subject: hi\r\n\r\nbody\r\n.");
+    const [envelope] = await readEnvelopes(dir);
+    expect(envelope!.user).toBeNull();
+  });
+
   test("AUTH inside a transaction gets 503", async () => {
     await start();
     const client = await connectSecure();

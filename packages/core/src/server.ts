@@ -271,6 +271,20 @@ export class MailroomServer {
           "PROXY header missing or invalid; connection closed",
         );
       },
+      reserveHandshake: (remoteAddress) => {
+        const refusal = this.admit(remoteAddress);
+        if (refusal) {
+          this.metrics.connectionOpened(false);
+          this.logger.info({ remote: remoteAddress, code: refusal.code }, "connection refused by limit before the TLS handshake");
+          return undefined;
+        }
+        let held = true;
+        return () => {
+          if (!held) return;
+          held = false;
+          this.release(remoteAddress);
+        };
+      },
       createSession: (socketWire, info) => {
         const wire = this.countReplies(socketWire);
         const set = this.current;

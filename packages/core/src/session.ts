@@ -315,7 +315,7 @@ export class Session implements SessionDriver {
   private commandList(): string {
     const commands = ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP"];
     if (this.env.tlsAvailable && !this.wire.secure) commands.push("STARTTLS");
-    if (this.authOffered() && !this.connection.user) commands.push("AUTH");
+    if (this.authOffered() && !this.connection.user && this.connection.heloVerb !== "HELO") commands.push("AUTH");
     return commands.join(" ");
   }
 
@@ -524,7 +524,9 @@ export class Session implements SessionDriver {
   private async auth(argument: string): Promise<void> {
     const [mechanism = "", ...rest] = argument.trim().split(/ +/);
     const method = mechanism.toUpperCase();
-    if (!this.connection.heloName) {
+    // AUTH is an ESMTP extension that only the EHLO reply offers, and RFC
+    // 3848's protocol names in the Received header (ESMTPA, ESMTPSA) need EHLO.
+    if (this.connection.heloVerb !== "EHLO") {
       return this.protocolError({ code: 503, enhanced: "5.5.1", message: "Send EHLO first" });
     }
     if (!this.env.runner.handles("auth")) {

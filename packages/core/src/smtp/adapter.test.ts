@@ -98,7 +98,7 @@ describe("the installed smtp-server", () => {
     ["SMTPConnection", SMTPConnection.prototype, ["init", "_setListeners", "_createParser", "_onCommand", "_onClose", "_onTimeout", "_armTimeout", "_resetSession", "_getEnhancedStatusCode", "send", "close", "upgrade"]],
     ["SMTPStream", SMTPStream.prototype, ["_write", "_flushData"]],
     ["SASL", SASL, ["SASL_PLAIN", "SASL_LOGIN"]],
-    ["SMTPServer", SMTPServer.prototype, ["connect", "listen", "close", "updateSecureContext", "_handleProxy", "_expectsProxyHeader"]],
+    ["SMTPServer", SMTPServer.prototype, ["connect", "listen", "close", "updateSecureContext", "_handleProxy", "_expectsProxyHeader", "_upgrade"]],
   ])("%s has the methods the adapter calls or overrides", (_owner, target, methods) => {
     for (const method of methods) {
       expect(typeof (target as Loose)[method], `${_owner}#${method}`).toBe("function");

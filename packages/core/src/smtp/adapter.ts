@@ -14,7 +14,7 @@
  * #_resetSession, #_getEnhancedStatusCode, #send, #close, #upgrade; SMTPStream#_dataMode,
  * #isClosed, #_flushData; the SASL table's
  * SASL_PLAIN and SASL_LOGIN; SMTPServer#connect, #_handleProxy,
- * #_expectsProxyHeader and options.onAuth/onSecure.
+ * #_expectsProxyHeader, #_upgrade and options.onAuth/onSecure.
  *
  * The PROXY header is read here too, instead of by smtp-server 3.21, which
  * accepts a header without a client address (the session then belongs to
@@ -128,6 +128,12 @@ export interface ListenerOptions {
   /** Past this many octets without a line end the connection is closed. */
   maxDiscard: number;
   createSession(wire: Wire, info: ConnectionInfo): SessionDriver;
+  /**
+   * Takes a connection slot for an implicit TLS handshake that is about to
+   * start, and returns the function that gives it back, or undefined when
+   * a limit is reached and the socket is to be closed without a reply.
+   */
+  reserveHandshake(remoteAddress: string): (() => void) | undefined;
   onError(error: Error): void;
   /** Called when a peer that must send a PROXY header sent none or an invalid one; the connection is closed. */
   onProxyHeaderRejected(peer: { remoteAddress: string; remotePort: number }, failure: ProxyHeaderFailure): void;
@@ -669,6 +675,7 @@ function tlsFacts(socket: TLSSocket): { cipher?: string; protocol?: string; serv
 interface ServerInternals {
   _expectsProxyHeader(socket: Socket): boolean;
   _handleProxy(socket: Socket, callback: (error: Error | null, socketOptions?: Partial<ProxiedAddress> & { id?: string }) => void): void;
+  _upgrade(socket: Socket, callback: (error: Error | null, tlsSocket?: TLSSocket) => void): void;
 }
 
 /** How long a connection whose PROXY header was rejected stays open for the 421 reply to leave. */
@@ -683,7 +690,7 @@ const PROXY_REJECT_LINGER_MS = 1000;
  * goes on at once. smtp-server would call randomBytes for each id and wait an
  * event-loop turn, which cost about 15 µs of CPU per connection in profiles.
  */
-function replaceProxyHandling(server: SMTPServer, options: ListenerOptions): void {
+function replaceProxyHandling(server: SMTPServer, options: ListenerOptions, clients: WeakMap<Socket, string>): void {
   const internals = server as unknown as ServerInternals;
   const timeout = Math.min(PROXY_HEADER_TIMEOUT_MS, options.idleTimeout);
   internals._handleProxy = (socket, callback) => {
@@ -692,7 +699,10 @@ function replaceProxyHandling(server: SMTPServer, options: ListenerOptions): voi
     // timer for sockets that are not yet connections must not close it first.
     socket.setTimeout(0);
     readProxyHeader(socket, timeout, (result) => {
-      if (!("reason" in result)) return callback(null, { ...result, id: newId() });
+      if (!("reason" in result)) {
+        clients.set(socket, result.remoteAddress);
+        return callback(null, { ...result, id: newId() });
+      }
       const peer = { remoteAddress: socket.remoteAddress ?? "", remotePort: socket.remotePort ?? 0 };
       options.onProxyHeaderRejected(peer, result);
       // Late errors of the closing socket must not reach the process as uncaught exceptions.
@@ -707,6 +717,41 @@ function replaceProxyHandling(server: SMTPServer, options: ListenerOptions): voi
         socket.destroy();
       }
       callback(new Error(`PROXY header rejected: ${result.reason}`));
+    });
+  };
+}
+
+/**
+ * Makes each implicit TLS handshake hold a connection slot while it runs.
+ * smtp-server starts the handshake before a connection exists, and the
+ * engine's limits apply only from the greeting on, so a client could hold
+ * any number of sockets that never finish a handshake until the idle
+ * timeout. A socket over a limit is closed at once: nothing can be written
+ * to it before the handshake, so it gets no 421.
+ */
+function limitHandshakes(server: SMTPServer, options: ListenerOptions, clients: WeakMap<Socket, string>): void {
+  const internals = server as unknown as ServerInternals;
+  const upgrade = internals._upgrade.bind(server);
+  internals._upgrade = (socket, callback) => {
+    // Behind a PROXY header the client's address is the one the header named.
+    const remoteAddress = clients.get(socket) ?? socket.remoteAddress ?? "";
+    const release = options.reserveHandshake(remoteAddress);
+    if (!release) {
+      // smtp-server's guard on the accepted socket drops it from the pending sockets when it closes.
+      socket.on("error", () => {});
+      socket.destroy();
+      return;
+    }
+    // The TLS socket copies this flag. The listener keeps half-open sockets,
+    // so a client that leaves in the middle of the handshake would only end
+    // the TLS socket, which would then keep its slot until the idle timeout.
+    socket.allowHalfOpen = false;
+    upgrade(socket, (error, tlsSocket) => {
+      // The session writes replies to a client that half-closed, as on the other listeners.
+      if (tlsSocket) tlsSocket.allowHalfOpen = true;
+      // The session takes a slot of its own when it greets.
+      release();
+      callback(error, tlsSocket);
     });
   };
 }
@@ -771,7 +816,9 @@ export function createListener(options: ListenerOptions): SMTPServer {
 
   const server = new SMTPServer(serverOptions);
   server.on("error", (error: Error) => options.onError(error));
-  replaceProxyHandling(server, options);
+  const proxiedClients = new WeakMap<Socket, string>();
+  replaceProxyHandling(server, options, proxiedClients);
+  if (options.implicitTls) limitHandshakes(server, options, proxiedClients);
 
   server.connect = function connect(socket, socketOptions) {
     const connection = new AdaptedConnection(server, socket, socketOptions ?? undefined);
