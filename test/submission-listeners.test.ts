@@ -94,6 +94,21 @@ describe("submission listener", () => {
     expect(secure).toMatchObject({ code: 530, enhanced: "5.7.0" });
   });
 
+  test("VRFY and EXPN before AUTH get 530", async () => {
+    await start();
+    const client = await connect(submission);
+    await startTls(client, { servername: "mx.test", certificate: main });
+    await client.command("EHLO client.example");
+    expect(await client.command("VRFY alice")).toMatchObject({ code: 530, enhanced: "5.7.0" });
+    expect(await client.command("EXPN staff")).toMatchObject({ code: 530, enhanced: "5.7.0" });
+    expect((await client.command(`AUTH PLAIN ${plainToken("alice", "correct horse")}`)).code).toBe(235);
+    expect((await client.command("VRFY alice")).code).not.toBe(530);
+
+    const open = await connect(relay);
+    await open.command("EHLO client.example");
+    expect((await open.command("VRFY alice")).code).not.toBe(530);
+  });
+
   test("AUTH is offered only after STARTTLS", async () => {
     await start();
     const client = await connect(submission);
