@@ -489,7 +489,7 @@ export class Session implements SessionDriver {
     if (argument === "") {
       return this.protocolError({ code: 501, enhanced: "5.5.4", message: `Syntax: ${verb} address` });
     }
-    // A port for authenticated submission tells nothing about its users before AUTH.
+    // A port for authenticated submission reveals no user names before AUTH.
     if (this.env.listener.requireAuth && !this.connection.user) {
       return this.send({ code: 530, enhanced: "5.7.0", message: "Authentication required" });
     }
