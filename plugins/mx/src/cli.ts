@@ -92,8 +92,15 @@ async function openExistingQueue(loaded: LoadedConfig): Promise<DiskOutboundQueu
   return openQueue(loaded);
 }
 
+/**
+ * Formats a record's time as ISO 8601 in UTC. The store already rejects
+ * times that a Date cannot hold, and this check keeps one such value, should
+ * it get past, from failing the whole listing with a RangeError.
+ */
 function time(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+  const date = new Date(ms);
+  if (Number.isNaN(date.getTime())) return `invalid time ${ms}`;
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
 /** Formats rows as columns padded to the widest cell; exported for tests. */
@@ -134,7 +141,13 @@ export async function queueList(loaded: LoadedConfig): Promise<string> {
 /** `mailroom queue show ID`: every field of one record. It only reads the queue folder. */
 export async function queueShow(loaded: LoadedConfig, id: string): Promise<string> {
   const queue = await openQueue(loaded, stderrLogger(), { readOnly: true });
-  const record = await queue.details(id);
+  let record: Awaited<ReturnType<DiskOutboundQueue["details"]>>;
+  try {
+    record = await queue.details(id);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new Error(`queue record ${id} is unreadable (${reason}). The server sets it aside in corrupt/`);
+  }
   if (!record) throw new Error(`no queued message ${id}`);
   const lines = [
     `ID:           ${record.id}`,
