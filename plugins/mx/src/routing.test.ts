@@ -34,6 +34,28 @@ test("loop guard recognises local addresses", () => {
   }
 });
 
+test("smarthost on loopback defers, not bounces", async () => {
+  const context = { id: "r1", sender: "a@local.test", domain: "far.test", recipients: ["b@far.test"], attempts: 0 };
+  const env = (options: Record<string, unknown>) => ({
+    options: optionsSchema.parse(options),
+    dns: () => new StaticDnsResolver({}),
+    hooks: () => undefined,
+    logger: pino({ level: "silent" }),
+  });
+  const smarthost = await route("far.test", context, env({ smarthost: { host: "127.0.0.1", port: 10025 } }));
+  expect(smarthost).toMatchObject({ kind: "failure", permanent: false, code: 451, enhanced: "4.4.6" });
+  expect(smarthost).toMatchObject({
+    message: "smarthost host 127.0.0.1 is this host (127.0.0.1), which the loop guard rejects unless smarthost.allowLocal is true",
+  });
+
+  const routed = await route("far.test", context, env({ routes: { "Far.Test": { host: "::1", port: 10025 } } }));
+  expect(routed).toMatchObject({ kind: "failure", permanent: false, code: 451, enhanced: "4.4.6" });
+  expect(routed).toMatchObject({ message: expect.stringContaining('routes["far.test"].allowLocal') });
+
+  const allowed = await route("far.test", context, env({ smarthost: { host: "127.0.0.1", port: 10025, allowLocal: true } }));
+  expect(allowed).toMatchObject({ kind: "hops", hops: [{ name: "127.0.0.1", addresses: ["127.0.0.1"], port: 10025 }] });
+});
+
 test("retry schedule grows and repeats", () => {
   const options = optionsSchema.parse({});
   const minutes = options.retry.map((ms) => ms / 60_000);

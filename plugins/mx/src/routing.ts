@@ -154,7 +154,10 @@ export async function route(written: string, context: OutboundContext, env: Rout
     const addresses = target.allowLocal ? found.addresses : guard(found.addresses, env);
     if (addresses.length === 0) {
       if (found.temporary) return failure(false, 451, "4.4.3", `route ${target.host}: ${found.temporary}`);
-      if (found.addresses.length) return loop(target.host);
+      if (found.addresses.length) {
+        const option = options.routes[domain] ? `routes["${domain}"]` : "smarthost";
+        return routeLoop(domain, option, target.host, found.addresses, env.logger);
+      }
       return failure(false, 451, "4.4.4", `route host ${target.host} has no address`);
     }
     return { kind: "hops", hops: [hopFromTarget(target, addresses, verify)] };
@@ -194,6 +197,26 @@ function guard(addresses: string[], env: RoutingEnv): string[] {
 
 function loop(name: string): Route {
   return failure(true, 554, "5.4.6", `Mail for ${name} loops back to this host`);
+}
+
+/**
+ * Defers mail whose configured route or smarthost resolves only to this
+ * host. A loop through DNS or an address literal bounces, because the
+ * destination or the sender chose this host. This loop is a mistake in this
+ * server's own config, so the mail waits in the queue while an administrator
+ * fixes the route, and bounces only after maxQueueLifetime.
+ */
+function routeLoop(domain: string, option: string, host: string, addresses: string[], logger: Logger): Route {
+  logger.warn(
+    { domain, option, host, addresses },
+    "route host is this host, so the loop guard defers its mail. Set allowLocal: true on the route if a local service listens there",
+  );
+  return failure(
+    false,
+    451,
+    "4.4.6",
+    `${option} host ${host} is this host (${addresses.join(", ")}), which the loop guard rejects unless ${option}.allowLocal is true`,
+  );
 }
 
 /**
