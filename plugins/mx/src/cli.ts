@@ -1,7 +1,8 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { errorJsonReplacer, readNearestPackageJson, systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
-import { optionsSchema } from "./options.js";
+import { optionsSchema, type Target } from "./options.js";
+import { describeLocalHost } from "./routing.js";
 import { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 import { QueueStore } from "./store.js";
 
@@ -75,6 +76,41 @@ export function queueFolders(loaded: LoadedConfig): { index: number; dir: string
     if (parsed.success) folders.push({ index, dir: path.resolve(loaded.dir, parsed.data.queueDir) });
   }
   return folders;
+}
+
+/** A static next hop of a plugin-mx entry that the loop guard rejects, as `mailroom check` reports it. */
+export interface LocalRouteHost {
+  /** Index of the entry in `plugins`. */
+  index: number;
+  /** Option path of the next hop: `smarthost` or `routes["DOMAIN"]`. */
+  option: string;
+  host: string;
+  /** Description of the host, such as "a loopback address". */
+  kind: string;
+}
+
+/**
+ * Lists the smarthost and routes of every plugin-mx entry whose host the
+ * loop guard rejects, as far as that is known without DNS (see
+ * describeLocalHost), when neither the route's allowLocal nor
+ * allowLocalDestinations turns the guard off. Mail for such a route is
+ * deferred until maxQueueLifetime and then bounced. Entries whose options
+ * are invalid are left out.
+ */
+export function localRouteHosts(loaded: LoadedConfig): LocalRouteHost[] {
+  const found: LocalRouteHost[] = [];
+  for (const [index, entry] of loaded.config.plugins.entries()) {
+    if (!isMxEntry(entry.use, loaded.dir)) continue;
+    const parsed = optionsSchema.safeParse(entry.with);
+    if (!parsed.success || parsed.data.allowLocalDestinations) continue;
+    const targets: [string, Target][] = Object.entries(parsed.data.routes).map(([domain, target]) => [`routes["${domain}"]`, target]);
+    if (parsed.data.smarthost) targets.push(["smarthost", parsed.data.smarthost]);
+    for (const [option, target] of targets) {
+      const kind = target.allowLocal ? undefined : describeLocalHost(target.host);
+      if (kind) found.push({ index, option, host: target.host, kind });
+    }
+  }
+  return found;
 }
 
 /**
