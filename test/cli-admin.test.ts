@@ -5,7 +5,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parsePasswordHash, verifyPassword } from "@mailroom/plugin-auth-file";
 import { startTestServer } from "@mailroom/testing";
+import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { QueueStore } from "../plugins/mx/src/store.js";
 
 const BIN = fileURLToPath(new URL("../packages/cli/bin/mailroom.js", import.meta.url));
 
@@ -114,6 +116,43 @@ plugins:
     const fields = JSON.parse(warning!.slice(warning!.indexOf("{")));
     expect(fields.err.type).toBe("SyntaxError");
     expect(fields.err.message).toMatch(/not valid JSON/);
+  });
+
+  test("record with an invalid time is skipped", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, 'server:\n  listen: ["127.0.0.1:0"]\nplugins:\n  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./queue, deliver: false }\n');
+    const store = new QueueStore(path.join(dir, "queue"), pino({ level: "silent" }));
+    await store.init();
+    const ids: string[] = [];
+    for (const to of ["far@remote.test", "near@remote.test"]) {
+      const { records } = await store.add([Buffer.from("Subject: x\r\n\r\nx\r\n")], {
+        sender: "alice@local.test",
+        domains: new Map([["remote.test", [to]]]),
+        now: Date.now(),
+      });
+      ids.push(records[0]!.id);
+    }
+    const [far, near] = ids as [string, string];
+    // A time that JSON and the old shape check accept, but no Date can hold.
+    const farFile = store.activePath(far);
+    const text = await readFile(farFile, "utf8");
+    const end = text.indexOf("\n");
+    const state = JSON.parse(text.slice(0, end)) as Record<string, unknown>;
+    await writeFile(farFile, `${JSON.stringify({ ...state, nextAttemptAt: 1e300 })}${text.slice(end)}`);
+
+    const list = mailroom(["queue", "list", "--config", file]);
+    expect(list.status, list.stderr).toBe(0);
+    expect(list.stdout).toContain(near);
+    expect(list.stdout).not.toContain(far);
+    const warning = list.stderr.split("\n").find((line) => line.includes(far));
+    expect(warning, list.stderr).toContain("unreadable queue record left in place");
+    expect(warning).toContain("nextAttemptAt is 1e+300, not a time in milliseconds that a Date can hold");
+
+    const show = mailroom(["queue", "show", far, "--config", file]);
+    expect(show.status).toBe(1);
+    expect(show.stderr).toContain(`mailroom: queue show failed: queue record ${far} is unreadable (not a queue record: nextAttemptAt is 1e+300`);
+    expect(show.stderr).toContain("). The server sets it aside in corrupt/");
+    expect(mailroom(["queue", "show", near, "--config", file]).status).toBe(0);
   });
 });
 

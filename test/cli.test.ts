@@ -277,6 +277,50 @@ describe("mailroom check", () => {
     }
   });
 
+  test("smarthost and routes on loopback print warnings", async () => {
+    const file = path.join(dir, "mailroom.yaml");
+    const mx = (extra: string) =>
+      '  - use: "@mailroom/plugin-mx"\n' +
+      "    with:\n" +
+      "      deliver: false\n" +
+      extra +
+      "      smarthost: { host: 127.0.0.1, port: 10025, tls: none }\n" +
+      "      routes:\n" +
+      "        Filter.Test: { host: localhost, port: 10026 }\n" +
+      '        six.test: { host: "::1", port: 10027 }\n' +
+      '        bracketed.test: { host: "[IPv6:0:0:0:0:0:0:0:1]" }\n' +
+      "        mapped.test: { host: \"::ffff:127.0.0.2\" }\n" +
+      "        any.test: { host: 0.0.0.0 }\n" +
+      "        named.test: { host: scanner.localhost. }\n" +
+      "        allowed.test: { host: 127.0.0.1, port: 10028, allowLocal: true }\n" +
+      "        remote.test: { host: 192.0.2.1 }\n" +
+      "        dns.test: { host: relay.example.net }\n";
+    await writeFile(file, config("x@y.test") + mx(""));
+    const result = run(["check", "--config", file]);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    const where = "warning: plugins[1] (@mailroom/plugin-mx)";
+    const tail = (option: string) =>
+      `The loop guard rejects it, so every message routed there is deferred and bounced after maxQueueLifetime. Set ${option}.allowLocal: true if a local service listens there\n`;
+    expect(result.stdout).toContain(`${where}: smarthost.host 127.0.0.1 is a loopback address. ${tail("smarthost")}`);
+    expect(result.stdout).toContain(`${where}: routes["filter.test"].host localhost is a loopback name. ${tail('routes["filter.test"]')}`);
+    expect(result.stdout).toContain(`${where}: routes["six.test"].host ::1 is a loopback address. ${tail('routes["six.test"]')}`);
+    expect(result.stdout).toContain(`${where}: routes["bracketed.test"].host [IPv6:0:0:0:0:0:0:0:1] is a loopback address.`);
+    expect(result.stdout).toContain(`${where}: routes["mapped.test"].host ::ffff:127.0.0.2 is a loopback address.`);
+    expect(result.stdout).toContain(`${where}: routes["any.test"].host 0.0.0.0 is the unspecified address.`);
+    expect(result.stdout).toContain(`${where}: routes["named.test"].host scanner.localhost. is a loopback name.`);
+    expect(result.stdout.match(/loop guard/g)).toHaveLength(7);
+    expect(result.stdout).not.toContain("allowed.test");
+    expect(result.stdout).not.toContain("remote.test");
+    expect(result.stdout).not.toContain("dns.test");
+
+    // allowLocalDestinations turns the loop guard off for every destination.
+    await writeFile(file, config("x@y.test") + mx("      allowLocalDestinations: true\n"));
+    const guardOff = run(["check", "--config", file]);
+    expect(guardOff.status).toBe(0);
+    expect(guardOff.stdout).not.toContain("loop guard");
+  });
+
   test("read-only spool folder prints a warning", async () => {
     const readOnly = path.join(dir, "spool");
     await mkdir(readOnly);

@@ -79,6 +79,11 @@ test("malformed state line fields are set aside", async () => {
     "failed without reply": (state: Record<string, unknown>) => ({ ...state, failed: [{ recipient: "gone@ok.test" }] }),
     "pending number": (state: Record<string, unknown>) => ({ ...state, pending: [123] }),
     "no message id": (state: Record<string, unknown>) => ({ ...state, messageId: undefined }),
+    "next attempt past Date range": (state: Record<string, unknown>) => ({ ...state, nextAttemptAt: 1e300 }),
+    "creation time past Date range": (state: Record<string, unknown>) => ({ ...state, createdAt: -8.64e15 - 1 }),
+    "creation time a string": (state: Record<string, unknown>) => ({ ...state, createdAt: "2026-01-01" }),
+    "bounce time past Date range": (state: Record<string, unknown>) => ({ ...state, bounceAttemptAt: 1e300 }),
+    "first bounce time null": (state: Record<string, unknown>) => ({ ...state, bounceFirstAttemptAt: null }),
   };
   const ids: string[] = [];
   for (const [name, change] of Object.entries(malformed)) {

@@ -107,6 +107,31 @@ test("loop guard bounces mail to this host", async () => {
   expect(remote.connections).toBe(0);
 });
 
+test.each([
+  ["smarthost", "127.0.0.1", (port: number) => ({ smarthost: { host: "127.0.0.1", port, tls: "none" } })],
+  // A name is only known to be this host once DNS answers, so `mailroom check` cannot warn about it.
+  ['routes["ok.test"]', "filter.ok.test", (port: number) => ({ routes: { "ok.test": { host: "filter.ok.test", port, tls: "none" } } })],
+])("loop guard defers a %s on this host", async (option, host, mx) => {
+  const remote = await startRemoteMx();
+  cleanup.push(() => remote.close());
+  const zone: Zone = { ...ZONE, "filter.ok.test": { A: ["127.0.0.1"] } };
+  const { server, queue } = await world(zone, remote.port, { allowLocalDestinations: false, ...mx(remote.port) });
+  await submit(server, "alice@local.test", ["bob@ok.test"]);
+  const [entry] = await waitFor(async () => {
+    const entries = await queue.list();
+    return entries.length === 1 && entries[0]!.attempts === 1 && entries;
+  }, "deferral");
+  expect(entry!.lastError).toBe(
+    `451 4.4.6 ${option} host ${host} is this host (127.0.0.1), which the loop guard rejects unless ${option}.allowLocal is true`,
+  );
+  const warning = server.logs.find((line) => line.msg?.startsWith("route host is this host, so the loop guard defers its mail"));
+  expect(warning?.option).toBe(option);
+  expect(warning?.domain).toBe("ok.test");
+  expect(warning?.level).toBe(40);
+  expect(remote.connections).toBe(0);
+  expect(await server.local()).toHaveLength(0);
+});
+
 test("loop guard drops less preferred exchangers", async () => {
   const zone: Zone = {
     "backup.test": { MX: [[10, "self.backup.test"], [20, "other.backup.test"]] },

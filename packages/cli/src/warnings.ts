@@ -70,6 +70,22 @@ async function queueFolderWarnings(loaded: LoadedConfig): Promise<string[]> {
 }
 
 /**
+ * Lists the plugin-mx smarthost and routes that point at this host without
+ * allowLocal, so that the loop guard defers all their mail and bounces it
+ * after maxQueueLifetime. A local content filter on 127.0.0.1 is the usual case.
+ */
+async function localRouteWarnings(loaded: LoadedConfig): Promise<string[]> {
+  const { localRouteHosts } = await import("@mailroom/plugin-mx");
+  return localRouteHosts(loaded).map(({ index, option, host, kind }) => {
+    const where = `plugins[${index}] (${loaded.config.plugins[index]!.use})`;
+    return (
+      `${where}: ${option}.host ${host} is ${kind}. The loop guard rejects it, so every message routed there is deferred ` +
+      `and bounced after maxQueueLifetime. Set ${option}.allowLocal: true if a local service listens there`
+    );
+  });
+}
+
+/**
  * Lists the problems with the routes that store accepted recipients. The
  * engine replies 451 4.3.0 at RCPT for a recipient accepted on a route that
  * no plugin registered, and 451 4.3.0 after DATA when the route's owner (the
@@ -110,7 +126,7 @@ function relaysFor(options: Record<string, unknown>, plugins: readonly LoadedPlu
  * owner of its outbound route,
  * a requireAuth listener with no plugin for AUTH or without TLS, an open relay, a maildir
  * root, plugin-mx queue folder or spool folder the server cannot write, memory spool sizes that
- * cannot work as written.
+ * cannot work as written, a plugin-mx smarthost or route that points at this host.
  */
 export async function findWarnings(loaded: LoadedConfig, plugins: readonly LoadedPlugin[]): Promise<string[]> {
   const warnings: string[] = [];
@@ -163,5 +179,6 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
     }
   }
   warnings.push(...(await queueFolderWarnings(loaded)));
+  warnings.push(...(await localRouteWarnings(loaded)));
   return warnings;
 }

@@ -1,7 +1,8 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { errorJsonReplacer, readNearestPackageJson, systemClock, type LoadedConfig, type Logger } from "@mailroom/core";
-import { optionsSchema } from "./options.js";
+import { optionsSchema, type Target } from "./options.js";
+import { describeLocalHost } from "./routing.js";
 import { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 import { QueueStore } from "./store.js";
 
@@ -77,6 +78,41 @@ export function queueFolders(loaded: LoadedConfig): { index: number; dir: string
   return folders;
 }
 
+/** A static next hop of a plugin-mx entry that the loop guard rejects, as `mailroom check` reports it. */
+export interface LocalRouteHost {
+  /** Index of the entry in `plugins`. */
+  index: number;
+  /** Option path of the next hop: `smarthost` or `routes["DOMAIN"]`. */
+  option: string;
+  host: string;
+  /** Description of the host, such as "a loopback address". */
+  kind: string;
+}
+
+/**
+ * Lists the smarthost and routes of every plugin-mx entry whose host the
+ * loop guard rejects, as far as that is known without DNS (see
+ * describeLocalHost), when neither the route's allowLocal nor
+ * allowLocalDestinations turns the guard off. Mail for such a route is
+ * deferred until maxQueueLifetime and then bounced. Entries whose options
+ * are invalid are left out.
+ */
+export function localRouteHosts(loaded: LoadedConfig): LocalRouteHost[] {
+  const found: LocalRouteHost[] = [];
+  for (const [index, entry] of loaded.config.plugins.entries()) {
+    if (!isMxEntry(entry.use, loaded.dir)) continue;
+    const parsed = optionsSchema.safeParse(entry.with);
+    if (!parsed.success || parsed.data.allowLocalDestinations) continue;
+    const targets: [string, Target][] = Object.entries(parsed.data.routes).map(([domain, target]) => [`routes["${domain}"]`, target]);
+    if (parsed.data.smarthost) targets.push(["smarthost", parsed.data.smarthost]);
+    for (const [option, target] of targets) {
+      const kind = target.allowLocal ? undefined : describeLocalHost(target.host);
+      if (kind) found.push({ index, option, host: target.host, kind });
+    }
+  }
+  return found;
+}
+
 /**
  * Opens the queue for a command that changes records, or returns undefined
  * when its folder does not exist: such a queue has no record, and a command
@@ -92,8 +128,15 @@ async function openExistingQueue(loaded: LoadedConfig): Promise<DiskOutboundQueu
   return openQueue(loaded);
 }
 
+/**
+ * Formats a record's time as ISO 8601 in UTC. The store already rejects
+ * times that a Date cannot hold, and this check keeps one such value, should
+ * it get past, from failing the whole listing with a RangeError.
+ */
 function time(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+  const date = new Date(ms);
+  if (Number.isNaN(date.getTime())) return `invalid time ${ms}`;
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
 /** Formats rows as columns padded to the widest cell; exported for tests. */
@@ -134,7 +177,13 @@ export async function queueList(loaded: LoadedConfig): Promise<string> {
 /** `mailroom queue show ID`: every field of one record. It only reads the queue folder. */
 export async function queueShow(loaded: LoadedConfig, id: string): Promise<string> {
   const queue = await openQueue(loaded, stderrLogger(), { readOnly: true });
-  const record = await queue.details(id);
+  let record: Awaited<ReturnType<DiskOutboundQueue["details"]>>;
+  try {
+    record = await queue.details(id);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new Error(`queue record ${id} is unreadable (${reason}). The server sets it aside in corrupt/`);
+  }
   if (!record) throw new Error(`no queued message ${id}`);
   const lines = [
     `ID:           ${record.id}`,

@@ -3,5 +3,5 @@ export { optionsSchema, DEFAULT_RETRY, MIN_RETRY_DELAY, retryDelay, type MxOptio
 export { QueueStore, type QueueRecord, type FailedRecipient } from "./store.js";
 export { DiskOutboundQueue, type QueueEntry } from "./queue.js";
 export { buildBounce, type BounceInput } from "./bounce.js";
-export { route, orderByPreference, isLocalAddress, type Hop, type Route } from "./routing.js";
-export { openQueue, queueFolders, queueList, queueShow, queueRetry, queueDelete } from "./cli.js";
+export { route, orderByPreference, isLocalAddress, describeLocalHost, type Hop, type Route } from "./routing.js";
+export { openQueue, queueFolders, localRouteHosts, queueList, queueShow, queueRetry, queueDelete } from "./cli.js";

@@ -2,7 +2,7 @@ import { open, readdir, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import { syncDirectory } from "./directory-sync.js";
 import { appendFrom, writeAll, writeNewFile } from "./record-file.js";
-import { isMissing, isRecordShape, RECORD_SUFFIX, type QueueRecord, type QueueStore } from "./store.js";
+import { isMissing, recordShapeError, RECORD_SUFFIX, type QueueRecord, type QueueStore } from "./store.js";
 
 // The previous queue format kept each record in two files: its state in
 // active/ID.json (claimed/ID.PID.TOKEN.json while delivered) and its message
@@ -11,7 +11,9 @@ import { isMissing, isRecordShape, RECORD_SUFFIX, type QueueRecord, type QueueSt
 /** Reads a state file of the previous format as a current record. */
 export function parseLegacyRecord(text: string): QueueRecord {
   const value = JSON.parse(text) as Omit<QueueRecord, "version" | "messageId"> & { version: number; messageId?: string };
-  if (value?.version !== 1 || !isRecordShape(value as Partial<QueueRecord>)) throw new Error("not a queue record");
+  if (value?.version !== 1) throw new Error("not a queue record");
+  const problem = recordShapeError(value as Partial<QueueRecord>);
+  if (problem) throw new Error(problem);
   return { ...value, version: 2, messageId: value.messageId ?? value.id };
 }
 

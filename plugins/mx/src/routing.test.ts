@@ -2,7 +2,7 @@ import { pino } from "pino";
 import { expect, test } from "vitest";
 import { StaticDnsResolver } from "@mailroom/testing";
 import { MIN_RETRY_DELAY, optionsSchema, retryDelay } from "./options.js";
-import { isLocalAddress, orderByPreference, route, type Route } from "./routing.js";
+import { describeLocalHost, isLocalAddress, orderByPreference, route, type Route } from "./routing.js";
 
 test("MX order shuffles equal preferences fairly", () => {
   const records = [
@@ -32,6 +32,51 @@ test("loop guard recognises local addresses", () => {
   for (const address of ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1"]) {
     expect(isLocalAddress(address), address).toBe(false);
   }
+});
+
+test("local route hosts known without DNS", () => {
+  const cases: [string, string | undefined][] = [
+    ["127.0.0.1", "a loopback address"],
+    ["127.0.0.53", "a loopback address"],
+    ["::1", "a loopback address"],
+    ["0:0:0:0:0:0:0:1", "a loopback address"],
+    ["[::1]", "a loopback address"],
+    ["[IPv6:::1]", "a loopback address"],
+    ["::ffff:127.0.0.1", "a loopback address"],
+    ["0.0.0.0", "the unspecified address"],
+    ["::", "the unspecified address"],
+    ["localhost", "a loopback name"],
+    ["LocalHost.", "a loopback name"],
+    ["filter.localhost", "a loopback name"],
+    ["192.0.2.1", undefined],
+    ["2001:db8::1", undefined],
+    ["mail.example.net", undefined],
+    ["notlocalhost", undefined],
+    ["localhost.example.net", undefined],
+  ];
+  for (const [host, kind] of cases) expect(describeLocalHost(host), host).toBe(kind);
+});
+
+test("smarthost on loopback defers, not bounces", async () => {
+  const context = { id: "r1", sender: "a@local.test", domain: "far.test", recipients: ["b@far.test"], attempts: 0 };
+  const env = (options: Record<string, unknown>) => ({
+    options: optionsSchema.parse(options),
+    dns: () => new StaticDnsResolver({}),
+    hooks: () => undefined,
+    logger: pino({ level: "silent" }),
+  });
+  const smarthost = await route("far.test", context, env({ smarthost: { host: "127.0.0.1", port: 10025 } }));
+  expect(smarthost).toMatchObject({ kind: "failure", permanent: false, code: 451, enhanced: "4.4.6" });
+  expect(smarthost).toMatchObject({
+    message: "smarthost host 127.0.0.1 is this host (127.0.0.1), which the loop guard rejects unless smarthost.allowLocal is true",
+  });
+
+  const routed = await route("far.test", context, env({ routes: { "Far.Test": { host: "::1", port: 10025 } } }));
+  expect(routed).toMatchObject({ kind: "failure", permanent: false, code: 451, enhanced: "4.4.6" });
+  expect(routed).toMatchObject({ message: expect.stringContaining('routes["far.test"].allowLocal') });
+
+  const allowed = await route("far.test", context, env({ smarthost: { host: "127.0.0.1", port: 10025, allowLocal: true } }));
+  expect(allowed).toMatchObject({ kind: "hops", hops: [{ name: "127.0.0.1", addresses: ["127.0.0.1"], port: 10025 }] });
 });
 
 test("retry schedule grows and repeats", () => {

@@ -57,6 +57,10 @@ export function orderByPreference<T extends { priority: number }>(records: T[]):
   return ordered;
 }
 
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("::1", "ipv6");
+
 const LOCAL = new net.BlockList();
 LOCAL.addSubnet("127.0.0.0", 8, "ipv4");
 LOCAL.addAddress("0.0.0.0", "ipv4");
@@ -79,6 +83,33 @@ export function isLocalAddress(address: string): boolean {
   return own.check(plain, family);
 }
 
+/** Returns a host name or address with the brackets and `IPv6:` tag of an address literal removed. */
+function bareHost(name: string): string {
+  return name.replace(/^\[(.*)\]$/, "$1").replace(/^ipv6:/i, "");
+}
+
+/**
+ * Describes a route host that the loop guard rejects, where that is known
+ * without DNS: an address that isLocalAddress matches, or a localhost name,
+ * which RFC 6761 section 6.3 reserves for loopback. Returns undefined for
+ * any other host.
+ */
+export function describeLocalHost(host: string): string | undefined {
+  const bare = bareHost(host);
+  if (net.isIP(bare)) {
+    if (!isLocalAddress(bare)) return undefined;
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(bare);
+    const plain = mapped ? mapped[1]! : bare;
+    const family = net.isIPv4(plain) ? "ipv4" : "ipv6";
+    if (LOOPBACK.check(plain, family)) return "a loopback address";
+    if (LOCAL.check(plain, family)) return "the unspecified address";
+    return "an address of this host";
+  }
+  const name = host.toLowerCase().replace(/\.$/, "");
+  if (name === "localhost" || name.endsWith(".localhost")) return "a loopback name";
+  return undefined;
+}
+
 interface RoutingEnv {
   options: MxOptions;
   dns: () => DnsResolver;
@@ -91,7 +122,7 @@ async function addressesOf(
   dns: DnsResolver,
   name: string,
 ): Promise<{ addresses: string[]; temporary?: string }> {
-  const bare = name.replace(/^\[(.*)\]$/, "$1").replace(/^ipv6:/i, "");
+  const bare = bareHost(name);
   if (net.isIP(bare)) return { addresses: [bare] };
   const addresses: string[] = [];
   let temporary: string | undefined;
@@ -154,7 +185,10 @@ export async function route(written: string, context: OutboundContext, env: Rout
     const addresses = target.allowLocal ? found.addresses : guard(found.addresses, env);
     if (addresses.length === 0) {
       if (found.temporary) return failure(false, 451, "4.4.3", `route ${target.host}: ${found.temporary}`);
-      if (found.addresses.length) return loop(target.host);
+      if (found.addresses.length) {
+        const option = options.routes[domain] ? `routes["${domain}"]` : "smarthost";
+        return routeLoop(domain, option, target.host, found.addresses, env.logger);
+      }
       return failure(false, 451, "4.4.4", `route host ${target.host} has no address`);
     }
     return { kind: "hops", hops: [hopFromTarget(target, addresses, verify)] };
@@ -194,6 +228,26 @@ function guard(addresses: string[], env: RoutingEnv): string[] {
 
 function loop(name: string): Route {
   return failure(true, 554, "5.4.6", `Mail for ${name} loops back to this host`);
+}
+
+/**
+ * Defers mail whose configured route or smarthost resolves only to this
+ * host. A loop through DNS or an address literal bounces, because the
+ * destination or the sender chose this host. This loop is a mistake in this
+ * server's own config, so the mail waits in the queue while an administrator
+ * fixes the route, and bounces only after maxQueueLifetime.
+ */
+function routeLoop(domain: string, option: string, host: string, addresses: string[], logger: Logger): Route {
+  logger.warn(
+    { domain, option, host, addresses },
+    "route host is this host, so the loop guard defers its mail. Set allowLocal: true on the route if a local service listens there",
+  );
+  return failure(
+    false,
+    451,
+    "4.4.6",
+    `${option} host ${host} is this host (${addresses.join(", ")}), which the loop guard rejects unless ${option}.allowLocal is true`,
+  );
 }
 
 /**

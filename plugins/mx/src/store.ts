@@ -119,12 +119,29 @@ function isFailedRecipient(value: Partial<FailedRecipient> | null): boolean {
 }
 
 /**
+ * Largest distance from the epoch, in milliseconds, of a time that a Date
+ * can hold (ECMA-262, "Time Values and Time Range"): 100,000,000 days.
+ */
+const MAX_TIME_VALUE = 8.64e15;
+
+/** The time fields of a record, in milliseconds since the epoch. */
+const TIME_FIELDS = ["createdAt", "nextAttemptAt", "bounceAttemptAt", "bounceFirstAttemptAt"] as const;
+const REQUIRED_TIME_FIELDS: ReadonlySet<string> = new Set(["createdAt", "nextAttemptAt"]);
+
+function isTimeValue(value: unknown): boolean {
+  return typeof value === "number" && Number.isFinite(value) && Math.abs(value) <= MAX_TIME_VALUE;
+}
+
+/**
  * Checks the fields that every record needs, down to each recipient, so a
  * record that a later step could not handle is set aside when it is read.
- * The caller checks `version`.
+ * Returns why the record is invalid, or undefined when it is valid. A time
+ * field must be a number that a Date can hold, because `mailroom queue list`
+ * formats it as a date and the scheduler computes timer delays from it. The
+ * caller checks `version`.
  */
-export function isRecordShape(value: Partial<QueueRecord> | undefined): boolean {
-  return (
+export function recordShapeError(value: Partial<QueueRecord> | undefined): string | undefined {
+  const valid =
     typeof value?.id === "string" &&
     isRecordId(value.id) &&
     typeof value.sender === "string" &&
@@ -133,15 +150,23 @@ export function isRecordShape(value: Partial<QueueRecord> | undefined): boolean 
     value.pending.every((recipient) => typeof recipient === "string") &&
     Array.isArray(value.failed) &&
     value.failed.every((item) => isFailedRecipient(item)) &&
-    typeof value.nextAttemptAt === "number" &&
-    typeof value.createdAt === "number" &&
-    typeof value.attempts === "number"
-  );
+    typeof value.attempts === "number";
+  if (!valid) return "not a queue record";
+  for (const field of TIME_FIELDS) {
+    const time = value[field];
+    if (time === undefined && !REQUIRED_TIME_FIELDS.has(field)) continue;
+    if (!isTimeValue(time)) {
+      return `not a queue record: ${field} is ${JSON.stringify(time) ?? "missing"}, not a time in milliseconds that a Date can hold`;
+    }
+  }
+  return undefined;
 }
 
 function parseRecord(text: string): QueueRecord {
   const value = JSON.parse(text) as QueueRecord;
-  if (value?.version !== 2 || !isRecordShape(value) || typeof value.messageId !== "string") throw new Error("not a queue record");
+  if (value?.version !== 2 || typeof value.messageId !== "string") throw new Error("not a queue record");
+  const problem = recordShapeError(value);
+  if (problem) throw new Error(problem);
   return value;
 }
 
