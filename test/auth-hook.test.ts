@@ -35,6 +35,7 @@ interface StartOptions {
   allowInsecureAuth?: boolean;
   authPlugin?: boolean;
   logLines?: string[];
+  maxErrors?: number;
 }
 
 async function start(options: StartOptions = {}): Promise<TestServer> {
@@ -49,6 +50,7 @@ async function start(options: StartOptions = {}): Promise<TestServer> {
         hostname: "mx.test",
         tls: { key: certificate.keyPath, cert: certificate.certPath },
         allowInsecureAuth: options.allowInsecureAuth ?? false,
+        ...(options.maxErrors ? { limits: { maxErrors: options.maxErrors } } : {}),
       },
       plugins,
     },
@@ -271,6 +273,53 @@ describe("AUTH exchange", () => {
     const reply = await client.command(`AUTH PLAIN ${plainToken("alice", PASSWORD)}`);
     expect(reply.code).toBe(503);
     expect(reply.enhanced).toBe("5.5.1");
+  });
+});
+
+describe("AUTH and maxErrors", () => {
+  /** Command lines of one AUTH exchange that ends in a 501 from the SASL code, with the reply code each gets. */
+  const REJECTED_EXCHANGES: [string, [string, number][]][] = [
+    ["LOGIN cancelled at the user name", [["AUTH LOGIN", 334], ["*", 501]]],
+    ["LOGIN cancelled at the password", [[`AUTH LOGIN ${base64("alice")}`, 334], ["*", 501]]],
+    ["PLAIN cancelled after an empty challenge", [["AUTH PLAIN", 334], ["*", 501]]],
+    ["PLAIN with a zero-length initial response", [["AUTH PLAIN =", 501]]],
+  ];
+
+  test.each(REJECTED_EXCHANGES)("%s counts as an error", async (_name, steps) => {
+    await start({ maxErrors: 3 });
+    const client = await connectSecure();
+    for (let round = 1; round <= 3; round++) {
+      for (const [line, code] of steps) {
+        const reply = await client.command(line);
+        expect({ round, line, code: reply.code }).toEqual({ round, line, code });
+      }
+    }
+    const closing = await client.read();
+    expect(closing.code).toBe(421);
+    expect(closing.enhanced).toBe("4.7.0");
+    await client.closed();
+  });
+
+  test("cancelled AUTH shares the count with other errors", async () => {
+    await start({ maxErrors: 2 });
+    const client = await connectSecure();
+    expect((await client.command("BOGUS")).code).toBe(500);
+    expect((await client.command("AUTH LOGIN")).code).toBe(334);
+    expect((await client.command("*")).code).toBe(501);
+    expect((await client.read()).code).toBe(421);
+    await client.closed();
+  });
+
+  test("rejected credentials do not count as errors", async () => {
+    // Rejections by the auth hook are limited by the auth plugin (plugin-auth-file's maxFailures).
+    await start({ maxErrors: 2 });
+    const client = await connectSecure();
+    expect((await client.command(`AUTH PLAIN ${plainToken("alice", "wrong")}`)).code).toBe(535);
+    expect((await client.command(`AUTH LOGIN ${base64("mallory")}`)).code).toBe(334);
+    expect((await client.command(base64("guess"))).code).toBe(535);
+    expect((await client.command(`AUTH PLAIN ${plainToken("weak", PASSWORD)}`)).code).toBe(534);
+    expect((await client.command("NOOP")).code).toBe(250);
+    expect((await client.command(`AUTH PLAIN ${plainToken("alice", PASSWORD)}`)).code).toBe(235);
   });
 });
 

@@ -1,11 +1,12 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { SmtpTestClient } from "@mailroom/testing";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { makeCertificate, type Validity } from "./tls-helpers.js";
 
 const BIN = fileURLToPath(new URL("../packages/cli/bin/mailroom.js", import.meta.url));
 
@@ -72,6 +73,23 @@ function start(file: string): Promise<{ port: number; logs: () => string }> {
     });
     child!.once("exit", (code) => reject(new Error(`server exited with ${code}:\n${output}`)));
   });
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** Returns the validity period from `fromDays` to `toDays` days after now. Negative values lie in the past. */
+function daysFromNow(fromDays: number, toDays: number): Validity {
+  return { notBefore: new Date(Date.now() + fromDays * DAY_MS), notAfter: new Date(Date.now() + toDays * DAY_MS) };
+}
+
+/** Formats a certificate date as the warnings print it: ISO 8601 in UTC, to the second. */
+function certificateDate(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/** `config(reject)` with `server.tls` set to ./certs/mx.key and ./certs/mx.crt. */
+function tlsConfig(reject: string): string {
+  return config(reject).replace("  shutdownTimeout: 5s\n", "  shutdownTimeout: 5s\n  tls: { key: ./certs/mx.key, cert: ./certs/mx.crt }\n");
 }
 
 function exited(process: ChildProcess): Promise<number | null> {
@@ -377,6 +395,72 @@ describe("mailroom check", () => {
     expect(result.stderr).toContain(`${file}:3: server.tls.key: cannot read ${path.join(dir, "missing-key.pem")}`);
   });
 
+  test("out-of-date TLS certificates print warnings", async () => {
+    const certs = path.join(dir, "certs");
+    await mkdir(certs);
+    const validity = {
+      expired: daysFromNow(-400, -30),
+      future: daysFromNow(30, 400),
+      soon: daysFromNow(-30, 5),
+      current: daysFromNow(-1, 365),
+    };
+    const [expired, future, soon, current] = await Promise.all(
+      Object.entries(validity).map(([name, dates]) => makeCertificate(certs, name, `${name}.example`, dates)),
+    );
+    // A chain whose second certificate has expired, after a current one.
+    const chainPath = path.join(certs, "chain.crt");
+    await writeFile(chainPath, current!.pem + expired!.pem);
+    const file = path.join(dir, "mailroom.yaml");
+    const sni = (name: string, files = name) => `      ${name}.example: { key: ./certs/${files}.key, cert: ./certs/${files}.crt }\n`;
+    const chain = "      chain.example: { key: ./certs/current.key, cert: ./certs/chain.crt }\n";
+    const entries = `${sni("future")}${sni("soon")}${sni("current")}${sni("alias", "expired")}${chain}`;
+    const tls = `  tls:\n    key: ./certs/expired.key\n    cert: ./certs/expired.crt\n    sni:\n${entries}`;
+    await writeFile(file, config("x@y.test").replace("  shutdownTimeout: 5s\n", `  shutdownTimeout: 5s\n${tls}`));
+
+    const result = run(["check", "--config", file]);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain(
+      `warning: server.tls.cert: certificate ${expired!.certPath} (subject CN=expired.example) expired on ${certificateDate(validity.expired.notAfter)}`,
+    );
+    expect(result.stdout).toContain(
+      `warning: server.tls.sni.future.example.cert: certificate ${future!.certPath} (subject CN=future.example) is not valid before ${certificateDate(validity.future.notBefore)}`,
+    );
+    expect(result.stdout).toContain(
+      `warning: server.tls.sni.soon.example.cert: certificate ${soon!.certPath} (subject CN=soon.example) expires on ${certificateDate(validity.soon.notAfter)}, less than 14 days from now`,
+    );
+    expect(result.stdout).toContain(
+      `warning: server.tls.sni.chain.example.cert: certificate ${chainPath} (subject CN=expired.example) expired on ${certificateDate(validity.expired.notAfter)}`,
+    );
+    expect(result.stdout).not.toContain(current!.certPath);
+    // The default certificate's file, named again by the alias entry, is reported once.
+    expect(result.stdout.split(`certificate ${expired!.certPath} `)).toHaveLength(2);
+    expect(result.stdout).not.toContain("private key");
+  });
+
+  test("TLS key open to other users prints a warning", async () => {
+    const certs = path.join(dir, "certs");
+    await mkdir(certs);
+    const { keyPath } = await makeCertificate(certs, "mx", "mx.cli.test");
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, tlsConfig("x@y.test"));
+
+    for (const mode of [0o640, 0o604, 0o620]) {
+      await chmod(keyPath, mode);
+      const result = run(["check", "--config", file]);
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain(
+        `warning: server.tls.key: private key ${keyPath} is accessible to its group or other users (mode ${mode.toString(8)}). Run chmod 600 on it`,
+      );
+    }
+
+    await chmod(keyPath, 0o600);
+    const result = run(["check", "--config", file]);
+    expect(result.status).toBe(0);
+    expect(result.stdout).not.toContain("private key");
+    expect(result.stdout).not.toContain("certificate");
+  });
+
   test("version option prints the version", () => {
     const result = run(["--version"]);
     expect(result.status).toBe(0);
@@ -515,6 +599,44 @@ plugins:
     child!.kill("SIGHUP");
     await expect.poll(() => logs(), { timeout: 10_000 }).toContain('"msg":"config reloaded"');
     expect(logs()).toContain("server.spoolDir changed; the server keeps using the old folder until it is restarted");
+  });
+
+  test("TLS warnings are logged at start and on SIGHUP", async () => {
+    const certs = path.join(dir, "certs");
+    await mkdir(certs);
+    const expiredDates = daysFromNow(-60, -1);
+    const expired = await makeCertificate(certs, "mx", "mx.cli.test", expiredDates);
+    const file = path.join(dir, "mailroom.yaml");
+    await writeFile(file, tlsConfig("x@y.test"));
+    const { logs } = await start(file);
+    const warnings = () =>
+      logs()
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .filter((entry) => entry.level === 40);
+
+    await expect.poll(() => warnings().map((entry) => entry.option), { timeout: 10_000 }).toContain("server.tls.cert");
+    const atStart = warnings().find((entry) => entry.option === "server.tls.cert");
+    expect(atStart).toMatchObject({
+      file: expired.certPath,
+      subject: "CN=mx.cli.test",
+      validTo: certificateDate(expiredDates.notAfter),
+    });
+    expect(atStart!.msg).toContain(`certificate ${expired.certPath} (subject CN=mx.cli.test) expired on`);
+
+    const before = warnings().length;
+    const soonDates = daysFromNow(-1, 3);
+    const soon = await makeCertificate(certs, "mx", "mx.cli.test", soonDates);
+    await chmod(soon.keyPath, 0o644);
+    child!.kill("SIGHUP");
+    await expect.poll(() => logs(), { timeout: 10_000 }).toContain('"msg":"config reloaded"');
+    const afterReload = warnings().slice(before);
+    const certificate = afterReload.find((entry) => entry.option === "server.tls.cert");
+    expect(certificate).toMatchObject({ file: soon.certPath, subject: "CN=mx.cli.test", validTo: certificateDate(soonDates.notAfter) });
+    expect(certificate!.msg).toContain("less than 14 days from now");
+    const key = afterReload.find((entry) => entry.option === "server.tls.key");
+    expect(key).toMatchObject({ file: soon.keyPath, mode: "644" });
   });
 
   test("reload logs absolute config path", async () => {

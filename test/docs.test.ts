@@ -159,7 +159,7 @@ test("README config example passes check", async () => {
   await writeFile(path.join(dir, "users"), "");
   const openssl = spawnSync(
     "openssl",
-    ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls/key.pem", "-out", "tls/cert.pem", "-days", "2", "-subj", "/CN=mx.example.test"],
+    ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls/key.pem", "-out", "tls/cert.pem", "-days", "90", "-subj", "/CN=mx.example.test"],
     { cwd: dir, encoding: "utf8" },
   );
   expect(openssl.status, openssl.stderr).toBe(0);

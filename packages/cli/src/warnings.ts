@@ -1,6 +1,6 @@
 import { access, constants, stat } from "node:fs/promises";
 import path from "node:path";
-import { listenerWarnings, type LoadedConfig, type LoadedPlugin } from "@mailroom/core";
+import { listenerWarnings, tlsWarnings, type LoadedConfig, type LoadedPlugin } from "@mailroom/core";
 import { parseNetwork } from "@mailroom/plugin-relay";
 
 /**
@@ -127,6 +127,8 @@ function relaysFor(options: Record<string, unknown>, plugins: readonly LoadedPlu
  * a requireAuth listener with no plugin for AUTH or without TLS, an open relay, a maildir
  * root, plugin-mx queue folder or spool folder the server cannot write, memory spool sizes that
  * cannot work as written, a plugin-mx smarthost or route that points at this host.
+ * It also lists TLS certificates that are expired, not yet valid or about to
+ * expire, and TLS private key files that their group or other users can access.
  */
 export async function findWarnings(loaded: LoadedConfig, plugins: readonly LoadedPlugin[]): Promise<string[]> {
   const warnings: string[] = [];
@@ -153,6 +155,8 @@ export async function findWarnings(loaded: LoadedConfig, plugins: readonly Loade
   for (const warning of listenerWarnings(server, server.listen, handlesAuth)) {
     warnings.push(`listen ${warning.address}: ${warning.message}`);
   }
+  // The same text as the warnings that `start` and a reload log.
+  for (const warning of tlsWarnings(server)) warnings.push(`${warning.option}: ${warning.message}`);
 
   for (const [index, entry] of loaded.config.plugins.entries()) {
     const where = `plugins[${index}] (${entry.use})`;

@@ -28,6 +28,7 @@ export { ConfigError, loadConfig, parseConfig, formatIssues, type LoadedConfig }
 export { parseSize, parseDuration, size, duration, MAX_TIMER_MS, type RangeOptions } from "./config/units.js";
 export { listenerWarnings, type ListenerWarning } from "./config/listener-warnings.js";
 export { loadTlsFiles, type CertificateFiles, type TlsFiles } from "./config/tls-files.js";
+export { CERTIFICATE_RENEWAL_DAYS, tlsWarnings, type TlsWarning } from "./config/tls-warnings.js";
 export { createInjector, type InjectorEnvironment } from "./inject.js";
 export { bootTime, OwnerCheck, processAlive, processStartTime, removeLeftovers } from "./process-alive.js";
 export { MailroomServer, type ServerOptions, type BoundAddress } from "./server.js";

@@ -8,6 +8,7 @@ import { container as rootContainer, type DependencyContainer } from "tsyringe";
 import { loadConfig, parseConfig, type LoadedConfig } from "./config/load.js";
 import { listenerWarnings } from "./config/listener-warnings.js";
 import { loadTlsFiles, type TlsFiles } from "./config/tls-files.js";
+import { tlsWarnings } from "./config/tls-warnings.js";
 import { parseHostPort, type ListenerConfig, type MailroomConfig } from "./config/schema.js";
 import { MAX_TIMER_MS } from "./config/units.js";
 import { logSerializers } from "./logging.js";
@@ -374,6 +375,7 @@ export class MailroomServer {
     for (const warning of listenerWarnings(this.config.server, configs, this.current.runner.handles("auth"))) {
       this.logger.warn({ address: warning.address }, warning.message);
     }
+    this.logTlsWarnings();
     const metrics = this.config.server.metrics;
     if (metrics) {
       const target = metricsTarget(metrics.listen, this.metricsPortOffset);
@@ -480,7 +482,15 @@ export class MailroomServer {
     this.tls = tls;
     previous.retired = true;
     if (previous.sessions === 0) await this.retire(previous);
+    this.logTlsWarnings();
     this.logger.info({ file, plugins: next.plugins.map((plugin) => plugin.name) }, "config reloaded");
+  }
+
+  /** Logs the warnings about the current config's TLS files, which `mailroom check` prints with the same text. */
+  private logTlsWarnings(): void {
+    for (const warning of tlsWarnings(this.config.server)) {
+      this.logger.warn({ option: warning.option, file: warning.file, ...warning.details }, warning.message);
+    }
   }
 
   private retire(set: PluginSet): Promise<void> {

@@ -53,6 +53,9 @@ const SYNTAX = {
   rcpt: "Syntax: RCPT TO:<address> [parameters]",
 };
 
+/** The reply that closes a connection once it has made limits.maxErrors protocol errors. */
+const TOO_MANY_ERRORS = { code: 421, enhanced: "4.7.0", message: "Too many errors, closing connection", close: true };
+
 /** A HELO argument: a domain name or an address literal, printable and without spaces. */
 const HELO_NAME = /^(?:\[[\x21-\x5a\x5e-\x7e]+\]|[\x21-\x7e]+)$/;
 /** RFC 3461 xtext: printable ASCII except "+" and "=", which are written as "+" and two hex digits. */
@@ -148,13 +151,27 @@ export class Session implements SessionDriver {
 
   /** Counts a protocol error; past the limit the connection is closed with 421. */
   private protocolError(reply: Reply): void {
+    if (!this.countError()) return this.send(reply);
+    this.send({ ...reply, close: false });
+    this.send(TOO_MANY_ERRORS);
+  }
+
+  /** Counts a protocol error and returns true when the count has reached limits.maxErrors. */
+  private countError(): boolean {
     this.errors += 1;
-    if (this.errors >= this.limits.maxErrors) {
-      this.send({ ...reply, close: false });
-      this.send({ code: 421, enhanced: "4.7.0", message: "Too many errors, closing connection", close: true });
-      return;
-    }
-    this.send(reply);
+    return this.errors >= this.limits.maxErrors;
+  }
+
+  /**
+   * Counts a SASL response that smtp-server rejected with its own 5xx reply
+   * (a cancelled exchange, a malformed token) like any other protocol error,
+   * so a client cannot repeat one without limit. A rejection by the auth
+   * hook (535) is not counted: plugin-auth-file limits those with its
+   * maxFailures, and counting them here too could close the connection
+   * before that limit.
+   */
+  saslRejected(): void {
+    if (this.countError()) this.send(TOO_MANY_ERRORS);
   }
 
   /**

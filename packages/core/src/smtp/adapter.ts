@@ -71,6 +71,13 @@ export interface SessionDriver {
    * authorization identity of PLAIN (RFC 4616), empty when the client sent none.
    */
   authenticate(method: string, username: string, password: string, authzid: string): Promise<AuthResult>;
+  /**
+   * Called after smtp-server rejected a step of a SASL exchange with a 5xx
+   * reply that it wrote itself: the client cancelled with `*` (RFC 4954
+   * section 4) or sent a malformed response. Not called for the result of
+   * authenticate(), which smtp-server writes later.
+   */
+  saslRejected(): void;
   /** Called when a STARTTLS handshake finished. */
   tlsEstablished(info: { cipher?: string; protocol?: string; servername?: string }): void;
   /**
@@ -354,6 +361,8 @@ class AdaptedConnection extends SMTPConnection {
   private pendingLine: (() => void) | undefined;
   /** A command line or SASL response is being handled, and reading waits for it. */
   private lineRunning = false;
+  /** smtp-server is running a step of a SASL exchange, synchronously; see send(). */
+  private inSaslStep = false;
 
   override init(): void {
     // No early-talker delay: the greeting goes out as soon as the connect hook allows.
@@ -421,6 +430,20 @@ class AdaptedConnection extends SMTPConnection {
   override send(code: number, data?: string | string[], context?: string | false): void {
     this.flushOutput();
     super.send(code, data, context);
+    // smtp-server rejects a cancelled or malformed SASL response inside the
+    // step. The result of onAuth is written from a promise callback, after
+    // the step has returned, so it never counts here.
+    if (this.inSaslStep && code >= 500) this.driver.saslRejected();
+  }
+
+  /** Runs one step of a SASL exchange (the AUTH command or a response line) with smtp-server's code. */
+  runSaslStep(step: () => void): void {
+    this.inSaslStep = true;
+    try {
+      step();
+    } finally {
+      this.inSaslStep = false;
+    }
   }
 
   override close(): void {
@@ -486,11 +509,13 @@ class AdaptedConnection extends SMTPConnection {
       self._handlerPending = true;
       const text = line.overflow ? Buffer.alloc(0) : line.bytes;
       this.lineRunning = true;
-      handler.call(this, text, () => {
-        self._handlerPending = false;
-        this.lineRunning = false;
-        done();
-      });
+      this.runSaslStep(() =>
+        handler.call(this, text, () => {
+          self._handlerPending = false;
+          this.lineRunning = false;
+          done();
+        }),
+      );
       return;
     }
 
@@ -659,7 +684,7 @@ function makeWire(connection: AdaptedConnection): Wire {
         `SASL_${method}`
       ];
       if (!mechanism) throw new Error(`smtp-server has no SASL_${method}`);
-      return new Promise((resolve) => mechanism.call(connection, args, resolve));
+      return new Promise((resolve) => connection.runSaslStep(() => mechanism.call(connection, args, resolve)));
     },
   };
 }
