@@ -96,6 +96,18 @@ function exited(process: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => process.once("exit", (code) => resolve(code)));
 }
 
+
+/** Runs `body` with an empty read-only tmpfs mounted at `folder`, which it creates; the tests run as root. */
+async function withReadOnlyFolder(folder: string, body: () => Promise<void>): Promise<void> {
+  await mkdir(folder);
+  const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", folder]);
+  if (mounted.status !== 0) throw new Error(`mount failed (tests run as root): ${mounted.stderr}`);
+  try {
+    await body();
+  } finally {
+    spawnSync("umount", [folder]);
+  }
+}
 describe("mailroom check", () => {
   test("valid config lists plugins and hooks", async () => {
     const file = path.join(dir, "mailroom.yaml");
@@ -225,10 +237,7 @@ describe("mailroom check", () => {
 
   test("read-only maildir root prints a warning", async () => {
     const readOnly = path.join(dir, "readonly");
-    await mkdir(readOnly);
-    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", readOnly]);
-    if (mounted.status !== 0) throw new Error(`mount failed (tests run as root): ${mounted.stderr}`);
-    try {
+    await withReadOnlyFolder(readOnly, async () => {
       const file = path.join(dir, "mailroom.yaml");
       const maildir = `  - use: "@mailroom/plugin-maildir"\n    with: { root: ./readonly/mail, domains: { "a.test": { mailboxes: [bob] } } }\n`;
       await writeFile(file, config("x@y.test") + maildir);
@@ -237,9 +246,7 @@ describe("mailroom check", () => {
       expect(result.stdout).toContain(`maildir root ${path.join(readOnly, "mail")} is not writable`);
       expect(result.stdout).not.toContain("no plugin handles rcpt");
       expect(result.stdout).not.toContain("no plugin stores mail");
-    } finally {
-      spawnSync("umount", [readOnly]);
-    }
+    });
   });
 
   test("maildir root under a file prints a warning", async () => {
@@ -281,18 +288,13 @@ describe("mailroom check", () => {
 
   test("read-only queue folder prints a warning", async () => {
     const readOnly = path.join(dir, "readonly");
-    await mkdir(readOnly);
-    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", readOnly]);
-    if (mounted.status !== 0) throw new Error(`mount failed (tests run as root): ${mounted.stderr}`);
-    try {
+    await withReadOnlyFolder(readOnly, async () => {
       const file = path.join(dir, "mailroom.yaml");
       await writeFile(file, `${config("x@y.test")}  - use: "@mailroom/plugin-mx"\n    with: { queueDir: ./readonly/queue }\n`);
       const result = run(["check", "--config", file]);
       expect(result.status).toBe(0);
       expect(result.stdout).toContain(`queueDir ${path.join(readOnly, "queue")} is not writable (checked ${readOnly})`);
-    } finally {
-      spawnSync("umount", [readOnly]);
-    }
+    });
   });
 
   test("smarthost and routes on loopback print warnings", async () => {
@@ -341,18 +343,13 @@ describe("mailroom check", () => {
 
   test("read-only spool folder prints a warning", async () => {
     const readOnly = path.join(dir, "spool");
-    await mkdir(readOnly);
-    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", readOnly]);
-    if (mounted.status !== 0) throw new Error(`mount failed (tests run as root): ${mounted.stderr}`);
-    try {
+    await withReadOnlyFolder(readOnly, async () => {
       const file = path.join(dir, "mailroom.yaml");
       await writeFile(file, config("x@y.test").replace("  shutdownTimeout: 5s\n", "  shutdownTimeout: 5s\n  spoolDir: ./spool\n"));
       const result = run(["check", "--config", file]);
       expect(result.status).toBe(0);
       expect(result.stdout).toContain(`server.spoolDir ${readOnly} is not writable`);
-    } finally {
-      spawnSync("umount", [readOnly]);
-    }
+    });
   });
 
   test("spool folder that cannot be made names the option", async () => {
