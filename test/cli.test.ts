@@ -96,7 +96,6 @@ function exited(process: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => process.once("exit", (code) => resolve(code)));
 }
 
-
 /** Runs `body` with an empty read-only tmpfs mounted at `folder`, which it creates; the tests run as root. */
 async function withReadOnlyFolder(folder: string, body: () => Promise<void>): Promise<void> {
   await mkdir(folder);
@@ -108,6 +107,7 @@ async function withReadOnlyFolder(folder: string, body: () => Promise<void>): Pr
     spawnSync("umount", [folder]);
   }
 }
+
 describe("mailroom check", () => {
   test("valid config lists plugins and hooks", async () => {
     const file = path.join(dir, "mailroom.yaml");
