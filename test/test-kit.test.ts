@@ -2,8 +2,12 @@
 // routes at rcpt, DATA checks and storage, and the services the server
 // registers for every plugin set.
 import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import {
   definePlugin,
+  deny,
   denySoft,
   ok,
   systemClock,
@@ -13,7 +17,15 @@ import {
   type MessageInjector,
   type PluginHooks,
 } from "@mailroom/core";
-import { captureLogs, memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
+import {
+  captureLogs,
+  memoryStore,
+  startTestServer,
+  StaticDnsResolver,
+  TestClock,
+  testPlugin,
+  testPlugins,
+} from "@mailroom/testing";
 import { afterEach, describe, expect, test } from "vitest";
 import { startDns, type DnsFixture } from "./mx-kit.js";
 
@@ -436,5 +448,89 @@ describe("test kit logs", () => {
     expect(records).toHaveLength(2);
     expect(records[1]).toMatchObject({ level: 40, conn: "c2", msg: "second" });
     expect(capture.entries()).toEqual(records);
+  });
+});
+
+describe("test kit transactions", () => {
+  /** Creates a plugin that rejects senders at spam.example, stores every recipient, and records each reset and queue call. */
+  function recorderPlugin(events: string[]) {
+    return definePlugin({
+      name: "recorder",
+      setup({ registerRoute }) {
+        registerRoute("box");
+        return {
+          mail: ({ address }) => (address?.domain === "spam.example" ? deny() : undefined),
+          rcpt: () => ok(),
+          reset: ({ transaction }) => {
+            events.push(`reset ${transaction?.sender?.address ?? "<>"}`);
+          },
+          queue: ({ transaction, recipients }) => {
+            const to = recipients.map((recipient) => recipient.address.address).join(",");
+            events.push(`queue ${transaction.sender?.address ?? "<>"} to ${to}`);
+            return ok();
+          },
+        };
+      },
+    });
+  }
+
+  test("resets fire as on a real server", async () => {
+    // The server loads the plugin file, which exports the plugin that the test put on globalThis.
+    const serverEvents: string[] = [];
+    const dir = await mkdtemp(path.join(tmpdir(), "kit-transactions-"));
+    const global = globalThis as { kitRecorder?: unknown };
+    global.kitRecorder = recorderPlugin(serverEvents);
+    await writeFile(path.join(dir, "recorder.ts"), "export default (globalThis as any).kitRecorder;\n");
+    const server = await startTestServer({ server: { hostname: "mx.example.test" }, plugins: [{ use: "./recorder.ts" }] }, { dir });
+    const client = await server.connect();
+    expect((await client.command("EHLO client.example")).code).toBe(250);
+    expect((await client.command("MAIL FROM:<one@mail.example>")).code).toBe(250);
+    expect((await client.command("RCPT TO:<a@dest.example>")).code).toBe(250);
+    expect((await client.data("Subject: 1\r\n\r\nx\r\n")).code).toBe(250);
+    expect((await client.command("MAIL FROM:<bulk@spam.example>")).code).toBe(550);
+    expect((await client.command("MAIL FROM:<two@mail.example>")).code).toBe(250);
+    expect((await client.command("RSET")).code).toBe(250);
+    expect((await client.command("MAIL FROM:<three@mail.example>")).code).toBe(250);
+    expect((await client.command("QUIT")).code).toBe(221);
+    await client.closed();
+    await server.stop();
+    delete global.kitRecorder;
+    await rm(dir, { recursive: true, force: true });
+
+    const kitEvents: string[] = [];
+    const harness = await testPlugin(recorderPlugin(kitEvents));
+    const session = harness.session();
+    await session.mail("one@mail.example");
+    await session.rcpt("a@dest.example");
+    expect((await session.data("Subject: 1\r\n\r\nx\r\n")).code).toBe(250);
+    expect((await session.mail("bulk@spam.example")).code).toBe(550);
+    await session.mail("two@mail.example");
+    await session.reset();
+    await session.mail("three@mail.example");
+    await session.disconnect();
+    await harness.close();
+
+    expect(serverEvents).toEqual([
+      "queue one@mail.example to a@dest.example",
+      "reset one@mail.example",
+      "reset two@mail.example",
+      "reset three@mail.example",
+    ]);
+    expect(kitEvents).toEqual(serverEvents);
+  });
+
+  test("rejected sender opens no transaction", async () => {
+    const events: string[] = [];
+    const harness = await testPlugin(recorderPlugin(events));
+    const session = harness.session();
+    await session.mail("one@mail.example");
+    await session.rcpt("a@dest.example");
+    expect((await session.data("Subject: 1\r\n\r\nx\r\n")).code).toBe(250);
+    expect(session.transaction?.sender?.address).toBe("one@mail.example");
+    expect((await session.mail("bulk@spam.example")).code).toBe(550);
+    expect(session.transaction).toBeUndefined();
+    await expect(session.data("Subject: 2\r\n\r\ny\r\n")).rejects.toThrow(/open transaction/);
+    expect(events).toEqual(["queue one@mail.example to a@dest.example", "reset one@mail.example"]);
+    await harness.close();
   });
 });
