@@ -533,4 +533,16 @@ describe("test kit transactions", () => {
     expect(events).toEqual(["queue one@mail.example to a@dest.example", "reset one@mail.example"]);
     await harness.close();
   });
+
+  test("config hookTimeout is the deadline", async () => {
+    const slow = definePlugin({
+      name: "slow",
+      setup: () => ({ mail: () => new Promise((resolve) => setTimeout(() => resolve(ok()), 500)) }),
+    });
+    const harness = await testPlugin(slow, {}, { config: { server: { hookTimeout: "50ms" } } });
+    const call = await harness.session().mail("a@sender.example");
+    expect(call.verdict).toBe("ERROR");
+    expect(call.code).toBe(451);
+    await harness.close();
+  });
 });

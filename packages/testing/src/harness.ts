@@ -80,7 +80,10 @@ export interface HarnessOptions {
   dns?: DnsResolver;
   /** Runs before the plugins' setup, to register services such as a UserDirectory. */
   register?: (container: DependencyContainer) => void;
-  /** Deadline of each hook call in ms (default 5000). */
+  /**
+   * Deadline of each hook call in ms. The default is the `server.hookTimeout`
+   * of `config` when the test sets one, and 5000 otherwise.
+   */
   hookTimeout?: number;
 }
 
@@ -346,6 +349,16 @@ function defaultResolver(config: MailroomConfig): DnsResolver {
 }
 
 /**
+ * Returns the deadline of each hook call in ms: `options.hookTimeout`, else
+ * the `server.hookTimeout` that the test's config sets, else 5000.
+ */
+function hookDeadline(options: HarnessOptions, config: MailroomConfig): number {
+  if (options.hookTimeout !== undefined) return options.hookTimeout;
+  const server = options.config?.server as Record<string, unknown> | undefined;
+  return server?.hookTimeout === undefined ? 5000 : config.server.hookTimeout;
+}
+
+/**
  * Starts plugins in-process for a unit test. Each plugin is set up by the
  * server's setupPlugin, with a silent logger and a fresh container holding
  * the server's services, then every plugin's start() runs. Hooks are called
@@ -373,7 +386,7 @@ export async function testPlugins(plugins: PluginWithOptions[], options: Harness
       const [definition, rawOptions = {}] = Array.isArray(entry) ? entry : [entry];
       loaded.push(await setupPlugin(definition, rawOptions, environment));
     }
-    runner = new HookRunner(loaded, options.hookTimeout ?? 5000);
+    runner = new HookRunner(loaded, hookDeadline(options, config));
     // As the server does once the set is in service.
     await startPlugins(loaded);
   } catch (error) {
