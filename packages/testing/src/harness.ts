@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import {
+  checkRouteOwners,
   closePlugins,
   configSchema,
   Connection,
@@ -386,6 +387,7 @@ export async function testPlugins(plugins: PluginWithOptions[], options: Harness
       const [definition, rawOptions = {}] = Array.isArray(entry) ? entry : [entry];
       loaded.push(await setupPlugin(definition, rawOptions, environment));
     }
+    checkRouteOwners(loaded);
     runner = new HookRunner(loaded, hookDeadline(options, config));
     // As the server does once the set is in service.
     await startPlugins(loaded);

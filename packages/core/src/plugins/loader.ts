@@ -124,11 +124,36 @@ export async function loadPlugins(
     for (const index of loaded.config.plugins.keys()) {
       plugins.push(await loadPlugin(loaded, index, container, logger));
     }
+    checkRouteOwners(plugins, (index) => `${loaded.file}:${loaded.lineOf(["plugins", index, "use"]) ?? "?"}: plugins[${index}]: `);
   } catch (error) {
     await closePlugins(plugins, logger);
     throw error;
   }
   return plugins;
+}
+
+/**
+ * Throws a ConfigError when two plugins of a set register the same route.
+ * The engine hands a route's recipients to the first plugin that registered
+ * it, so the later one would accept recipients that another plugin stores.
+ * `where` returns the prefix that names a plugin's config entry.
+ */
+export function checkRouteOwners(plugins: readonly LoadedPlugin[], where: (index: number) => string = () => ""): void {
+  const owners = new Map<string, number>();
+  for (const [index, plugin] of plugins.entries()) {
+    for (const route of plugin.routes) {
+      const first = owners.get(route);
+      if (first === undefined) {
+        owners.set(route, index);
+        continue;
+      }
+      throw new ConfigError(
+        `${where(index)}plugin ${plugin.name} registers the route "${route}", which plugin ${plugins[first]!.name} ` +
+          `(plugins[${first}]) registered first. The engine would store every recipient on it with ` +
+          `${plugins[first]!.name}, so give each storing plugin a route of its own`,
+      );
+    }
+  }
 }
 
 /** Imports, validates and sets up the plugin of entry `index`. */
