@@ -546,3 +546,25 @@ describe("test kit transactions", () => {
     await harness.close();
   });
 });
+
+describe("test kit servers", () => {
+  test("YAML text without listen gets a free port", async () => {
+    const text = "server:\n  hostname: mx.example.test\nplugins: []\n";
+    const first = await startTestServer(text);
+    const second = await startTestServer(text);
+    expect(first.host).toBe("127.0.0.1");
+    expect(first.port).not.toBe(2525);
+    expect(second.port).not.toBe(first.port);
+    const client = await second.connect();
+    expect(client.greeting.code).toBe(220);
+    client.close();
+    await second.stop();
+    await first.stop();
+  });
+
+  test("YAML text keeps its own listen", async () => {
+    const server = await startTestServer('server:\n  listen: ["127.0.0.1:0", "127.0.0.1:0"]\nplugins: []\n');
+    expect(server.addresses).toHaveLength(2);
+    await server.stop();
+  });
+});
