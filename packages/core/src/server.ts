@@ -107,6 +107,8 @@ export class MailroomServer {
   /** A reload that waits for the running one and has not read the config yet. */
   private reloadWaiting: Promise<void> | undefined;
   private metricsServer: import("node:http").Server | undefined;
+  /** The settings of the first config that a reload cannot change, for the warning when one does. */
+  private readonly restartOnly: { metrics: string | undefined; workers: number };
 
   private constructor(
     set: PluginSet,
@@ -118,6 +120,7 @@ export class MailroomServer {
   ) {
     this.current = set;
     this.liveSets.add(set);
+    this.restartOnly = { metrics: set.loaded.config.server.metrics?.listen, workers: set.loaded.config.server.workers };
     this.base = base;
     this.logger = logger;
     this.tls = readTls(set.loaded);
@@ -474,6 +477,7 @@ export class MailroomServer {
         "server.spoolDir changed; the server keeps using the old folder until it is restarted",
       );
     }
+    this.warnRestartOnly(loaded);
     this.memory.total = next.loaded.config.server.memorySpool.total;
     this.memory.perMessage = next.loaded.config.server.memorySpool.perMessage;
     this.liveSets.add(next);
@@ -481,6 +485,28 @@ export class MailroomServer {
     previous.retired = true;
     if (previous.sessions === 0) await this.retire(previous);
     this.logger.info({ file, plugins: next.plugins.map((plugin) => plugin.name) }, "config reloaded");
+  }
+
+  /**
+   * Logs a warning for `server.metrics` and `server.workers` when a reload
+   * changes them. The metrics endpoint is bound once in listen(), and the
+   * primary process forks its workers once, so both keep the first value.
+   */
+  private warnRestartOnly(loaded: LoadedConfig): void {
+    const metrics = loaded.config.server.metrics?.listen;
+    if (metrics !== this.restartOnly.metrics) {
+      this.logger.warn(
+        { serving: this.restartOnly.metrics ?? "(none)", configured: metrics ?? "(none)" },
+        "server.metrics changed; the metrics endpoint keeps its address until the server is restarted",
+      );
+    }
+    const workers = loaded.config.server.workers;
+    if (workers !== this.restartOnly.workers) {
+      this.logger.warn(
+        { running: this.restartOnly.workers, configured: workers },
+        "server.workers changed; the number of worker processes changes only at a restart",
+      );
+    }
   }
 
   private retire(set: PluginSet): Promise<void> {
