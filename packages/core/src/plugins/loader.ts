@@ -227,6 +227,7 @@ export async function setupPlugin(
     hooks: hooks ?? {},
     routes,
     logger: pluginLogger,
+    closeTimeout: env.config.server.closeTimeout,
   });
   // An async wrapper, so a setup that throws at once rejects like one that fails later.
   const setup = (async () =>
@@ -301,13 +302,35 @@ export async function startPlugins(plugins: readonly LoadedPlugin[]): Promise<vo
   }
 }
 
-/** Runs each plugin's close() in reverse config order, logging failures instead of throwing. */
+/** The deadline of close() for a plugin set up without `server.closeTimeout`. */
+const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
+
+/**
+ * Runs each plugin's close() in reverse config order, logging failures
+ * instead of throwing. A close() that misses its plugin's `closeTimeout`
+ * is logged and left running while the next plugin closes.
+ */
 export async function closePlugins(plugins: readonly LoadedPlugin[], logger: Logger): Promise<void> {
   for (const plugin of [...plugins].reverse()) {
+    const timeout = plugin.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeout);
+    });
     try {
-      await plugin.hooks.close?.();
+      // An async wrapper, so a close() that throws at once is caught like one that rejects.
+      const closing = (async () => plugin.hooks.close?.())();
+      if ((await Promise.race([closing, deadline])) === "timeout") {
+        logger.error(
+          { plugin: plugin.name, timeoutMs: timeout },
+          "plugin close() did not finish within server.closeTimeout; going on without it",
+        );
+        closing.catch((error: unknown) => logger.error({ err: error, plugin: plugin.name }, "plugin close failed"));
+      }
     } catch (error) {
       logger.error({ err: error, plugin: plugin.name }, "plugin close failed");
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

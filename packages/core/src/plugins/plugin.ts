@@ -49,6 +49,7 @@ export interface PluginHooks extends HookHandlers {
    * waits for that at most 5 seconds past `server.shutdownTimeout`, then
    * logs the connections it leaves behind and closes the plugins anyway.
    * It runs whether or not start() ran, and after a start() in progress.
+   * One that misses `server.closeTimeout` is logged and left running.
    */
   close?: () => void | Promise<void>;
 }
