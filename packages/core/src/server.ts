@@ -396,7 +396,7 @@ export class MailroomServer {
   private startServing(): Promise<void> {
     const run = this.reloadTail.then(async () => {
       if (this.serving || this.closing) return;
-      await startPlugins(this.current.plugins);
+      await startPlugins(this.current.plugins, this.current.loaded.config.server.setupTimeout);
       this.serving = true;
     });
     this.reloadTail = run.catch(() => undefined);
@@ -445,7 +445,7 @@ export class MailroomServer {
     const next = await MailroomServer.loadSet(loaded, this.base, this.logger, this.metrics);
     try {
       if (this.closing) throw new Error("the server stopped while the config was reloading, so the new plugins were closed");
-      if (this.serving) await startPlugins(next.plugins);
+      if (this.serving) await startPlugins(next.plugins, loaded.config.server.setupTimeout);
       if (tls) {
         for (const listener of this.listeners) {
           // The SNI map is replaced whole, so a name removed from the config is gone too.

@@ -390,7 +390,7 @@ export async function testPlugins(plugins: PluginWithOptions[], options: Harness
     checkRouteOwners(loaded);
     runner = new HookRunner(loaded, hookDeadline(options, config));
     // As the server does once the set is in service.
-    await startPlugins(loaded);
+    await startPlugins(loaded, config.server.setupTimeout);
   } catch (error) {
     // As the server does with a config it rejects: nothing set up keeps running.
     await closePlugins(loaded, logger);

@@ -287,17 +287,33 @@ function parseOptions(
   throw new ConfigError(`invalid options for plugin ${definition.name}:${details}`, { cause: result.error });
 }
 
+/** The default of `server.setupTimeout`, for a caller of startPlugins() that gives none. */
+const DEFAULT_SETUP_TIMEOUT_MS = 30_000;
+
 /**
  * Runs each plugin's start() in config order, once the set goes into
- * service. Throws on the first failure, naming the plugin; the caller then
- * closes the whole set, the plugins already started included.
+ * service, each within `timeoutMs` (`server.setupTimeout`, 30 s by
+ * default). The pending timer also keeps the process alive, as in setup.
+ * Throws on the first failure or missed deadline, naming the plugin. The
+ * caller then closes the whole set, the plugins already started included.
  */
-export async function startPlugins(plugins: readonly LoadedPlugin[]): Promise<void> {
+export async function startPlugins(plugins: readonly LoadedPlugin[], timeoutMs = DEFAULT_SETUP_TIMEOUT_MS): Promise<void> {
   for (const plugin of plugins) {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    let outcome: unknown;
     try {
-      await plugin.hooks.start?.();
+      // An async wrapper, so a start() that throws at once rejects like one that fails later.
+      outcome = await Promise.race([(async () => plugin.hooks.start?.())(), deadline]);
     } catch (error) {
       throw new Error(`plugin ${plugin.name}: start() failed: ${(error as Error).message}`, { cause: error });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (outcome === "timeout") {
+      throw new Error(`plugin ${plugin.name}: start() did not finish within ${timeoutMs} ms (server.setupTimeout)`);
     }
   }
 }

@@ -38,7 +38,8 @@ export interface PluginHooks extends HookHandlers {
    * every plugin of the new config was set up. It never runs for a config
    * that a reload rejects, nor in `mailroom check`. setup() should only
    * prepare, so that a rejected config leaves nothing running. A start()
-   * that throws fails the start or the reload, and the set is closed.
+   * that throws or misses `server.setupTimeout` fails the start or the
+   * reload, and the set is closed.
    */
   start?: () => void | Promise<void>;
   /**
