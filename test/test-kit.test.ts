@@ -359,6 +359,23 @@ describe("test kit services", () => {
     await harness.close();
   });
 
+  test("static resolver ignores case and trailing dot", async () => {
+    const resolver = new StaticDnsResolver({
+      mx: { "Dest.Example.": [{ exchange: "mx.dest.example", priority: 10 }] },
+      a: { "MX.dest.example": ["192.0.2.25"] },
+    });
+    expect(await resolver.resolveMx("dest.example")).toEqual({
+      status: "found",
+      records: [{ exchange: "mx.dest.example", priority: 10 }],
+    });
+    expect(await resolver.resolveMx("DEST.example.")).toEqual({
+      status: "found",
+      records: [{ exchange: "mx.dest.example", priority: 10 }],
+    });
+    expect(await resolver.resolve4("mx.dest.example")).toEqual({ status: "found", records: ["192.0.2.25"] });
+    expect(await resolver.resolve4("other.example")).toEqual({ status: "nxdomain" });
+  });
+
   test("default resolver fails every lookup with advice", async () => {
     const found: { dns?: DnsResolver } = {};
     const harness = await testPlugin(servicesPlugin(found));
