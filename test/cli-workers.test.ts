@@ -116,8 +116,12 @@ test("worker that crashes after listening is restarted with a growing delay", { 
 
   const died = withMessage(logs(), "worker died");
   expect(died.map((line) => line.listening)).toEqual([true, true]);
+  for (const line of died) expect([1, 2]).toContain(line.slot);
   const restarts = withMessage(logs(), "restarting worker");
   expect(restarts.map((line) => line.delayMs)).toEqual([1000, 2000]);
+  expect(restarts.map((line) => line.slot)).toEqual(died.map((line) => line.slot));
+  // Each replacement takes over the slot of the worker it replaces.
+  for (const [index, restart] of restarts.entries()) expect(listening(logs())[index + 2]!.slot).toBe(restart.slot);
   // Each replacement was forked only after its delay.
   const started = listening(logs());
   for (const [index, restart] of restarts.entries()) {

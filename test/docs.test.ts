@@ -112,8 +112,8 @@ test("test blocks pass under vitest", () => {
     timeout: 120_000,
   });
   const output = (result.stdout + result.stderr).replace(/\u001b\[[0-9;]*m/g, "");
-  // The six tests of the guide, plus the three of the plugin the shell block scaffolds.
-  expect(output).toMatch(/Tests\s+9 passed/);
+  // The seven tests of the guide, plus the four of the plugin the shell block scaffolds.
+  expect(output).toMatch(/Tests\s+11 passed/);
   expect(result.status).toBe(0);
 });
 

@@ -143,3 +143,45 @@ test("changed listen address on reload is logged", async () => {
   expect(warning!.configured).toEqual(["127.0.0.1:0", "127.0.0.1:2626"]);
   expect(warning!.listening).toEqual(["127.0.0.1:0"]);
 });
+
+test("changed metrics and workers on reload are logged", async () => {
+  const file = path.join(dir, "mailroom.yaml");
+  const withMetrics = config(1).replace("server:\n", "server:\n  metrics: { listen: 127.0.0.1:0 }\n");
+  await writeFile(file, withMetrics);
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  server = await MailroomServer.fromFile(file, { logger });
+  await server.listen();
+  const metrics = server.metricsAddress!;
+
+  await writeFile(file, config(1).replace("server:\n", "server:\n  workers: 2\n"));
+  await server.reload();
+
+  const metricsWarning = lines.find((line) => line.msg === "server.metrics changed; the metrics endpoint keeps its address until the server is restarted");
+  expect(metricsWarning).toBeDefined();
+  expect(metricsWarning!.serving).toBe("127.0.0.1:0");
+  expect(metricsWarning!.configured).toBe("(none)");
+  const workersWarning = lines.find((line) => line.msg === "server.workers changed; the number of worker processes changes only at a restart");
+  expect(workersWarning).toBeDefined();
+  expect(workersWarning!.running).toBe(1);
+  expect(workersWarning!.configured).toBe(2);
+  // The endpoint keeps serving on its first address after the reload.
+  const response = await fetch(`http://${metrics.host}:${metrics.port}/metrics`);
+  expect(response.status).toBe(200);
+  await response.body?.cancel();
+
+  lines.length = 0;
+  await server.reload();
+  expect(lines.filter((line) => line.level === 40)).toHaveLength(2);
+});
+
+test("unchanged metrics on reload logs no warning", async () => {
+  const file = path.join(dir, "mailroom.yaml");
+  await writeFile(file, config(1).replace("server:\n", "server:\n  metrics: { listen: 127.0.0.1:0 }\n"));
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  server = await MailroomServer.fromFile(file, { logger });
+  await server.listen();
+  await server.reload();
+  expect(lines.filter((line) => line.level === 40)).toEqual([]);
+});

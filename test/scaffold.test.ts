@@ -162,7 +162,7 @@ test("new plugin creates a package whose test passes", { timeout: 120_000 }, asy
   expect(readme).toContain("`npm install` and `npm run build` at the repository root build it too");
 
   const run = vitest(path.join(folder, "src/index.test.ts"));
-  expect(run.stdout + run.stderr).toMatch(/3 passed/);
+  expect(run.stdout + run.stderr).toMatch(/4 passed/);
   expect(run.status).toBe(0);
 });
 
@@ -177,7 +177,7 @@ test("package test commands run in its folder", { timeout: 120_000 }, async () =
     ["npx", ["vitest", "run"]],
   ] as const) {
     const run = spawnSync(command, args, { cwd: folder, encoding: "utf8", timeout: 60_000 });
-    expect(run.stdout + run.stderr, `${command} ${args.join(" ")}`).toMatch(/3 passed/);
+    expect(run.stdout + run.stderr, `${command} ${args.join(" ")}`).toMatch(/4 passed/);
     expect(run.status, `${command} ${args.join(" ")}`).toBe(0);
   }
 });
@@ -280,7 +280,7 @@ test("outside package installs and loads", { timeout: 300_000 }, async () => {
   const build = npm(["run", "build"], folder);
   expect(build.status, build.stderr).toBe(0);
   const run = shell("npm test", folder);
-  expect(run.output).toMatch(/Tests\s+3 passed/);
+  expect(run.output).toMatch(/Tests\s+4 passed/);
   expect(run.status).toBe(0);
 
   const config = await configFor("loose");
@@ -317,7 +317,7 @@ test("local plugin test runs with the printed command", { timeout: 120_000 }, as
 
   const step = testStep(result.stderr);
   const run = shell(step.command, step.cwd);
-  expect(run.output).toMatch(/Tests\s+3 passed/);
+  expect(run.output).toMatch(/Tests\s+4 passed/);
   expect(run.status).toBe(0);
 
   // The repository's own test run, as npm test starts it, leaves the file out.
@@ -344,7 +344,7 @@ test("local plugin outside the checkout prints where to test", { timeout: 120_00
   const step = testStep(result.stderr);
   expect(step.cwd).toBe(ROOT);
   const run = shell(step.command, step.cwd);
-  expect(run.output).toMatch(/Tests\s+3 passed/);
+  expect(run.output).toMatch(/Tests\s+4 passed/);
   expect(run.status).toBe(0);
 });
 

@@ -2,8 +2,12 @@
 // routes at rcpt, DATA checks and storage, and the services the server
 // registers for every plugin set.
 import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import {
   definePlugin,
+  deny,
   denySoft,
   ok,
   systemClock,
@@ -13,7 +17,15 @@ import {
   type MessageInjector,
   type PluginHooks,
 } from "@mailroom/core";
-import { captureLogs, memoryStore, StaticDnsResolver, TestClock, testPlugin, testPlugins } from "@mailroom/testing";
+import {
+  captureLogs,
+  memoryStore,
+  startTestServer,
+  StaticDnsResolver,
+  TestClock,
+  testPlugin,
+  testPlugins,
+} from "@mailroom/testing";
 import { afterEach, describe, expect, test } from "vitest";
 import { startDns, type DnsFixture } from "./mx-kit.js";
 
@@ -347,6 +359,23 @@ describe("test kit services", () => {
     await harness.close();
   });
 
+  test("static resolver ignores case and trailing dot", async () => {
+    const resolver = new StaticDnsResolver({
+      mx: { "Dest.Example.": [{ exchange: "mx.dest.example", priority: 10 }] },
+      a: { "MX.dest.example": ["192.0.2.25"] },
+    });
+    expect(await resolver.resolveMx("dest.example")).toEqual({
+      status: "found",
+      records: [{ exchange: "mx.dest.example", priority: 10 }],
+    });
+    expect(await resolver.resolveMx("DEST.example.")).toEqual({
+      status: "found",
+      records: [{ exchange: "mx.dest.example", priority: 10 }],
+    });
+    expect(await resolver.resolve4("mx.dest.example")).toEqual({ status: "found", records: ["192.0.2.25"] });
+    expect(await resolver.resolve4("other.example")).toEqual({ status: "nxdomain" });
+  });
+
   test("default resolver fails every lookup with advice", async () => {
     const found: { dns?: DnsResolver } = {};
     const harness = await testPlugin(servicesPlugin(found));
@@ -436,5 +465,123 @@ describe("test kit logs", () => {
     expect(records).toHaveLength(2);
     expect(records[1]).toMatchObject({ level: 40, conn: "c2", msg: "second" });
     expect(capture.entries()).toEqual(records);
+  });
+});
+
+describe("test kit transactions", () => {
+  /** Creates a plugin that rejects senders at spam.example, stores every recipient, and records each reset and queue call. */
+  function recorderPlugin(events: string[]) {
+    return definePlugin({
+      name: "recorder",
+      setup({ registerRoute }) {
+        registerRoute("box");
+        return {
+          mail: ({ address }) => (address?.domain === "spam.example" ? deny() : undefined),
+          rcpt: () => ok(),
+          reset: ({ transaction }) => {
+            events.push(`reset ${transaction?.sender?.address ?? "<>"}`);
+          },
+          queue: ({ transaction, recipients }) => {
+            const to = recipients.map((recipient) => recipient.address.address).join(",");
+            events.push(`queue ${transaction.sender?.address ?? "<>"} to ${to}`);
+            return ok();
+          },
+        };
+      },
+    });
+  }
+
+  test("resets fire as on a real server", async () => {
+    // The server loads the plugin file, which exports the plugin that the test put on globalThis.
+    const serverEvents: string[] = [];
+    const dir = await mkdtemp(path.join(tmpdir(), "kit-transactions-"));
+    const global = globalThis as { kitRecorder?: unknown };
+    global.kitRecorder = recorderPlugin(serverEvents);
+    await writeFile(path.join(dir, "recorder.ts"), "export default (globalThis as any).kitRecorder;\n");
+    const server = await startTestServer({ server: { hostname: "mx.example.test" }, plugins: [{ use: "./recorder.ts" }] }, { dir });
+    const client = await server.connect();
+    expect((await client.command("EHLO client.example")).code).toBe(250);
+    expect((await client.command("MAIL FROM:<one@mail.example>")).code).toBe(250);
+    expect((await client.command("RCPT TO:<a@dest.example>")).code).toBe(250);
+    expect((await client.data("Subject: 1\r\n\r\nx\r\n")).code).toBe(250);
+    expect((await client.command("MAIL FROM:<bulk@spam.example>")).code).toBe(550);
+    expect((await client.command("MAIL FROM:<two@mail.example>")).code).toBe(250);
+    expect((await client.command("RSET")).code).toBe(250);
+    expect((await client.command("MAIL FROM:<three@mail.example>")).code).toBe(250);
+    expect((await client.command("QUIT")).code).toBe(221);
+    await client.closed();
+    await server.stop();
+    delete global.kitRecorder;
+    await rm(dir, { recursive: true, force: true });
+
+    const kitEvents: string[] = [];
+    const harness = await testPlugin(recorderPlugin(kitEvents));
+    const session = harness.session();
+    await session.mail("one@mail.example");
+    await session.rcpt("a@dest.example");
+    expect((await session.data("Subject: 1\r\n\r\nx\r\n")).code).toBe(250);
+    expect((await session.mail("bulk@spam.example")).code).toBe(550);
+    await session.mail("two@mail.example");
+    await session.reset();
+    await session.mail("three@mail.example");
+    await session.disconnect();
+    await harness.close();
+
+    expect(serverEvents).toEqual([
+      "queue one@mail.example to a@dest.example",
+      "reset one@mail.example",
+      "reset two@mail.example",
+      "reset three@mail.example",
+    ]);
+    expect(kitEvents).toEqual(serverEvents);
+  });
+
+  test("rejected sender opens no transaction", async () => {
+    const events: string[] = [];
+    const harness = await testPlugin(recorderPlugin(events));
+    const session = harness.session();
+    await session.mail("one@mail.example");
+    await session.rcpt("a@dest.example");
+    expect((await session.data("Subject: 1\r\n\r\nx\r\n")).code).toBe(250);
+    expect(session.transaction?.sender?.address).toBe("one@mail.example");
+    expect((await session.mail("bulk@spam.example")).code).toBe(550);
+    expect(session.transaction).toBeUndefined();
+    await expect(session.data("Subject: 2\r\n\r\ny\r\n")).rejects.toThrow(/open transaction/);
+    expect(events).toEqual(["queue one@mail.example to a@dest.example", "reset one@mail.example"]);
+    await harness.close();
+  });
+
+  test("config hookTimeout is the deadline", async () => {
+    const slow = definePlugin({
+      name: "slow",
+      setup: () => ({ mail: () => new Promise((resolve) => setTimeout(() => resolve(ok()), 500)) }),
+    });
+    const harness = await testPlugin(slow, {}, { config: { server: { hookTimeout: "50ms" } } });
+    const call = await harness.session().mail("a@sender.example");
+    expect(call.verdict).toBe("ERROR");
+    expect(call.code).toBe(451);
+    await harness.close();
+  });
+});
+
+describe("test kit servers", () => {
+  test("YAML text without listen gets a free port", async () => {
+    const text = "server:\n  hostname: mx.example.test\nplugins: []\n";
+    const first = await startTestServer(text);
+    const second = await startTestServer(text);
+    expect(first.host).toBe("127.0.0.1");
+    expect(first.port).not.toBe(2525);
+    expect(second.port).not.toBe(first.port);
+    const client = await second.connect();
+    expect(client.greeting.code).toBe(220);
+    client.close();
+    await second.stop();
+    await first.stop();
+  });
+
+  test("YAML text keeps its own listen", async () => {
+    const server = await startTestServer('server:\n  listen: ["127.0.0.1:0", "127.0.0.1:0"]\nplugins: []\n');
+    expect(server.addresses).toHaveLength(2);
+    await server.stop();
   });
 });

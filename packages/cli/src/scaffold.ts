@@ -7,16 +7,19 @@ import { UsageError } from "./report.js";
 const CORE_VERSION = "0.1.0";
 
 function pluginSource(name: string, coreImport = "@mailroom/core"): string {
-  return `import { definePlugin, deny, z } from "${coreImport}";
+  return `import { definePlugin, deny, normalizeDomain, z } from "${coreImport}";
+
+const domain = z.string().refine((text) => normalizeDomain(text) !== null, "expected a domain name");
 
 /** Rejects senders whose domain is listed in \`blockedDomains\`. */
 export default definePlugin({
   name: "${name}",
   options: z.object({
-    blockedDomains: z.array(z.string()).default([]),
+    blockedDomains: z.array(domain).default([]),
   }),
   setup({ options, logger }) {
-    const blocked = new Set(options.blockedDomains.map((domain) => domain.toLowerCase()));
+    // As the engine spells address.domain: lower case, no trailing dot, international names as A-labels.
+    const blocked = new Set(options.blockedDomains.map((listed) => normalizeDomain(listed)!));
     return {
       mail({ address }) {
         if (!address || !blocked.has(address.domain)) return undefined;
@@ -34,10 +37,11 @@ function testSource(importPath: string): string {
 import { expect, test } from "vitest";
 import plugin from "${importPath}";
 
-const harness = await testPlugin(plugin, { blockedDomains: ["spam.example"] });
+const harness = await testPlugin(plugin, { blockedDomains: ["spam.example", "bücher.example"] });
 
 test.each([
   ["someone@spam.example", "DENY", 550],
+  ["someone@xn--bcher-kva.example", "DENY", 550],
   ["someone@mail.example", "CONT", 250],
   ["", "CONT", 250],
 ])("sender %s", async (sender, verdict, code) => {

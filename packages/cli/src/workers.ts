@@ -115,17 +115,17 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
       const now = Date.now();
       const uptimeMs = now - (state?.forkedAt ?? now);
       const listening = state?.listeningAt !== undefined;
-      logger.error({ worker: worker.id, code, signal, uptimeMs, listening }, "worker died");
+      const slot = state?.slot;
+      logger.error({ worker: worker.id, slot, code, signal, uptimeMs, listening }, "worker died");
 
       if (listening) {
         const delayMs = backoff.next(now - state!.listeningAt!);
-        logger.info({ worker: worker.id, delayMs }, "restarting worker");
-        const slot = state!.slot;
+        logger.info({ worker: worker.id, slot, delayMs }, "restarting worker");
         const timer = setTimeout(() => {
           restartTimers.delete(timer);
-          if (!stopping) fork(slot);
+          if (!stopping) fork(slot!);
         }, delayMs);
-        restartTimers.set(timer, slot);
+        restartTimers.set(timer, slot!);
         return;
       }
 
@@ -133,7 +133,7 @@ export function runPrimary(count: number, logger: Logger): Promise<number> {
       const left = workers().length;
       if (left > 0 || restartTimers.size > 0) {
         logger.error(
-          { worker: worker.id, workers: left },
+          { worker: worker.id, slot, workers: left },
           "worker exited before it was listening and is not restarted; fix the cause, then send SIGHUP to start the missing workers",
         );
         return;

@@ -9,7 +9,7 @@ export * from "./answers.js";
 export * from "./hooks.js";
 export * from "./plugins/plugin.js";
 export { HookRunner, type LoadedPlugin, type HookOutcome } from "./plugins/runner.js";
-export { loadPlugins, setupPlugin, startPlugins, closePlugins, type PluginSetupEnvironment } from "./plugins/loader.js";
+export { checkRouteOwners, loadPlugins, setupPlugin, startPlugins, closePlugins, type PluginSetupEnvironment } from "./plugins/loader.js";
 export { MessageVerdict, storeRoutes, type StoreResult } from "./store-routes.js";
 export { runRcpt, type RcptContext, type RcptResult } from "./recipients.js";
 export { runDataHook, storeMessage, type DataResult, type MessageContext } from "./data.js";

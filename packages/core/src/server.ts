@@ -108,6 +108,8 @@ export class MailroomServer {
   /** A reload that waits for the running one and has not read the config yet. */
   private reloadWaiting: Promise<void> | undefined;
   private metricsServer: import("node:http").Server | undefined;
+  /** The settings of the first config that a reload cannot change, for the warning when one does. */
+  private readonly restartOnly: { metrics: string | undefined; workers: number };
 
   private constructor(
     set: PluginSet,
@@ -119,6 +121,7 @@ export class MailroomServer {
   ) {
     this.current = set;
     this.liveSets.add(set);
+    this.restartOnly = { metrics: set.loaded.config.server.metrics?.listen, workers: set.loaded.config.server.workers };
     this.base = base;
     this.logger = logger;
     this.tls = readTls(set.loaded);
@@ -395,7 +398,7 @@ export class MailroomServer {
   private startServing(): Promise<void> {
     const run = this.reloadTail.then(async () => {
       if (this.serving || this.closing) return;
-      await startPlugins(this.current.plugins);
+      await startPlugins(this.current.plugins, this.current.loaded.config.server.setupTimeout);
       this.serving = true;
     });
     this.reloadTail = run.catch(() => undefined);
@@ -444,7 +447,7 @@ export class MailroomServer {
     const next = await MailroomServer.loadSet(loaded, this.base, this.logger, this.metrics);
     try {
       if (this.closing) throw new Error("the server stopped while the config was reloading, so the new plugins were closed");
-      if (this.serving) await startPlugins(next.plugins);
+      if (this.serving) await startPlugins(next.plugins, loaded.config.server.setupTimeout);
       if (tls) {
         for (const listener of this.listeners) {
           // The SNI map is replaced whole, so a name removed from the config is gone too.
@@ -476,6 +479,7 @@ export class MailroomServer {
         "server.spoolDir changed; the server keeps using the old folder until it is restarted",
       );
     }
+    this.warnRestartOnly(loaded);
     this.memory.total = next.loaded.config.server.memorySpool.total;
     this.memory.perMessage = next.loaded.config.server.memorySpool.perMessage;
     this.liveSets.add(next);
@@ -490,6 +494,28 @@ export class MailroomServer {
   private logTlsWarnings(): void {
     for (const warning of tlsWarnings(this.config.server)) {
       this.logger.warn({ option: warning.option, file: warning.file, ...warning.details }, warning.message);
+    }
+  }
+
+  /**
+   * Logs a warning for `server.metrics` and `server.workers` when a reload
+   * changes them. The metrics endpoint is bound once in listen(), and the
+   * primary process forks its workers once, so both keep the first value.
+   */
+  private warnRestartOnly(loaded: LoadedConfig): void {
+    const metrics = loaded.config.server.metrics?.listen;
+    if (metrics !== this.restartOnly.metrics) {
+      this.logger.warn(
+        { serving: this.restartOnly.metrics ?? "(none)", configured: metrics ?? "(none)" },
+        "server.metrics changed; the metrics endpoint keeps its address until the server is restarted",
+      );
+    }
+    const workers = loaded.config.server.workers;
+    if (workers !== this.restartOnly.workers) {
+      this.logger.warn(
+        { running: this.restartOnly.workers, configured: workers },
+        "server.workers changed; the number of worker processes changes only at a restart",
+      );
     }
   }
 

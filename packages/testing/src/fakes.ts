@@ -48,14 +48,24 @@ export interface StaticZone {
 
 /**
  * A DnsResolver that returns records from a table, for unit tests of plugins. Names
- * missing from the table are NXDOMAIN. End-to-end tests use a real DNS
- * server on loopback instead.
+ * missing from the table are NXDOMAIN. Names in the table and in lookups
+ * match without regard to case or a trailing dot. End-to-end tests use a
+ * real DNS server on loopback instead.
  */
 export class StaticDnsResolver implements DnsResolver {
-  constructor(private readonly zone: StaticZone) {}
+  private readonly zone: StaticZone;
+
+  constructor(zone: StaticZone) {
+    this.zone = {
+      ...(zone.mx ? { mx: byName(zone.mx) } : {}),
+      ...(zone.a ? { a: byName(zone.a) } : {}),
+      ...(zone.aaaa ? { aaaa: byName(zone.aaaa) } : {}),
+      ...(zone.ptr ? { ptr: byName(zone.ptr) } : {}),
+    };
+  }
 
   private lookup<T>(table: Record<string, Entry<T>> | undefined, name: string): Promise<DnsLookup<T>> {
-    const entry = table?.[name.toLowerCase().replace(/\.$/, "")];
+    const entry = table?.[lookupKey(name)];
     if (entry === undefined || entry === "nxdomain") return Promise.resolve({ status: "nxdomain" });
     if (entry === "servfail" || entry === "timeout") {
       return Promise.reject(new DnsTemporaryError(`${name}: ${entry}`, entry));
@@ -78,6 +88,16 @@ export class StaticDnsResolver implements DnsResolver {
   resolvePtr(address: string) {
     return this.lookup(this.zone.ptr, address);
   }
+}
+
+/** Returns `name` in lower case without a trailing dot, the key of StaticDnsResolver's tables. */
+function lookupKey(name: string): string {
+  return name.toLowerCase().replace(/\.$/, "");
+}
+
+/** Copies a table of StaticDnsResolver with its names as lookup keys. */
+function byName<T>(table: Record<string, Entry<T>>): Record<string, Entry<T>> {
+  return Object.fromEntries(Object.entries(table).map(([name, entry]) => [lookupKey(name), entry]));
 }
 
 /**

@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import {
+  checkRouteOwners,
   closePlugins,
   configSchema,
   Connection,
@@ -80,7 +81,10 @@ export interface HarnessOptions {
   dns?: DnsResolver;
   /** Runs before the plugins' setup, to register services such as a UserDirectory. */
   register?: (container: DependencyContainer) => void;
-  /** Deadline of each hook call in ms (default 5000). */
+  /**
+   * Deadline of each hook call in ms. The default is the `server.hookTimeout`
+   * of `config` when the test sets one, and 5000 otherwise.
+   */
   hookTimeout?: number;
 }
 
@@ -129,20 +133,33 @@ export class TestSession {
     return this.harness.call("connect", { connection: this.connection });
   }
 
-  ehlo(name: string): Promise<HookCall> {
-    this.connection.heloName = name;
-    return this.harness.call("ehlo", { connection: this.connection, name });
+  /** Fires ehlo. When no plugin answers, the engine's EHLO reply ends an open transaction with reset. */
+  async ehlo(name: string): Promise<HookCall> {
+    const call = await this.harness.call("ehlo", { connection: this.connection, name });
+    if (call.reply === null) {
+      await this.endTransaction();
+      this.connection.heloName = name;
+    }
+    return call;
   }
 
   vrfy(argument: string): Promise<HookCall> {
     return this.harness.call("vrfy", { connection: this.connection, argument });
   }
 
-  /** Fires mail; `sender` is an address or "" for `<>`. An accepted sender opens a new transaction. */
+  /**
+   * Fires mail; `sender` is an address or "" for `<>`. An accepted sender
+   * opens a new transaction. A transaction that is still open ends first
+   * with the reset hook, as after reset(). The engine would reply 503 to
+   * such a nested MAIL instead.
+   */
   async mail(sender: string, params: Record<string, string | true> = {}): Promise<HookCall> {
     const parsed = address(sender, true);
+    await this.endTransaction();
     const transaction = new Transaction(this.connection, parsed, params);
     const call = await this.harness.call("mail", { connection: this.connection, transaction, address: parsed, params });
+    // A rejected sender opens no transaction, so a test cannot read the previous one by mistake.
+    this.transaction = undefined;
     if (call.reply === null || call.reply.code < 400) {
       this.transaction = transaction;
       this.connection.transaction = transaction;
@@ -158,16 +175,18 @@ export class TestSession {
    * 451 4.3.0, and `server.limits.maxRecipients` applies.
    */
   async rcpt(recipient: string, params: Record<string, string | true> = {}): Promise<HookCall> {
-    if (!this.transaction) {
-      this.transaction = new Transaction(this.connection, null, {});
-      this.connection.transaction = this.transaction;
+    let transaction = this.connection.transaction;
+    if (!transaction) {
+      transaction = new Transaction(this.connection, null, {});
+      this.transaction = transaction;
+      this.connection.transaction = transaction;
     }
     const parsed = address(recipient);
     if (!parsed) throw new Error("rcpt() needs a recipient address; <> is only a sender");
     const result = await runRcpt({
       runner: this.harness.runner,
       connection: this.connection,
-      transaction: this.transaction,
+      transaction,
       address: parsed,
       params,
       maxRecipients: this.harness.config.server.limits.maxRecipients,
@@ -182,13 +201,13 @@ export class TestSession {
    * recipient the reply is 554 5.5.1 and no hook fires. The message is the
    * DATA content without dot-stuffing or the final dot.
    *
-   * NOTE: the engine ends the transaction after the reply and fires reset.
-   * Here it stays in `transaction` for the test to read until reset() or
-   * the next mail().
+   * As in the engine, the transaction ends once the message got its reply,
+   * and reset fires. It stays in `transaction` for the test to read until
+   * the next mail() or rcpt().
    */
   async data(message: string | Buffer): Promise<HookCall> {
-    const transaction = this.transaction;
-    if (!transaction) throw new Error("data() needs a transaction: call mail() and rcpt() first");
+    const transaction = this.connection.transaction;
+    if (!transaction) throw new Error("data() needs an open transaction: call mail() and rcpt() first");
     const context = { connection: this.connection, transaction, runner: this.harness.runner };
     const start = await runDataHook(context);
     if (start.reply) return callFor(start.outcome, start.reply);
@@ -204,19 +223,27 @@ export class TestSession {
       () => Readable.from([Buffer.from(message)], { objectMode: false }),
     );
     this.connection.transactionCount += 1;
+    await this.endTransaction();
     return callForData(result);
   }
 
-  /** Fires reset and drops the transaction. */
+  /** Ends the open transaction and fires reset, as RSET does. With no transaction open, no hook fires. */
   async reset(): Promise<void> {
-    const transaction = this.transaction;
     this.transaction = undefined;
+    await this.endTransaction();
+  }
+
+  private async endTransaction(): Promise<void> {
+    const transaction = this.connection.transaction;
+    if (!transaction) return;
     this.connection.transaction = undefined;
     await this.harness.runner.runAll("reset", { connection: this.connection, transaction }, this.harness.logger);
   }
 
-  disconnect(): Promise<void> {
-    return this.harness.runner.runAll("disconnect", { connection: this.connection }, this.harness.logger);
+  /** Ends an open transaction with reset, as the engine does when a connection closes, then fires disconnect. */
+  async disconnect(): Promise<void> {
+    await this.endTransaction();
+    await this.harness.runner.runAll("disconnect", { connection: this.connection }, this.harness.logger);
   }
 }
 
@@ -323,6 +350,16 @@ function defaultResolver(config: MailroomConfig): DnsResolver {
 }
 
 /**
+ * Returns the deadline of each hook call in ms: `options.hookTimeout`, else
+ * the `server.hookTimeout` that the test's config sets, else 5000.
+ */
+function hookDeadline(options: HarnessOptions, config: MailroomConfig): number {
+  if (options.hookTimeout !== undefined) return options.hookTimeout;
+  const server = options.config?.server as Record<string, unknown> | undefined;
+  return server?.hookTimeout === undefined ? 5000 : config.server.hookTimeout;
+}
+
+/**
  * Starts plugins in-process for a unit test. Each plugin is set up by the
  * server's setupPlugin, with a silent logger and a fresh container holding
  * the server's services, then every plugin's start() runs. Hooks are called
@@ -350,9 +387,10 @@ export async function testPlugins(plugins: PluginWithOptions[], options: Harness
       const [definition, rawOptions = {}] = Array.isArray(entry) ? entry : [entry];
       loaded.push(await setupPlugin(definition, rawOptions, environment));
     }
-    runner = new HookRunner(loaded, options.hookTimeout ?? 5000);
+    checkRouteOwners(loaded);
+    runner = new HookRunner(loaded, hookDeadline(options, config));
     // As the server does once the set is in service.
-    await startPlugins(loaded);
+    await startPlugins(loaded, config.server.setupTimeout);
   } catch (error) {
     // As the server does with a config it rejects: nothing set up keeps running.
     await closePlugins(loaded, logger);

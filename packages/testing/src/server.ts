@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { MailroomServer, type BoundAddress, type DependencyContainer } from "@mailroom/core";
 import { pino, type Logger } from "pino";
-import { stringify } from "yaml";
+import { parse, stringify } from "yaml";
 import { SmtpTestClient } from "./client.js";
 
 export interface TestServerOptions {
@@ -50,6 +50,8 @@ export async function startTestServer(
 
   const server = await MailroomServer.fromText(text, dir, {
     logger,
+    // The text stays as written, so that config errors name its own lines.
+    ...(typeof config === "string" && !setsListen(config) ? { listen: ["127.0.0.1:0"] } : {}),
     ...(options.container ? { container: options.container } : {}),
   });
   const addresses = await server.listen();
@@ -67,4 +69,16 @@ export async function startTestServer(
       if (ownsDir) await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Returns true when YAML config text sets `server.listen`; text that does not parse is left to the server to report. */
+function setsListen(text: string): boolean {
+  let parsed: unknown;
+  try {
+    parsed = parse(text);
+  } catch {
+    return true;
+  }
+  const server = (parsed as { server?: unknown } | null)?.server;
+  return typeof server === "object" && server !== null && "listen" in server;
 }

@@ -154,6 +154,12 @@ export const serverSchema = z
      * hookTimeout because setup may connect to directories and databases.
      */
     setupTimeout: duration({ min: 1 }).default(30_000),
+    /**
+     * Deadline of each plugin's close() at reload and shutdown. A close()
+     * that misses it is logged and the server goes on without it, so one
+     * plugin cannot keep the server from stopping.
+     */
+    closeTimeout: duration({ min: 1 }).default(30_000),
     /** How long open transactions may go on after SIGTERM; 0 closes every connection at once. */
     shutdownTimeout: duration().default(30_000),
     reverseDns: z

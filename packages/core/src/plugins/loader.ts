@@ -124,11 +124,36 @@ export async function loadPlugins(
     for (const index of loaded.config.plugins.keys()) {
       plugins.push(await loadPlugin(loaded, index, container, logger));
     }
+    checkRouteOwners(plugins, (index) => `${loaded.file}:${loaded.lineOf(["plugins", index, "use"]) ?? "?"}: plugins[${index}]: `);
   } catch (error) {
     await closePlugins(plugins, logger);
     throw error;
   }
   return plugins;
+}
+
+/**
+ * Throws a ConfigError when two plugins of a set register the same route.
+ * The engine hands a route's recipients to the first plugin that registered
+ * it, so the later one would accept recipients that another plugin stores.
+ * `where` returns the prefix that names a plugin's config entry.
+ */
+export function checkRouteOwners(plugins: readonly LoadedPlugin[], where: (index: number) => string = () => ""): void {
+  const owners = new Map<string, number>();
+  for (const [index, plugin] of plugins.entries()) {
+    for (const route of plugin.routes) {
+      const first = owners.get(route);
+      if (first === undefined) {
+        owners.set(route, index);
+        continue;
+      }
+      throw new ConfigError(
+        `${where(index)}plugin ${plugin.name} registers the route "${route}", which plugin ${plugins[first]!.name} ` +
+          `(plugins[${first}]) registered first. The engine would store every recipient on it with ` +
+          `${plugins[first]!.name}, so give each storing plugin a route of its own`,
+      );
+    }
+  }
 }
 
 /** Imports, validates and sets up the plugin of entry `index`. */
@@ -202,6 +227,7 @@ export async function setupPlugin(
     hooks: hooks ?? {},
     routes,
     logger: pluginLogger,
+    closeTimeout: env.config.server.closeTimeout,
   });
   // An async wrapper, so a setup that throws at once rejects like one that fails later.
   const setup = (async () =>
@@ -261,28 +287,66 @@ function parseOptions(
   throw new ConfigError(`invalid options for plugin ${definition.name}:${details}`, { cause: result.error });
 }
 
+/** The default of `server.setupTimeout`, for a caller of startPlugins() that gives none. */
+const DEFAULT_SETUP_TIMEOUT_MS = 30_000;
+
 /**
  * Runs each plugin's start() in config order, once the set goes into
- * service. Throws on the first failure, naming the plugin; the caller then
- * closes the whole set, the plugins already started included.
+ * service, each within `timeoutMs` (`server.setupTimeout`, 30 s by
+ * default). The pending timer also keeps the process alive, as in setup.
+ * Throws on the first failure or missed deadline, naming the plugin. The
+ * caller then closes the whole set, the plugins already started included.
  */
-export async function startPlugins(plugins: readonly LoadedPlugin[]): Promise<void> {
+export async function startPlugins(plugins: readonly LoadedPlugin[], timeoutMs = DEFAULT_SETUP_TIMEOUT_MS): Promise<void> {
   for (const plugin of plugins) {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    let outcome: unknown;
     try {
-      await plugin.hooks.start?.();
+      // An async wrapper, so a start() that throws at once rejects like one that fails later.
+      outcome = await Promise.race([(async () => plugin.hooks.start?.())(), deadline]);
     } catch (error) {
       throw new Error(`plugin ${plugin.name}: start() failed: ${(error as Error).message}`, { cause: error });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (outcome === "timeout") {
+      throw new Error(`plugin ${plugin.name}: start() did not finish within ${timeoutMs} ms (server.setupTimeout)`);
     }
   }
 }
 
-/** Runs each plugin's close() in reverse config order, logging failures instead of throwing. */
+/** The deadline of close() for a plugin set up without `server.closeTimeout`. */
+const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
+
+/**
+ * Runs each plugin's close() in reverse config order, logging failures
+ * instead of throwing. A close() that misses its plugin's `closeTimeout`
+ * is logged and left running while the next plugin closes.
+ */
 export async function closePlugins(plugins: readonly LoadedPlugin[], logger: Logger): Promise<void> {
   for (const plugin of [...plugins].reverse()) {
+    const timeout = plugin.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeout);
+    });
     try {
-      await plugin.hooks.close?.();
+      // An async wrapper, so a close() that throws at once is caught like one that rejects.
+      const closing = (async () => plugin.hooks.close?.())();
+      if ((await Promise.race([closing, deadline])) === "timeout") {
+        logger.error(
+          { plugin: plugin.name, timeoutMs: timeout },
+          "plugin close() did not finish within server.closeTimeout; going on without it",
+        );
+        closing.catch((error: unknown) => logger.error({ err: error, plugin: plugin.name }, "plugin close failed"));
+      }
     } catch (error) {
       logger.error({ err: error, plugin: plugin.name }, "plugin close failed");
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

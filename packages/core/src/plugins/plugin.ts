@@ -38,7 +38,8 @@ export interface PluginHooks extends HookHandlers {
    * every plugin of the new config was set up. It never runs for a config
    * that a reload rejects, nor in `mailroom check`. setup() should only
    * prepare, so that a rejected config leaves nothing running. A start()
-   * that throws fails the start or the reload, and the set is closed.
+   * that throws or misses `server.setupTimeout` fails the start or the
+   * reload, and the set is closed.
    */
   start?: () => void | Promise<void>;
   /**
@@ -49,6 +50,7 @@ export interface PluginHooks extends HookHandlers {
    * waits for that at most 5 seconds past `server.shutdownTimeout`, then
    * logs the connections it leaves behind and closes the plugins anyway.
    * It runs whether or not start() ran, and after a start() in progress.
+   * One that misses `server.closeTimeout` is logged and left running.
    */
   close?: () => void | Promise<void>;
 }

@@ -10,6 +10,8 @@ export interface LoadedPlugin {
   hooks: PluginHooks;
   routes: ReadonlySet<string>;
   logger: Logger;
+  /** Deadline of close() in ms, from `server.closeTimeout`, or 30000 when unset. */
+  closeTimeout?: number;
 }
 
 /**
