@@ -55,7 +55,7 @@ describe("MessageVerdict", () => {
 });
 
 describe("storeRoutes with a verdict rejected from outside", () => {
-  test("a rejection while an owner stores resolves its accepted false and calls no later owner", async () => {
+  test("rejection during a store stops later owners", async () => {
     const events: string[] = [];
     const verdict = new MessageVerdict();
     let release!: () => void;
