@@ -9,6 +9,8 @@ test.each([
   ["Spammer@SPAM.example", "DENY", 550],
   ["alice@example.test", "CONT", 250],
   ["spammer@other.example", "CONT", 250],
+  ["verkauf@xn--bcher-kva.example", "DENY", 550],
+  ["verkauf@XN--BCHER-KVA.example", "DENY", 550],
   ["", "CONT", 250],
   ["#comment@spam.example", "CONT", 250],
 ])("sender %s", async (sender, verdict, code) => {
