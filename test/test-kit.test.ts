@@ -52,6 +52,26 @@ const routeless = definePlugin({
 });
 
 describe("test kit setup", () => {
+  test("logger option receives plugin logs", async () => {
+    const chatty = definePlugin({
+      name: "chatty",
+      setup: ({ logger }) => ({
+        mail: ({ address }) => {
+          logger.info({ sender: address?.address }, "sender seen");
+          return undefined;
+        },
+      }),
+    });
+    const capture = captureLogs("info");
+    const harness = await testPlugin(chatty, {}, { logger: capture.logger });
+    await harness.session().mail("a@sender.example");
+    await harness.close();
+    const seen = capture.records.filter((record) => record.msg === "sender seen");
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.sender).toBe("a@sender.example");
+    expect(seen[0]!.plugin).toBe("chatty");
+  });
+
   test("unknown hook name is rejected", async () => {
     let closed = 0;
     const misspelled = definePlugin({

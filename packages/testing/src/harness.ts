@@ -86,6 +86,12 @@ export interface HarnessOptions {
    * of `config` when the test sets one, and 5000 otherwise.
    */
   hookTimeout?: number;
+  /**
+   * The logger that the plugins and the engine code get, for example the
+   * one of captureLogs(), so a test can read a plugin's log lines. Silent by
+   * default (set MAILROOM_TEST_LOG=debug to see the logs).
+   */
+  logger?: Logger;
 }
 
 export interface ConnectionInit {
@@ -361,7 +367,7 @@ function hookDeadline(options: HarnessOptions, config: MailroomConfig): number {
 
 /**
  * Starts plugins in-process for a unit test. Each plugin is set up by the
- * server's setupPlugin, with a silent logger and a fresh container holding
+ * server's setupPlugin, with `options.logger` or a silent one, and a fresh container holding
  * the server's services, then every plugin's start() runs. Hooks are called
  * through the engine's own HookRunner, rcpt and DATA code. When a plugin
  * fails, those already set up are closed before the error is thrown.
@@ -369,7 +375,7 @@ function hookDeadline(options: HarnessOptions, config: MailroomConfig): number {
 export async function testPlugins(plugins: PluginWithOptions[], options: HarnessOptions = {}): Promise<PluginHarness> {
   const config = configSchema.parse(options.config ?? {});
   const container = rootContainer.createChildContainer();
-  const logger = pino({ level: process.env.MAILROOM_TEST_LOG ?? "silent" });
+  const logger = options.logger ?? pino({ level: process.env.MAILROOM_TEST_LOG ?? "silent" });
   const spoolDir = await mkdtemp(path.join(os.tmpdir(), "mailroom-harness-"));
   const memory = new MemoryBudget(config.server.memorySpool.total, config.server.memorySpool.perMessage);
   let runner: HookRunner | undefined;
