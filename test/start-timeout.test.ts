@@ -10,7 +10,7 @@ import { captureLogs, SmtpTestClient } from "@mailroom/testing";
 import { afterEach, beforeEach, expect, test } from "vitest";
 import { BIN } from "./fault-kit.js";
 
-/** Replies to MAIL with its generation. With `hang`, its start() never settles and holds no handle open. */
+/** Replies to MAIL with its generation. With `hang`, its start() never settles and keeps no handle open. */
 const HANGING_PLUGIN = `
 import { definePlugin, ok, z } from "@mailroom/core";
 

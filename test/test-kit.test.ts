@@ -45,6 +45,26 @@ const unrouted = definePlugin({
   setup: () => ({ rcpt: () => ok({ route: "nowhere" }) }),
 });
 
+/**
+ * Puts recipients with the local part "later" on the route "second" and
+ * returns a 452 denySoft at queue for them, after calling `beforeFailing`.
+ */
+function failingSecondRoute(beforeFailing: () => void = () => undefined) {
+  return definePlugin({
+    name: "failing-store",
+    setup({ registerRoute }) {
+      registerRoute("second");
+      return {
+        rcpt: ({ address }) => (address.local === "later" ? ok({ route: "second" }) : undefined),
+        queue: () => {
+          beforeFailing();
+          return denySoft({ code: 452, enhanced: "4.3.1", message: "Disk full" });
+        },
+      };
+    },
+  });
+}
+
 /** Accepts every recipient with ok() but registers no route of its own. */
 const routeless = definePlugin({
   name: "routeless",
@@ -281,16 +301,7 @@ describe("test kit data", () => {
 
   test("failed later route removes the earlier copy", async () => {
     const first = memoryStore({ route: "first", name: "first-store" });
-    const failing = definePlugin({
-      name: "failing-store",
-      setup({ registerRoute }) {
-        registerRoute("second");
-        return {
-          rcpt: ({ address }) => (address.local === "later" ? ok({ route: "second" }) : undefined),
-          queue: () => denySoft({ code: 452, enhanced: "4.3.1", message: "Disk full" }),
-        };
-      },
-    });
+    const failing = failingSecondRoute();
     const harness = await testPlugins([failing, first.plugin]);
     const session = harness.session();
     await session.mail("a@sender.example");
@@ -307,20 +318,8 @@ describe("test kit data", () => {
 
   test("rejected copy already taken out keeps the others", async () => {
     const first = memoryStore({ route: "first", name: "first-store" });
-    const failing = definePlugin({
-      name: "failing-store",
-      setup({ registerRoute }) {
-        registerRoute("second");
-        return {
-          rcpt: ({ address }) => (address.local === "later" ? ok({ route: "second" }) : undefined),
-          queue: () => {
-            // A test that takes the new copy out of messages before the engine rejects it.
-            first.messages.pop();
-            return denySoft({ code: 452, enhanced: "4.3.1", message: "Disk full" });
-          },
-        };
-      },
-    });
+    // A test that takes the new copy out of messages before the engine rejects it.
+    const failing = failingSecondRoute(() => first.messages.pop());
     const harness = await testPlugins([failing, first.plugin]);
     const accepted = harness.session();
     await accepted.mail("a@sender.example");

@@ -99,7 +99,7 @@ test("slot of a pending handshake is freed when it closes", async () => {
   silent.socket.destroy();
   await silent.closed;
 
-  // The server sees the close a moment later, so the client may meet the limit once or twice first.
+  // The server notices the close a moment later, so the client may meet the limit once or twice first.
   let greeting = 0;
   for (let attempt = 0; attempt < 20 && greeting !== 220; attempt++) {
     const client = await SmtpTestClient.connect(port, "127.0.0.1", { implicitTls: true }).catch(() => undefined);

@@ -13,7 +13,7 @@ function owner(route: string, hooks: PluginHooks): LoadedPlugin {
   return { name: route, hooks, routes: new Set([route]), logger };
 }
 
-/** A transaction with one recipient on each route. */
+/** Builds a transaction with one recipient on each route. */
 function transaction(routes: string[]): Transaction {
   const connection = new Connection({
     remoteAddress: "127.0.0.1",
